@@ -1,0 +1,81 @@
+"""The contract an exported defect model carries in its ONNX metadata.
+
+Training writes it (`weld_training` export), the ONNX node reads it; a model without it
+is refused. Every value is a string (ONNX metadata_props), JSON where structured.
+
+Keys (all prefixed `weld.`):
+  class_names      JSON list of class names, in output order
+  preprocess       JSON PreprocessPreset (input size, channels, mean/std, depth range)
+  input_name       name of the image input, shape (N, C, H, W) float32
+  output_name      name of the output, shape (N, num_classes)
+  output_kind      'logits' (softmax applied by the reader) or 'probabilities'
+  model_version    version string shown in every WeldDefect
+  metrics          JSON dict of evaluation metrics (may be '{}')
+  weights_sha256   sha256 of the graph's weights, written at export
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from .preprocess import PreprocessError, PreprocessPreset
+
+PREFIX = 'weld.'
+REQUIRED_KEYS = ('class_names', 'preprocess', 'input_name', 'output_name', 'output_kind',
+                 'model_version')
+OUTPUT_KINDS = ('logits', 'probabilities')
+
+
+class ModelContractError(ValueError):
+    """A model whose metadata does not state how to use it."""
+
+
+@dataclass(frozen=True)
+class ModelContract:
+    class_names: tuple[str, ...]
+    preprocess: PreprocessPreset
+    input_name: str
+    output_name: str
+    output_kind: str
+    model_version: str
+    metrics: dict = field(default_factory=dict)
+    weights_sha256: str = ''
+
+    def to_metadata(self) -> dict[str, str]:
+        return {
+            PREFIX + 'class_names': json.dumps(list(self.class_names)),
+            PREFIX + 'preprocess': self.preprocess.to_json(),
+            PREFIX + 'input_name': self.input_name,
+            PREFIX + 'output_name': self.output_name,
+            PREFIX + 'output_kind': self.output_kind,
+            PREFIX + 'model_version': self.model_version,
+            PREFIX + 'metrics': json.dumps(self.metrics, sort_keys=True),
+            PREFIX + 'weights_sha256': self.weights_sha256,
+        }
+
+    @classmethod
+    def from_metadata(cls, meta: Mapping[str, str]) -> 'ModelContract':
+        missing = [PREFIX + k for k in REQUIRED_KEYS if not meta.get(PREFIX + k)]
+        if missing:
+            raise ModelContractError(
+                f'model metadata lacks {", ".join(missing)}; export the model with '
+                f'`weld-train export`, which writes the weld.* contract')
+        try:
+            class_names = tuple(json.loads(meta[PREFIX + 'class_names']))
+            preset = PreprocessPreset.from_dict(json.loads(meta[PREFIX + 'preprocess']))
+            metrics = json.loads(meta.get(PREFIX + 'metrics') or '{}')
+        except (json.JSONDecodeError, TypeError, PreprocessError) as exc:
+            raise ModelContractError(f'model metadata is malformed: {exc}') from None
+        if len(class_names) < 2 or not all(isinstance(c, str) and c for c in class_names):
+            raise ModelContractError(f'weld.class_names must list at least 2 names, got {class_names}')
+        if len(set(class_names)) != len(class_names):
+            raise ModelContractError(f'weld.class_names has duplicates: {class_names}')
+        kind = meta[PREFIX + 'output_kind']
+        if kind not in OUTPUT_KINDS:
+            raise ModelContractError(f'weld.output_kind must be one of {OUTPUT_KINDS}, got {kind!r}')
+        return cls(class_names=class_names, preprocess=preset,
+                   input_name=meta[PREFIX + 'input_name'], output_name=meta[PREFIX + 'output_name'],
+                   output_kind=kind, model_version=meta[PREFIX + 'model_version'],
+                   metrics=metrics if isinstance(metrics, dict) else {},
+                   weights_sha256=meta.get(PREFIX + 'weights_sha256', ''))

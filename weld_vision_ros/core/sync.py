@@ -1,0 +1,83 @@
+"""Pairing color and depth frames by stamp, with drop counting.
+
+message_filters is not a dependency: this is the exact / approximate time policy the
+nodes need, as plain Python, so that it is tested without ROS.
+"""
+from __future__ import annotations
+
+from collections import Counter, deque
+from dataclasses import dataclass
+from typing import Any, Generic, Optional, TypeVar
+
+T = TypeVar('T')
+U = TypeVar('U')
+
+DROP_UNMATCHED = 'unmatched'
+DROP_STAMP_BACKWARDS = 'stamp_backwards'
+
+
+@dataclass(frozen=True)
+class MatchedPair(Generic[T, U]):
+    stamp_ns: int
+    color: T
+    depth: U
+    skew_ns: int
+
+
+class StampSynchronizer(Generic[T, U]):
+    """Pairs color and depth by stamp.
+
+    tolerance_ns = 0 asks for identical stamps (RealSense aligned depth); a positive
+    tolerance pairs the nearest frames at most that far apart. Frames that find no partner
+    before `queue_size` newer ones arrive are dropped and counted as 'unmatched'; a pair
+    older than the last one emitted is dropped as 'stamp_backwards'.
+    """
+
+    def __init__(self, tolerance_ns: int = 0, queue_size: int = 5) -> None:
+        if tolerance_ns < 0:
+            raise ValueError(f'tolerance_ns must be >= 0, got {tolerance_ns}')
+        if queue_size < 1:
+            raise ValueError(f'queue_size must be >= 1, got {queue_size}')
+        self.tolerance_ns = int(tolerance_ns)
+        self.queue_size = int(queue_size)
+        self._queues: dict[str, deque] = {'color': deque(), 'depth': deque()}
+        self._last_emitted_ns: Optional[int] = None
+        self.drops: Counter[str] = Counter()
+
+    def add_color(self, stamp_ns: int, item: T) -> Optional[MatchedPair[T, U]]:
+        return self._add('color', 'depth', stamp_ns, item)
+
+    def add_depth(self, stamp_ns: int, item: U) -> Optional[MatchedPair[T, U]]:
+        return self._add('depth', 'color', stamp_ns, item)
+
+    def reset(self) -> None:
+        """Forget queued frames and the last stamp (e.g. after a bag loop restarts time)."""
+        for q in self._queues.values():
+            q.clear()
+        self._last_emitted_ns = None
+
+    def _add(self, own: str, other: str, stamp_ns: int, item: Any) -> Optional[MatchedPair]:
+        partners = self._queues[other]
+        best_i, best_dt = -1, None
+        for i, (s, _) in enumerate(partners):
+            dt = abs(s - stamp_ns)
+            if dt <= self.tolerance_ns and (best_dt is None or dt < best_dt):
+                best_i, best_dt = i, dt
+        if best_i < 0:
+            q = self._queues[own]
+            q.append((stamp_ns, item))
+            while len(q) > self.queue_size:
+                q.popleft()
+                self.drops[DROP_UNMATCHED] += 1
+            return None
+        for _ in range(best_i):  # partners older than the match will never pair now
+            partners.popleft()
+            self.drops[DROP_UNMATCHED] += 1
+        partner_stamp, partner = partners.popleft()
+        pair_stamp = stamp_ns if own == 'color' else partner_stamp
+        if self._last_emitted_ns is not None and pair_stamp < self._last_emitted_ns:
+            self.drops[DROP_STAMP_BACKWARDS] += 1
+            return None
+        self._last_emitted_ns = pair_stamp
+        color, depth = (item, partner) if own == 'color' else (partner, item)
+        return MatchedPair(stamp_ns=pair_stamp, color=color, depth=depth, skew_ns=int(best_dt))
