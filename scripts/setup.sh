@@ -59,7 +59,7 @@ fi
 # --- 3. colcon build -----------------------------------------------------------------
 build_inputs=(package.xml CMakeLists.txt msg/*.msg srv/*.srv)
 build_hash="$(hash_of "${build_inputs[@]}")-$(ls nodes launch config 2>/dev/null | sha256sum | cut -c1-16)"
-if [[ ! -d install/weld_vision_ros || "$(cat "$STAMPS/colcon" 2>/dev/null)" != "$build_hash" ]]; then
+if [[ "$(cat install/.weld_build_stamp 2>/dev/null)" != "$build_hash" ]]; then
   log "colcon build (messages and package)"
   export AMENT_PREFIX_PATH="$VENV"
   export CMAKE_PREFIX_PATH="$VENV"
@@ -72,7 +72,7 @@ if [[ ! -d install/weld_vision_ros || "$(cat "$STAMPS/colcon" 2>/dev/null)" != "
     --event-handlers console_direct- \
     --cmake-args -DBUILD_TESTING=OFF -DPython3_EXECUTABLE="$VENV/bin/python" \
     >log/colcon_build.log 2>&1 || { tail -40 log/colcon_build.log; log "colcon build failed (log/colcon_build.log)"; exit 1; }
-  echo "$build_hash" > "$STAMPS/colcon"
+  echo "$build_hash" > install/.weld_build_stamp
 else
   log "messages up to date"
 fi
