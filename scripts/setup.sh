@@ -49,7 +49,7 @@ np_include="$(python -c 'import numpy; print(numpy.get_include())')"
 fix_hash="$(hash_of "$STAMPS/requirements")-$py_include-$np_include"
 if [[ "$(cat "$STAMPS/cmake_fix" 2>/dev/null)" != "$fix_hash" ]]; then
   log "pointing the ROS wheels' CMake files at this interpreter"
-  grep -rlZ --include='*.cmake' '/opt/python/cp311-cp311' "$VENV/share" 2>/dev/null |
+  { grep -rlZ --include="*.cmake" "/opt/python/cp311-cp311" "$VENV/share" 2>/dev/null || true; } |
     xargs -0 -r sed -i \
       -e "s#/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include#${np_include}#g" \
       -e "s#/opt/python/cp311-cp311/include/python3.11#${py_include}#g"
@@ -58,7 +58,7 @@ fi
 
 # --- 3. colcon build -----------------------------------------------------------------
 build_inputs=(package.xml CMakeLists.txt msg/*.msg srv/*.srv)
-build_hash="$(hash_of "${build_inputs[@]}")-$(ls nodes launch config 2>/dev/null | sha256sum | cut -c1-16)"
+build_hash="$(hash_of "${build_inputs[@]}")-$( (ls nodes launch config 2>/dev/null || true) | sha256sum | cut -c1-16)"
 if [[ "$(cat install/.weld_build_stamp 2>/dev/null)" != "$build_hash" ]]; then
   log "colcon build (messages and package)"
   export AMENT_PREFIX_PATH="$VENV"
