@@ -60,6 +60,7 @@ class MeasureConfig:
     window_margin_mm: float = 5.0         # profile half-width beyond the coarse bead edge [mm]
     chunk_mm: float = 4.0                 # profiles averaged per chunk along the seam [mm]
     gap_height_ratio: float = 0.6         # chunk crown below this x median crown: under-filled
+    gap_margin_mm: float = 5.0            # bead left out of the statistics beside a gap [mm]
 
     def __post_init__(self) -> None:
         checks = (
@@ -76,6 +77,7 @@ class MeasureConfig:
             (self.window_margin_mm > 0, 'window_margin_mm must be > 0'),
             (self.chunk_mm >= self.along_step_mm, 'chunk_mm must be >= along_step_mm'),
             (0.0 < self.gap_height_ratio < 1.0, 'gap_height_ratio must be in (0, 1)'),
+            (self.gap_margin_mm >= 0, 'gap_margin_mm must be >= 0'),
         )
         for ok, text in checks:
             if not ok:
@@ -229,6 +231,9 @@ class BeadGeometry:
     chunk_ok: np.ndarray
     chunk_stat: np.ndarray
     chunk_gap: np.ndarray
+    chunk_coverage: np.ndarray
+    chunk_crown_mm: np.ndarray
+    crown_median_mm: float
     profile_exponent: float
     seam_start_mm: float
     seam_end_mm: float
@@ -236,6 +241,7 @@ class BeadGeometry:
     mm_per_px: float
     lowres_mask: np.ndarray
     lowres_step: int
+    col_inside: np.ndarray
 
     @property
     def seam_length_mm(self) -> float:
@@ -411,6 +417,11 @@ def measure_bead(frame: RGBDFrame, cfg: MeasureConfig = MeasureConfig(),
     on_bead = np.zeros(cols, dtype=bool)
     s_bead_lo, s_bead_hi = float(s_pts.min()), float(s_pts.max())
     on_bead[(seam.s_of_col(jj) >= s_bead_lo - cell_mm) & (seam.s_of_col(jj) <= s_bead_hi + cell_mm)] = True
+    # Columns whose whole cross-section lies inside the image (2 px margin).
+    col_inside = inside.copy()
+    for t_edge in (seam.t_of_row(0), seam.t_of_row(rows - 1)):
+        x_e, y_e = seam.to_pixels(seam.s_of_col(jj), np.full(cols, t_edge))
+        col_inside &= (x_e >= 2) & (x_e <= intr.width - 3) & (y_e >= 2) & (y_e <= intr.height - 3)
     vis = np.flatnonzero(inside & on_bead)
     if vis.size < 2:
         raise MeasurementError('no bead in view: the seam does not cross the image')
@@ -418,12 +429,13 @@ def measure_bead(frame: RGBDFrame, cfg: MeasureConfig = MeasureConfig(),
     seam_end = float(seam.s_of_col(vis[-1]))
 
     return _profiles(frame, cfg, plate, seam, elevation, gg, seam_start, seam_end, angle,
-                     mm_per_px, bead_mask, step)
+                     mm_per_px, bead_mask, step, col_inside)
 
 
 def _profiles(frame: RGBDFrame, cfg: MeasureConfig, plate: Plate, seam: SeamFrame,
               elevation: np.ndarray, gray: np.ndarray, seam_start: float, seam_end: float,
-              angle: float, mm_per_px: float, bead_mask: np.ndarray, step: int) -> BeadGeometry:
+              angle: float, mm_per_px: float, bead_mask: np.ndarray, step: int,
+              col_inside: np.ndarray) -> BeadGeometry:
     rows, cols = elevation.shape
     m = max(1, int(round(cfg.chunk_mm / seam.ds)))
     n_chunks = cols // m
@@ -453,7 +465,7 @@ def _profiles(frame: RGBDFrame, cfg: MeasureConfig, plate: Plate, seam: SeamFram
     crown_med = float(np.median(crown0[ok]))
     gap = ~ok | (crown0 < cfg.gap_height_ratio * crown_med)
     gap &= coverage > 0.6
-    stat = ok & ~_dilate1d(gap & (coverage > 0.6), max(1, int(round(5.0 / (m * seam.ds)))))
+    stat = ok & ~_dilate1d(gap, max(1, int(round(cfg.gap_margin_mm / (m * seam.ds)))))
     if np.count_nonzero(stat) < 2:
         stat = ok.copy()
 
@@ -477,9 +489,10 @@ def _profiles(frame: RGBDFrame, cfg: MeasureConfig, plate: Plate, seam: SeamFram
         plate=plate, frame=seam, elevation=elevation, gray=gray, profiles=prof, chunk_cols=m,
         chunk_s_mm=chunk_s, chunk_centre_mm=seam.t0 + seam.dt * centre_row,
         chunk_width_mm=width.astype(np.float64), chunk_height_mm=height.astype(np.float64),
-        chunk_ok=ok, chunk_stat=stat, chunk_gap=gap, profile_exponent=float(p),
+        chunk_ok=ok, chunk_stat=stat, chunk_gap=gap, chunk_coverage=coverage,
+        chunk_crown_mm=crown0.astype(np.float64), crown_median_mm=crown_med, profile_exponent=float(p),
         seam_start_mm=seam_start, seam_end_mm=seam_end, seam_angle_deg=angle,
-        mm_per_px=mm_per_px, lowres_mask=bead_mask, lowres_step=step)
+        mm_per_px=mm_per_px, lowres_mask=bead_mask, lowres_step=step, col_inside=col_inside)
 
 
 def _dilate1d(flags: np.ndarray, radius: int) -> np.ndarray:
