@@ -45,6 +45,10 @@ POROSITY, UNDERCUT, SPATTER, GAP, CRACK = 'porosity', 'undercut', 'spatter', 'ga
 DEFECT_CLASSES = (POROSITY, UNDERCUT, SPATTER, GAP, CRACK)
 
 
+_K_H5 = np.ones((1, 5), np.uint8)
+_K_V5 = np.ones((5, 1), np.uint8)
+
+
 class RuleConfigError(ValueError):
     """Rule thresholds that cannot work (out of range or contradicting each other)."""
 
@@ -79,11 +83,10 @@ class RuleConfig:
     # gap (the crown ratio itself is measure.gap_height_ratio)
     gap_min_length_mm: float = 3.0         # shortest under-filled stretch [mm]
     # spatter
-    spatter_search_mm: float = 25.0        # plate searched this far beyond the toes [mm]
+    spatter_search_mm: float = 20.0        # plate searched this far beyond the toes [mm]
     spatter_clearance_mm: float = 2.0      # ... starting this far beyond the toes [mm]
     spatter_contrast: float = 0.6          # local contrast of a droplet (gradient / brightness)
     spatter_min_count: int = 2             # droplets needed to call spatter
-    spatter_min_step_mm: float = 0.35      # finest sampling of the spatter grid [mm]
     # verdict
     evidence_sharpness: float = 3.0        # k in s = x^k / (1 + x^k)
 
@@ -92,7 +95,7 @@ class RuleConfig:
                     'crack_transverse_min_length_mm',
                     'crack_max_width_mm', 'undercut_search_mm', 'undercut_min_depth_mm',
                     'undercut_min_length_mm', 'gap_min_length_mm', 'spatter_search_mm',
-                    'spatter_contrast', 'spatter_min_step_mm', 'evidence_sharpness')
+                    'spatter_contrast', 'evidence_sharpness')
         for name in positive:
             if not getattr(self, name) > 0:
                 raise RuleConfigError(f'{name} must be > 0, got {getattr(self, name)}')
@@ -180,8 +183,7 @@ def find_marks(geom: BeadGeometry, cfg: RuleConfig) -> list[Finding]:
     r_hi = int(min(sf.rows, np.ceil((centre + reach)[usable].max()) + 3))
     gray = geom.gray[r_lo:r_hi]
     k_along = max(3, int(cfg.mark_background_mm / sf.ds) | 1)
-    background = cv2.morphologyEx(gray, cv2.MORPH_CLOSE,
-                                  cv2.getStructuringElement(cv2.MORPH_RECT, (k_along, 3)))
+    background = cv2.morphologyEx(gray, cv2.MORPH_CLOSE, np.ones((3, k_along), np.uint8))
     darkness = (cv2.subtract(background, gray).astype(np.float32)
                 / np.maximum(background, 1).astype(np.float32))
     rows = np.arange(r_lo, r_hi, dtype=np.float32)[:, None]
@@ -197,7 +199,7 @@ def find_marks(geom: BeadGeometry, cfg: RuleConfig) -> list[Finding]:
     for lab in seeded[seeded > 0][:64]:
         x, y, w, h, area = stats[lab]
         sub = labels[y:y + h, x:x + w] == lab
-        ys, xs = np.nonzero(sub)
+        ys, xs = np.divmod(np.flatnonzero(sub), sub.shape[1])
         s = (xs + x) * sf.ds
         t = (ys + y + r_lo) * sf.dt
         area_mm2 = area * cell_mm2
@@ -318,72 +320,62 @@ def find_gaps(geom: BeadGeometry, cfg: RuleConfig) -> list[Finding]:
 
 def find_spatter(geom: BeadGeometry, gray: np.ndarray, frame: RGBDFrame,
                  cfg: RuleConfig) -> list[Finding]:
-    """Small high-contrast blobs on the plate beside the bead (droplets)."""
+    """Small high-contrast blobs on the plate beside the bead (droplets).
+
+    Droplets have contrast both along and across the image rows, while the brushed
+    texture of a plate is streaked along one image axis: the lesser of the horizontal and
+    vertical local ranges keeps blobs and drops streaks. It is divided by the local
+    brightness, thresholded on the image, and the surviving pixels are mapped to seam
+    coordinates, where only those on the plate beside the bead count.
+    """
     sf = geom.frame
-    intr = frame.intrinsics
-    width = float(np.median(geom.chunk_width_mm[geom.chunk_stat])) if geom.chunk_stat.any() else 8.0
-    step = max(geom.mm_per_px, cfg.spatter_min_step_mm)
-    s_lo = sf.s0
-    s_len = sf.ds * (sf.cols - 1)
-    cols = int(s_len / step) + 1
-    if cols > 1000:
-        step = s_len / 999.0
-        cols = 1000
-    meander = float(np.ptp(geom.chunk_centre_mm[geom.chunk_stat])) if geom.chunk_stat.any() else 0.0
-    half = 0.5 * width + cfg.spatter_clearance_mm + cfg.spatter_search_mm + meander
-    rows = 2 * int(math.ceil(half / step)) + 1
-    t0 = -step * (rows // 2)
-    k = np.array([[intr.fx, 0.0, intr.cx], [0.0, intr.fy, intr.cy], [0.0, 0.0, 1.0]])
-    hom = k @ np.stack([sf.along * step, sf.across * step,
-                        sf.origin_mm + s_lo * sf.along + t0 * sf.across], axis=1)
-    # Droplets have contrast both along and across the image rows; the brushed texture of
-    # the plate is streaked along one image axis. The lesser of the two directional ranges
-    # keeps blobs and drops streaks; it is computed on the image, then sampled on the grid.
-    k_h = np.ones((1, 5), np.uint8)
-    k_v = np.ones((5, 1), np.uint8)
-    range_h = cv2.subtract(cv2.dilate(gray, k_h), cv2.erode(gray, k_h))
-    range_v = cv2.subtract(cv2.dilate(gray, k_v), cv2.erode(gray, k_v))
-    blob = cv2.min(range_h, range_v)
-    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
-    g2 = cv2.warpPerspective(gray, hom, (cols, rows), flags=flags, borderMode=cv2.BORDER_CONSTANT,
-                             borderValue=0)
-    b2 = cv2.warpPerspective(blob, hom, (cols, rows), flags=flags, borderMode=cv2.BORDER_CONSTANT,
-                             borderValue=0)
-    local = cv2.blur(g2, (9, 9)).astype(np.float32)
-    response = b2.astype(np.float32) / (local + 10.0)
-    # leave out the image border, the bead and its toes
-    in_image = cv2.erode((g2 > 0).astype(np.uint8), np.ones((7, 7), np.uint8)) > 0
-    s_cols = s_lo + step * np.arange(cols)
     stat = geom.chunk_stat
-    cen = np.interp(s_cols, geom.chunk_s_mm[stat], geom.chunk_centre_mm[stat]) if stat.any() else np.zeros(cols)
-    hw = np.interp(s_cols, geom.chunk_s_mm[stat], 0.5 * geom.chunk_width_mm[stat]) if stat.any() \
-        else np.full(cols, 0.5 * width)
-    t_rows = (t0 + step * np.arange(rows))[:, None]
-    off = np.abs(t_rows - cen[None, :]) - hw[None, :]
-    # the gap's open root and thin fill are not spatter either: skip unmeasured seam too
-    col_ok = np.interp(s_cols, geom.chunk_s_mm, (geom.chunk_stat | ~geom.chunk_gap).astype(float)) > 0.5
-    search = in_image & (off > cfg.spatter_clearance_mm) & col_ok[None, :]
-    peaks = (response > cfg.spatter_contrast) & search
-    if not peaks.any():
+    if not stat.any():
         return []
-    peaks &= response >= cv2.dilate(response, np.ones((5, 5), np.uint8))
-    ys, xs = np.nonzero(peaks)
-    contrast = response[ys, xs]
-    order = np.argsort(-contrast)[:400]
-    ys, xs, contrast = ys[order], xs[order], contrast[order]
-    # one peak per droplet: plateaus give several equal maxima next to each other
-    _, first = np.unique((ys // 4) * 100000 + xs // 4, return_index=True)
-    first.sort()
-    ys, xs, contrast = ys[first], xs[first], contrast[first]
-    count_strength = min(ys.size / cfg.spatter_min_count, 3.0)
-    findings = []
-    for y, x, c in zip(ys.tolist(), xs.tolist(), contrast.tolist()):
-        s = s_lo + step * x
-        t = t0 + step * y
-        strength = count_strength * min(c / cfg.spatter_contrast, 2.0) ** 0.5
-        findings.append(Finding(SPATTER, strength, (s - 1.5 * step, s + 1.5 * step),
-                                (t - 1.5 * step, t + 1.5 * step), length_mm=3 * step, width_mm=3 * step))
-    return findings
+    range_h = cv2.subtract(cv2.dilate(gray, _K_H5), cv2.erode(gray, _K_H5))
+    range_v = cv2.subtract(cv2.dilate(gray, _K_V5), cv2.erode(gray, _K_V5))
+    blob = cv2.min(range_h, range_v)
+    local = cv2.blur(gray, (9, 9))
+    # blob > c (local + 10), on uint8 images (the rounding of the threshold is immaterial)
+    limit = cv2.addWeighted(local, cfg.spatter_contrast, local, 0.0, 10.0 * cfg.spatter_contrast)
+    cand = cv2.compare(blob, limit, cv2.CMP_GT)
+    cand[:3] = 0
+    cand[-3:] = 0
+    cand[:, :3] = 0
+    cand[:, -3:] = 0
+    ys, xs = np.divmod(np.flatnonzero(cand.view(bool)), cand.shape[1])
+    if ys.size == 0:
+        return []
+    response = blob[ys, xs].astype(np.float32) / (local[ys, xs].astype(np.float32) + 10.0)
+    # pixel -> seam coordinates through the inverse of the seam-frame homography
+    inv = np.linalg.inv(sf.homography)
+    xf, yf = xs.astype(np.float64), ys.astype(np.float64)
+    w = inv[2, 0] * xf + inv[2, 1] * yf + inv[2, 2]
+    s = sf.s0 + sf.ds * (inv[0, 0] * xf + inv[0, 1] * yf + inv[0, 2]) / w
+    t = sf.t0 + sf.dt * (inv[1, 0] * xf + inv[1, 1] * yf + inv[1, 2]) / w
+    cen = np.interp(s, geom.chunk_s_mm[stat], geom.chunk_centre_mm[stat])
+    hw = np.interp(s, geom.chunk_s_mm[stat], 0.5 * geom.chunk_width_mm[stat])
+    off = np.abs(t - cen) - hw
+    # beside the measured bead only: not on it, not in the toe zone, not past a gap's end
+    measured = np.interp(s, geom.chunk_s_mm, (geom.chunk_stat | ~geom.chunk_gap).astype(float)) > 0.5
+    on_seam = (s >= geom.seam_start_mm) & (s <= geom.seam_end_mm)
+    keep = ((off > cfg.spatter_clearance_mm) & (off < cfg.spatter_clearance_mm + cfg.spatter_search_mm)
+            & measured & on_seam)
+    if not keep.any():
+        return []
+    ys, xs, s, t, response = ys[keep], xs[keep], s[keep], t[keep], response[keep]
+    # one detection per droplet: the strongest pixel of each 1.5 mm cell
+    cell = 1.5
+    order = np.argsort(-response)
+    key = np.floor(s[order] / cell).astype(np.int64) * 1_000_003 + np.floor(t[order] / cell).astype(np.int64)
+    _, first = np.unique(key, return_index=True)
+    pick = order[np.sort(first)]
+    pick = pick[np.argsort(-response[pick])][:100]
+    count_strength = min(pick.size / cfg.spatter_min_count, 3.0)
+    half = max(geom.mm_per_px, 0.5)
+    return [Finding(SPATTER, count_strength * min(float(response[i]) / cfg.spatter_contrast, 2.0) ** 0.5,
+                    (float(s[i]) - half, float(s[i]) + half), (float(t[i]) - half, float(t[i]) + half),
+                    length_mm=2 * half, width_mm=2 * half) for i in pick.tolist()]
 
 
 # --- verdict -------------------------------------------------------------------------------
@@ -403,21 +395,23 @@ def class_probabilities(strengths: dict[str, float], sharpness: float,
 
 def _regions(findings: list[Finding], geom: BeadGeometry, frame: RGBDFrame,
              sharpness: float) -> tuple[DefectRegion, ...]:
+    if not findings:
+        return ()
     intr = frame.intrinsics
-    out = []
-    for f in findings:
-        s = np.array([f.s_range_mm[0], f.s_range_mm[0], f.s_range_mm[1], f.s_range_mm[1]])
-        t = np.array([f.t_range_mm[0], f.t_range_mm[1], f.t_range_mm[0], f.t_range_mm[1]])
-        x, y = geom.frame.to_pixels(s, t)
-        x0 = int(np.clip(np.floor(x.min()), 0, intr.width - 1))
-        x1 = int(np.clip(np.ceil(x.max()), 0, intr.width - 1))
-        y0 = int(np.clip(np.floor(y.min()), 0, intr.height - 1))
-        y1 = int(np.clip(np.ceil(y.max()), 0, intr.height - 1))
-        pos = 0.5 * (f.s_range_mm[0] + f.s_range_mm[1]) - geom.seam_start_mm
-        out.append(DefectRegion(f.defect_class, _score(f.strength, sharpness), x0, y0,
-                                x1 - x0 + 1, y1 - y0 + 1, length_mm=float(f.length_mm),
-                                width_mm=float(f.width_mm), position_along_seam_mm=float(pos)))
-    return tuple(out)
+    s_rng = np.array([f.s_range_mm for f in findings])
+    t_rng = np.array([f.t_range_mm for f in findings])
+    s = s_rng[:, [0, 0, 1, 1]]
+    t = t_rng[:, [0, 1, 0, 1]]
+    x, y = geom.frame.to_pixels(s, t)
+    x0 = np.clip(np.floor(x.min(axis=1)), 0, intr.width - 1).astype(int)
+    x1 = np.clip(np.ceil(x.max(axis=1)), 0, intr.width - 1).astype(int)
+    y0 = np.clip(np.floor(y.min(axis=1)), 0, intr.height - 1).astype(int)
+    y1 = np.clip(np.ceil(y.max(axis=1)), 0, intr.height - 1).astype(int)
+    pos = s_rng.mean(axis=1) - geom.seam_start_mm
+    return tuple(DefectRegion(f.defect_class, _score(f.strength, sharpness), int(x0[i]), int(y0[i]),
+                              int(x1[i] - x0[i] + 1), int(y1[i] - y0[i] + 1), length_mm=float(f.length_mm),
+                              width_mm=float(f.width_mm), position_along_seam_mm=float(pos[i]))
+                 for i, f in enumerate(findings))
 
 
 def _measurement(geom: BeadGeometry, findings: list[Finding], spec: WeldSpec) -> BeadMeasurement:
