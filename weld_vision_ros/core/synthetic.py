@@ -973,3 +973,54 @@ def render_random(rng: np.random.Generator, intrinsics: Intrinsics | None = None
     """Sample a scene (of `defect_class` if given) and render it."""
     intrinsics = intrinsics or default_intrinsics()
     return render(sample_scene(rng, defect_class), intrinsics, rng)
+
+
+class SyntheticWeldStream:
+    """Frames of successive synthetic welds, as a camera travelling along a line sees them.
+
+    Each weld draws its class (from `class_weights`) and its bead once; its
+    `frames_per_weld` frames are different views of it (`sample_scene(weld=...)`), and
+    their truth carries the weld's id. The same seed gives the same sequence. The options
+    are plain attributes: a node may change them between frames (the next weld uses them;
+    a new size applies from the next frame).
+    """
+
+    def __init__(self, seed: int, intrinsics: Intrinsics | None = None,
+                 class_weights: Mapping[str, float] | None = None, noise_scale: float = 1.0,
+                 frames_per_weld: int = 10, weld_prefix: str = 'sim') -> None:
+        if frames_per_weld < 1:
+            raise SceneError(f'frames_per_weld must be >= 1, got {frames_per_weld}')
+        self.seed = int(seed)
+        self.intrinsics = intrinsics or default_intrinsics()
+        self.class_weights = dict(class_weights) if class_weights is not None else None
+        self.noise_scale = float(noise_scale)
+        self.frames_per_weld = int(frames_per_weld)
+        self.weld_prefix = weld_prefix
+        self._rng = np.random.default_rng(self.seed)
+        self._weld: Optional[SceneParams] = None
+        self._weld_id = ''
+        self._frames_left = 0
+        self.welds = 0
+        self.frames = 0
+
+    @property
+    def weld_id(self) -> str:
+        """Id of the weld of the latest frame ('' before the first)."""
+        return self._weld_id
+
+    def next_frame(self) -> tuple[SyntheticFrame, bool]:
+        """The next frame, and whether it starts a new weld (its label changed)."""
+        new_weld = self._frames_left <= 0
+        if new_weld:
+            self._weld = sample_scene(self._rng, class_weights=self.class_weights,
+                                      noise_scale=self.noise_scale)
+            self._weld_id = f'{self.weld_prefix}-{self.seed}-{self.welds:05d}'
+            self._frames_left = self.frames_per_weld
+            self.welds += 1
+            scene = self._weld
+        else:
+            scene = sample_scene(self._rng, weld=self._weld)
+        self._frames_left -= 1
+        self.frames += 1
+        frame = render(scene, self.intrinsics, self._rng)
+        return replace(frame, truth=replace(frame.truth, weld_id=self._weld_id)), new_weld
