@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                  f'UC {t.undercut_depth_mm:.2f} mm  D {t.plate_distance_m * 1000:.0f} mm')
         row = np.concatenate(tiles, axis=1)
         row = cv2.resize(row, None, fx=args.scale, fy=args.scale, interpolation=cv2.INTER_AREA)
-        cv2.putText(row, label, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 3, cv2.LINE_AA)
+        cv2.putText(row, label, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 2, cv2.LINE_AA)
         cv2.putText(row, label, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
         rows.append(row)
     out = Path(args.out)

@@ -68,8 +68,8 @@ def test_camera_publishes_at_the_requested_rate_with_identical_stamps(tmp_path: 
             # Stamps are taken when a frame is made: their spacing is the camera's own rate.
             stamps = [stamp_ns(m.header) for m in rec.color[start - 1:]]
             stamp_hz = (len(stamps) - 1) * 1e9 / (stamps[-1] - stamps[0])
-            assert measured_hz == pytest.approx(rate_hz, rel=0.3)
-            assert stamp_hz == pytest.approx(rate_hz, rel=0.2)
+            assert measured_hz == pytest.approx(rate_hz, rel=0.35)
+            assert stamp_hz == pytest.approx(rate_hz, rel=0.25)
 
             # One header for all five topics of a frame.
             spin_until(ex, lambda: False, 0.5)

@@ -50,7 +50,7 @@ jitter). The same seeds give identical arrays.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Mapping, Optional
 
@@ -283,10 +283,11 @@ def _sample_defects(rng: np.random.Generator, defect_class: str, width_mm: float
                             depth_mm=float(rng.uniform(0.4, min(1.3, 0.8 * height_mm + 0.2)))))
         return {'pits': tuple(pits)}
     if defect_class == 'spatter':
-        n = int(rng.integers(6, 31))
+        n = int(rng.integers(8, 41))
         drops = []
         for _ in range(n):
-            radius = float(rng.uniform(0.4, 1.2))
+            # Mostly small balls, a few large ones.
+            radius = float(min(0.4 + rng.exponential(0.3), 1.5))
             beyond = 1.2 + radius + min(float(rng.exponential(7.0)), 28.0)
             side = 1.0 if rng.random() < 0.5 else -1.0
             drops.append(Droplet(along_fraction=float(rng.uniform(0.02, 0.98)),
