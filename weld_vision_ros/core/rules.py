@@ -332,6 +332,11 @@ def find_spatter(geom: BeadGeometry, gray: np.ndarray, frame: RGBDFrame,
     stat = geom.chunk_stat
     if not stat.any():
         return []
+    # work near 0.3-0.6 mm per pixel whatever the camera resolution
+    factor = max(1, int(0.45 / max(geom.mm_per_px, 1e-6)))
+    if factor > 1:
+        gray = cv2.resize(gray, (gray.shape[1] // factor, gray.shape[0] // factor),
+                          interpolation=cv2.INTER_AREA)
     range_h = cv2.subtract(cv2.dilate(gray, _K_H5), cv2.erode(gray, _K_H5))
     range_v = cv2.subtract(cv2.dilate(gray, _K_V5), cv2.erode(gray, _K_V5))
     blob = cv2.min(range_h, range_v)
@@ -349,7 +354,8 @@ def find_spatter(geom: BeadGeometry, gray: np.ndarray, frame: RGBDFrame,
     response = blob[ys, xs].astype(np.float32) / (local[ys, xs].astype(np.float32) + 10.0)
     # pixel -> seam coordinates through the inverse of the seam-frame homography
     inv = np.linalg.inv(sf.homography)
-    xf, yf = xs.astype(np.float64), ys.astype(np.float64)
+    xf = xs.astype(np.float64) * factor + 0.5 * (factor - 1)
+    yf = ys.astype(np.float64) * factor + 0.5 * (factor - 1)
     w = inv[2, 0] * xf + inv[2, 1] * yf + inv[2, 2]
     s = sf.s0 + sf.ds * (inv[0, 0] * xf + inv[0, 1] * yf + inv[0, 2]) / w
     t = sf.t0 + sf.dt * (inv[1, 0] * xf + inv[1, 1] * yf + inv[1, 2]) / w
