@@ -173,6 +173,9 @@ def test_capture_service_writes_what_it_reports(tmp_path: Path) -> None:
                         return res
                     spin_until(ex, lambda: False, 0.2)      # wait for the next frame
 
+            # Capture only once this process hears the camera too, so that the frames the
+            # capture node writes can be compared with what the camera published.
+            assert spin_until(ex, lambda: len(rec.color) >= 2, 30.0)
             for label, weld in (('porosity', ''), ('porosity', ''), ('good', 'w-2'), ('porosity', '')):
                 res = capture_when_ready(label, weld)
                 assert res.success, res.message

@@ -27,7 +27,7 @@ from std_msgs.msg import Header
 
 from weld_vision_ros.core.classes import DEFAULT_CLASS_NAMES
 from weld_vision_ros.core.depth import encode_depth_16uc1
-from weld_vision_ros.core.synthetic import SyntheticWeldStream, default_intrinsics
+from weld_vision_ros.core.synthetic import SceneError, SyntheticWeldStream, default_intrinsics
 from weld_vision_ros.msg import WeldGroundTruth, WeldLabel
 from weld_vision_ros.ros.conversions import (array_to_image, ground_truth_to_msg,
                                              intrinsics_to_camera_info)
@@ -109,6 +109,7 @@ class SyntheticCameraNode(Node):
         # gets the current label.
         self._label_pub = self.create_publisher(WeldLabel, LABEL_TOPIC, latched_qos())
         self.frames_published = 0
+        self.frames_failed = 0
         self._stream = self._make_stream(cfg)
         self._timer = self.create_timer(1.0 / cfg.rate_hz, self._tick)
         self.get_logger().info(
@@ -140,7 +141,13 @@ class SyntheticCameraNode(Node):
     def _tick(self) -> None:
         cfg = self.params.config
         header = Header(stamp=self.get_clock().now().to_msg(), frame_id=cfg.frame_id)
-        frame, new_weld = self._stream.next_frame()
+        try:
+            frame, new_weld = self._stream.next_frame()
+        except SceneError as exc:       # the ROS boundary: count, log, keep publishing
+            self.frames_failed += 1
+            self.get_logger().warning(f'frame not rendered ({self.frames_failed} so far): {exc}',
+                                      throttle_duration_sec=5.0)
+            return
         if cfg.depth_encoding == '16UC1':
             depth = array_to_image(encode_depth_16uc1(frame.depth_m), '16UC1', header)
         else:

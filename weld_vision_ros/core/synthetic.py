@@ -976,6 +976,9 @@ def render_random(rng: np.random.Generator, intrinsics: Intrinsics | None = None
     return render(sample_scene(rng, defect_class), intrinsics, rng)
 
 
+_VIEW_ATTEMPTS = 5
+
+
 class SyntheticWeldStream:
     """Frames of successive synthetic welds, as a camera travelling along a line sees them.
 
@@ -1023,5 +1026,13 @@ class SyntheticWeldStream:
             scene = sample_scene(self._rng, weld=self._weld)
         self._frames_left -= 1
         self.frames += 1
-        frame = render(scene, self.intrinsics, self._rng)
+        for attempt in range(_VIEW_ATTEMPTS):
+            try:
+                frame = render(scene, self.intrinsics, self._rng)
+                break
+            except SceneError:
+                # A view that shows too little seam (extreme aspect ratios): draw another view.
+                if attempt == _VIEW_ATTEMPTS - 1:
+                    raise
+                scene = sample_scene(self._rng, weld=self._weld)
         return replace(frame, truth=replace(frame.truth, weld_id=self._weld_id)), new_weld
