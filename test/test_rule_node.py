@@ -195,8 +195,9 @@ def test_frames_get_measurements_and_verdicts_with_their_headers(tmp_path: Path,
                 if encoding == '32FC1':
                     assert bead.height_mm == pytest.approx(f.truth.height_mm, abs=0.2)
                     assert defect.defect_class == f.truth.defect_class
-            # The annotated image comes with the frame's header, as rgb8 at the frame's size.
-            assert spin_until(ex, lambda: len(out.debug) >= len(stamps), 10.0)
+            # The annotated image comes with the frame's header, as rgb8 at the frame's size
+            # (the debug stream keeps only the newest image: not every one need arrive).
+            assert spin_until(ex, lambda: len(out.debug) >= 1, 10.0)
             debug = out.debug[-1]
             assert debug.encoding == 'rgb8' and (debug.width, debug.height) == (640, 480)
             assert _ns(debug.header) in {s for s, _, _ in stamps}
