@@ -92,7 +92,8 @@ _RULE_DOC: dict[str, tuple[str, str, float, float]] = {
                                    0.0, 90.0),
     'crack_transverse_min_length_mm': ('Shortest transverse crack', 'mm', 0.1, 100.0),
     'crack_transverse_min_elongation': ('Length/width of a transverse crack', '', 1.0, 100.0),
-    'crack_max_width_mm': ('Widest mark (mean width) still called a crack', 'mm', 0.05, 20.0),
+    'crack_max_width_mm': ('Widest mark (mean width) still called a crack, beyond 1.5 pixels of '
+                           'image blur', 'mm', 0.01, 20.0),
     'undercut_search_mm': ('Distance beyond each toe searched for an undercut groove', 'mm', 0.2, 20.0),
     'undercut_min_depth_mm': ('Shallowest undercut groove below the plate', 'mm', 0.01, 10.0),
     'undercut_noise_factor': ('Undercut threshold in profile-noise sigmas (if above the minimum)',

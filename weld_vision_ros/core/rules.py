@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Sequence
 
 import cv2
 import numpy as np
@@ -74,7 +74,7 @@ class RuleConfig:
     crack_transverse_angle_deg: float = 50.0   # marks this steep to the seam are transverse [deg]
     crack_transverse_min_length_mm: float = 2.0  # a transverse crack is at least this long [mm]
     crack_transverse_min_elongation: float = 1.7  # ... and this many times longer than wide
-    crack_max_width_mm: float = 1.5        # cracks are at most this wide on average [mm]
+    crack_max_width_mm: float = 0.8        # cracks are at most this wide, plus 1.5 px of blur [mm]
     # undercut
     undercut_search_mm: float = 2.8        # groove searched this far beyond each toe [mm]
     undercut_min_depth_mm: float = 0.15    # shallowest groove that counts [mm]
@@ -160,14 +160,23 @@ def _score(strength: float, sharpness: float) -> float:
 
 
 def _column_arrays(geom: BeadGeometry) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Centre row, half-width [rows] and 'usable' flag of every fine-grid column."""
+    """Centre row, half-width [rows] and 'usable' flag of every fine-grid column.
+
+    Centre and half-width are interpolated between the measured chunks, so that they
+    follow a meandering bead smoothly.
+    """
     sf = geom.frame
     n = geom.chunk_width_mm.size
     idx = np.minimum(np.arange(sf.cols) // geom.chunk_cols, n - 1)
-    centre = (geom.chunk_centre_mm[idx] - sf.t0) / sf.dt
-    half = 0.5 * geom.chunk_width_mm[idx] / sf.dt
+    ok = geom.chunk_ok
+    col_s = sf.s0 + sf.ds * np.arange(sf.cols)
+    if np.count_nonzero(ok) >= 2:
+        centre_mm = np.interp(col_s, geom.chunk_s_mm[ok], geom.chunk_centre_mm[ok])
+        half_mm = np.interp(col_s, geom.chunk_s_mm[ok], 0.5 * geom.chunk_width_mm[ok])
+    else:
+        centre_mm, half_mm = geom.chunk_centre_mm[idx], 0.5 * geom.chunk_width_mm[idx]
     usable = geom.chunk_stat[idx] & geom.col_inside
-    return centre, half, usable
+    return (centre_mm - sf.t0) / sf.dt, half_mm / sf.dt, usable
 
 
 # --- porosity and crack --------------------------------------------------------------------
@@ -179,15 +188,22 @@ def find_marks(geom: BeadGeometry, cfg: RuleConfig) -> list[Finding]:
     if not usable.any():
         return []
     reach = cfg.mark_core_fraction * half
-    r_lo = int(max(0, np.floor((centre - reach)[usable].min()) - 2))
-    r_hi = int(min(sf.rows, np.ceil((centre + reach)[usable].max()) + 3))
-    gray = geom.gray[r_lo:r_hi]
+    # Straighten the bead: shift every column so that the centre line is one row. The
+    # background along the seam then compares like with like even where the bead meanders.
+    ref = float(np.median(centre[usable]))
+    shift = (centre - ref).astype(np.float32)
+    r_lo = int(max(0, np.floor(ref - reach[usable].max()) - 2))
+    r_hi = int(min(sf.rows, np.ceil(ref + reach[usable].max()) + 3))
+    map_x = np.broadcast_to(np.arange(sf.cols, dtype=np.float32)[None, :], (r_hi - r_lo, sf.cols))
+    map_y = np.arange(r_lo, r_hi, dtype=np.float32)[:, None] + shift[None, :]
+    gray = cv2.remap(geom.gray, np.ascontiguousarray(map_x), map_y, cv2.INTER_LINEAR,
+                     borderMode=cv2.BORDER_REPLICATE)
     k_along = max(3, int(cfg.mark_background_mm / sf.ds) | 1)
     background = cv2.morphologyEx(gray, cv2.MORPH_CLOSE, np.ones((3, k_along), np.uint8))
     darkness = (cv2.subtract(background, gray).astype(np.float32)
                 / np.maximum(background, 1).astype(np.float32))
     rows = np.arange(r_lo, r_hi, dtype=np.float32)[:, None]
-    core = (np.abs(rows - centre[None, :]) < reach[None, :]) & usable[None, :]
+    core = (np.abs(rows - ref) < reach[None, :]) & usable[None, :]
     seeds = (darkness > cfg.mark_darkness) & core
     if not seeds.any():
         return []
@@ -196,6 +212,8 @@ def find_marks(geom: BeadGeometry, cfg: RuleConfig) -> list[Finding]:
     seeded = np.unique(labels[seeds])
     findings = []
     cell_mm2 = sf.ds * sf.dt
+    # a crack is a pixel or two wide in the image, whatever its width on the part
+    max_width = cfg.crack_max_width_mm + 1.5 * geom.mm_per_px
     for lab in seeded[seeded > 0][:64]:
         x, y, w, h, area = stats[lab]
         sub = labels[y:y + h, x:x + w] == lab
@@ -221,13 +239,14 @@ def find_marks(geom: BeadGeometry, cfg: RuleConfig) -> list[Finding]:
         if angle_deg >= cfg.crack_transverse_angle_deg:
             crack_ratio = min(length / cfg.crack_transverse_min_length_mm,
                               (length / mean_width) / cfg.crack_transverse_min_elongation,
-                              cfg.crack_max_width_mm / mean_width)
+                              max_width / mean_width)
         else:
             crack_ratio = min(length / cfg.crack_min_length_mm,
                               (length / mean_width) / cfg.crack_min_elongation,
-                              cfg.crack_max_width_mm / mean_width)
+                              max_width / mean_width)
         s_rng = (sf.s0 + x * sf.ds, sf.s0 + (x + w) * sf.ds)
-        t_rng = (sf.t0 + (y + r_lo) * sf.dt, sf.t0 + (y + h + r_lo) * sf.dt)
+        back = float(shift[x:x + w].mean())          # undo the straightening
+        t_rng = (sf.t0 + (y + r_lo + back) * sf.dt, sf.t0 + (y + h + r_lo + back) * sf.dt)
         if crack_ratio >= 1.0:
             cls, strength = CRACK, dark_strength * min(crack_ratio, 2.0)
         else:
@@ -309,7 +328,9 @@ def find_gaps(geom: BeadGeometry, cfg: RuleConfig) -> list[Finding]:
         deficit = (1.0 - float(np.clip(ratio[a:b].min(), 0.0, 1.0))) / (1.0 - limit)
         strength = deficit * min(1.0, length / cfg.gap_min_length_mm) ** 0.5
         half = 0.5 * float(np.median(geom.chunk_width_mm[geom.chunk_stat])) if geom.chunk_stat.any() else 5.0
-        centre = float(np.median(geom.chunk_centre_mm[max(a - 2, 0):b + 2]))
+        # the centre line where the bead is still measured on either side of the gap
+        near = np.flatnonzero(geom.chunk_ok[max(a - 3, 0):b + 3]) + max(a - 3, 0)
+        centre = float(np.median(geom.chunk_centre_mm[near])) if near.size else 0.0
         findings.append(Finding(GAP, strength, (float(geom.chunk_s_mm[a] - 0.5 * chunk_len),
                                                 float(geom.chunk_s_mm[b - 1] + 0.5 * chunk_len)),
                                 (centre - half, centre + half), length_mm=length, width_mm=2 * half))
@@ -319,14 +340,15 @@ def find_gaps(geom: BeadGeometry, cfg: RuleConfig) -> list[Finding]:
 # --- spatter -------------------------------------------------------------------------------
 
 def find_spatter(geom: BeadGeometry, gray: np.ndarray, frame: RGBDFrame,
-                 cfg: RuleConfig) -> list[Finding]:
+                 cfg: RuleConfig, exclude: Sequence[Finding] = ()) -> list[Finding]:
     """Small high-contrast blobs on the plate beside the bead (droplets).
 
     Droplets have contrast both along and across the image rows, while the brushed
     texture of a plate is streaked along one image axis: the lesser of the horizontal and
     vertical local ranges keeps blobs and drops streaks. It is divided by the local
     brightness, thresholded on the image, and the surviving pixels are mapped to seam
-    coordinates, where only those on the plate beside the bead count.
+    coordinates, where only those on the plate beside the bead count. Areas of `exclude`
+    (undercut grooves, whose edges run along the seam) are left out, with a 1 mm margin.
     """
     sf = geom.frame
     stat = geom.chunk_stat
@@ -367,6 +389,9 @@ def find_spatter(geom: BeadGeometry, gray: np.ndarray, frame: RGBDFrame,
     on_seam = (s >= geom.seam_start_mm) & (s <= geom.seam_end_mm)
     keep = ((off > cfg.spatter_clearance_mm) & (off < cfg.spatter_clearance_mm + cfg.spatter_search_mm)
             & measured & on_seam)
+    for f in exclude:
+        keep &= ~((s >= f.s_range_mm[0]) & (s <= f.s_range_mm[1])
+                  & (t >= f.t_range_mm[0] - 1.0) & (t <= f.t_range_mm[1] + 1.0))
     if not keep.any():
         return []
     ys, xs, s, t, response = ys[keep], xs[keep], s[keep], t[keep], response[keep]
@@ -446,9 +471,11 @@ def inspect_frame(frame: RGBDFrame, config: RuleConfig = RuleConfig()) -> Inspec
         return Inspection(BeadMeasurement.invalid(str(exc)), None, None, ())
     findings: list[Finding] = []
     findings += find_gaps(geom, config)
-    findings += find_undercuts(geom, config)
+    undercuts = find_undercuts(geom, config)
+    findings += undercuts
     findings += find_marks(geom, config)
-    findings += find_spatter(geom, gray, frame, config)
+    findings += find_spatter(geom, gray, frame, config,
+                             exclude=[f for f in undercuts if f.strength >= 1.0])
     strengths: dict[str, float] = {}
     for f in findings:
         strengths[f.defect_class] = max(strengths.get(f.defect_class, 0.0), f.strength)
