@@ -17,8 +17,8 @@ from weld_vision_ros.core.classes import DEFAULT_CLASS_NAMES
 from weld_vision_ros.core.debug_view import draw_inspection
 from weld_vision_ros.core.frames import FrameError, RGBDFrame
 from weld_vision_ros.core.measure import MeasureConfig, MeasureConfigError, fit_plate, measure_bead
-from weld_vision_ros.core.rules import (RuleConfig, RuleConfigError, class_probabilities, inspect,
-                                        inspect_frame)
+from weld_vision_ros.core.rules import (RuleConfig, RuleConfigError, class_probabilities, groove_depth_mm,
+                                        inspect, inspect_frame)
 from weld_vision_ros.core.spec import WeldSpec, WeldSpecError, evaluate_spec
 from weld_vision_ros.core.synthetic import (Crack, GapSegment, Pit, UndercutSegment, default_intrinsics,
                                             render, sample_scene)
@@ -167,6 +167,25 @@ def test_each_defect_class_is_found_and_located_on_clear_examples(defect_class: 
         assert bead.undercut_depth_mm == 0.0
     if defect_class == 'gap':     # the gap is left out of the bead statistics, as in the truth
         assert bead.width_mm == pytest.approx(truth_frame.truth.width_mm, abs=0.3)
+
+
+@pytest.mark.parametrize('width_mm, depth_mm, pixel_mm, flattened', [
+    (0.9, 0.6, 0.55, True), (1.8, 0.4, 0.35, False), (1.2, 1.0, 0.6, True)])
+def test_groove_depth_undoes_the_pixel_blur(width_mm: float, depth_mm: float, pixel_mm: float,
+                                            flattened: bool) -> None:
+    # what a camera with `pixel_mm` pixels sees of a half-sine groove, averaged over pixel phases
+    step = 0.25
+    at = np.arange(0.0, 2.8, step)
+    phases = np.linspace(0.0, pixel_mm, 9, endpoint=False)
+    seen = []
+    for phase in phases:
+        px = np.arange(-phase, 4.0, pixel_mm)
+        groove = np.where((px >= 0) & (px <= width_mm), depth_mm * np.sin(np.pi * np.clip(px / width_mm, 0, 1)), 0.0)
+        seen.append(np.interp(at, px, groove))
+    profile = np.mean(seen, axis=0)
+    if flattened:                                    # narrow groove, coarse pixels: too shallow raw
+        assert profile.max() < 0.9 * depth_mm
+    assert groove_depth_mm(profile, step, pixel_mm) == pytest.approx(depth_mm, rel=0.1)
 
 
 def test_a_bare_plate_has_no_bead_and_no_verdict() -> None:

@@ -288,9 +288,9 @@ def find_undercuts(geom: BeadGeometry, cfg: RuleConfig) -> list[Finding]:
             length = (b - a) * chunk_len
             if length < cfg.undercut_min_length_mm:
                 continue
-            run_valid = valid[a:b]
-            mean_prof = sm[a:b][run_valid].mean(axis=0)
-            groove_depth = float(max(-mean_prof.min(), 0.0))
+            # depth: the groove averaged over the run (low noise, unsmoothed across)
+            mean_prof = vals[a:b][valid[a:b]].mean(axis=0)
+            groove_depth = groove_depth_mm(-mean_prof, sf.dt, geom.mm_per_px)
             strength = groove_depth / float(np.median(threshold[a:b]))
             t_toe = float(np.median(geom.chunk_centre_mm[a:b] + side * 0.5 * geom.chunk_width_mm[a:b]))
             t_rng = tuple(sorted((t_toe, t_toe + side * cfg.undercut_search_mm)))
@@ -299,6 +299,37 @@ def find_undercuts(geom: BeadGeometry, cfg: RuleConfig) -> list[Finding]:
                                     t_rng, length_mm=length, width_mm=cfg.undercut_search_mm,
                                     depth_mm=groove_depth))
     return findings
+
+
+_GROOVE_WIDTHS_MM = np.arange(0.4, 3.01, 0.05)
+
+
+def groove_depth_mm(profile_mm: np.ndarray, step_mm: float, pixel_mm: float) -> float:
+    """Deepest point of a groove from its sampled depth profile beyond the toe.
+
+    profile_mm: depth below the plate [mm] at 0, step, 2 step ... beyond the toe. The
+    camera samples the groove at pixel spacing `pixel_mm` and the profile interpolates
+    between pixels, which flattens a narrow groove's bottom; a half-sine groove of each
+    width in _GROOVE_WIDTHS_MM, blurred by the matching triangle, is fitted (depth by
+    least squares) and the depth of the best fit returned.
+    """
+    fine = 0.05
+    half = max(pixel_mm, fine)
+    u = np.arange(-half, half + 0.5 * fine, fine)
+    tri = np.maximum(1.0 - np.abs(u) / half, 0.0)
+    tri /= tri.sum()
+    x = np.arange(-half, profile_mm.size * step_mm + half + fine, fine)          # fine positions
+    w = _GROOVE_WIDTHS_MM[:, None]
+    shape = np.where((x >= 0) & (x <= w), np.sin(np.pi * np.clip(x / w, 0.0, 1.0)), 0.0)
+    blurred = cv2.filter2D(shape.astype(np.float32), -1, tri[None, :].astype(np.float32),
+                           borderType=cv2.BORDER_CONSTANT)
+    at = np.arange(profile_mm.size) * step_mm
+    model = np.stack([np.interp(at, x, row) for row in blurred])                # (widths, samples)
+    y = profile_mm.astype(np.float64)
+    scale = (model @ y) / np.maximum((model * model).sum(axis=1), 1e-12)
+    resid = ((y[None, :] - scale[:, None] * model) ** 2).sum(axis=1)
+    best = int(np.argmin(np.where(scale > 0, resid, np.inf)))
+    return float(max(scale[best], 0.0)) if np.isfinite(resid[best]) else float(max(y.max(), 0.0))
 
 
 def _chunk_inside(geom: BeadGeometry) -> np.ndarray:
