@@ -55,17 +55,19 @@ class Camera:
         return all(p.get_subscription_count() > 0 for p in (self.color, self.depth, self.info))
 
     def publish(self, rgb, depth, intrinsics, stamp_ns: int, *, depth_encoding: str = '32FC1',
-                color_encoding: str = 'rgb8', with_info: bool = True, frame_id: str = 'cam_optical'):
+                color_encoding: str = 'rgb8', with_info: bool = True, frame_id: str = 'cam_optical',
+                depth_delay_ns: int = 0):
         from std_msgs.msg import Header
 
         from weld_vision_ros.ros.conversions import array_to_image, intrinsics_to_camera_info, ns_to_stamp
         header = Header(stamp=ns_to_stamp(stamp_ns), frame_id=frame_id)
+        depth_header = Header(stamp=ns_to_stamp(stamp_ns + depth_delay_ns), frame_id=frame_id)
         if with_info:
             self.info.publish(intrinsics_to_camera_info(intrinsics, header))
         if depth_encoding == '16UC1':
-            depth_msg = array_to_image(encode_depth_16uc1(depth), '16UC1', header)
+            depth_msg = array_to_image(encode_depth_16uc1(depth), '16UC1', depth_header)
         else:
-            depth_msg = array_to_image(depth, '32FC1', header)
+            depth_msg = array_to_image(depth, '32FC1', depth_header)
         color_msg = array_to_image(rgb, 'rgb8', header)
         color_msg.encoding = color_encoding      # a wrong label for the same bytes, when asked
         self.depth.publish(depth_msg)
@@ -341,5 +343,17 @@ def test_no_bead_and_live_parameters(tmp_path: Path, frames) -> None:
             cam.publish(f.rgb, f.depth_m, f.intrinsics, stamp4)
             assert spin_until(ex, lambda: stamp4 in out.defects, 20.0)
             assert out.defects[stamp4].defect_class == 'good'
+
+            # Depth stamped 3 ms after color: not paired by exact stamps, paired once the sync
+            # tolerance allows it; the outputs carry the color frame's stamp.
+            stamp5 = stamp4 + 10**8
+            cam.publish(f.rgb, f.depth_m, f.intrinsics, stamp5, depth_delay_ns=3_000_000)
+            assert not spin_until(ex, lambda: stamp5 in out.beads, 2.0)
+            done = set_parameters(node, ex, name, {'sync_tolerance_ms': 5.0})
+            assert all(r.successful for r in done), [r.reason for r in done]
+            stamp6 = stamp5 + 10**8
+            cam.publish(f.rgb, f.depth_m, f.intrinsics, stamp6, depth_delay_ns=3_000_000)
+            assert spin_until(ex, lambda: stamp6 in out.beads, 20.0), out.latest_diag()
+            assert out.beads[stamp6].valid
     finally:
         assert stop(proc) == 0, _log(tmp_path, name)
