@@ -441,11 +441,11 @@ def measure_bead(frame: RGBDFrame, cfg: MeasureConfig = MeasureConfig(),
     seam_start = float(seam.s_of_col(vis[0]))
     seam_end = float(seam.s_of_col(vis[-1]))
 
-    return _profiles(frame, cfg, plate, seam, elevation, gg, seam_start, seam_end, angle,
+    return _profiles(cfg, plate, seam, elevation, gg, seam_start, seam_end, angle,
                      mm_per_px, bead_mask, step, col_inside)
 
 
-def _profiles(frame: RGBDFrame, cfg: MeasureConfig, plate: Plate, seam: SeamFrame,
+def _profiles(cfg: MeasureConfig, plate: Plate, seam: SeamFrame,
               elevation: np.ndarray, gray: np.ndarray, seam_start: float, seam_end: float,
               angle: float, mm_per_px: float, bead_mask: np.ndarray, step: int,
               col_inside: np.ndarray) -> BeadGeometry:
@@ -523,7 +523,8 @@ def _dilate1d(flags: np.ndarray, radius: int) -> np.ndarray:
     return np.convolve(flags.astype(float), k, mode='same') > 0.5
 
 
-def _crossings(prof: np.ndarray, peak_row: np.ndarray, levels: np.ndarray):
+def _crossings(prof: np.ndarray, peak_row: np.ndarray,
+               levels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sub-sample rows where each profile falls below each level on either side of its crown.
 
     prof (rows, n), peak_row (n,), levels (L, n). NaN samples count as above the level
