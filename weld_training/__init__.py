@@ -1,8 +1,7 @@
-"""Training for weld_vision_ros: rosbag recordings -> dataset -> model -> evaluated ONNX.
+"""weld_training: rosbag2 recordings -> datasets -> PyTorch models -> ONNX for the cell.
 
-Pure Python: nothing here imports rclpy or generated message classes. Bags are read
-with `rosbags`, our message types registered from the package's msg/*.msg text, so this
-runs on a desktop after `pip install .[train]`.
+Pure Python: never imports rclpy, so it runs on any desktop after `pip install`. Bags are
+read with `rosbags`, our message types registered from the package's msg/*.msg text.
 
 Steps (each one its own module and `weld-train` subcommand):
   bags.py      read and pair RGB / depth / camera_info, attach labels
@@ -11,4 +10,6 @@ Steps (each one its own module and `weld-train` subcommand):
   train.py     the trainer (train_one_epoch, evaluate, main)
   evaluate.py  metrics and the JSON / Markdown report
   export.py    ONNX export with the weld.* metadata contract, parity check, int8
+  registry.py  runs and model versions; deploy.py stages a model for the node
 """
+__version__ = '0.1.0'

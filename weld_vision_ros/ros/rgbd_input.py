@@ -1,0 +1,187 @@
+"""Synchronized RGB-D input for the inference nodes, with every bad frame counted.
+
+Subscribes to color, aligned depth and camera_info (RealSense topic names, relative so
+a namespace or remap applies), pairs color and depth by stamp, decodes only the pairs,
+and hands each good frame to the node as a core RGBDFrame. Every frame that cannot be
+used is dropped with a reason in `drops` and a throttled log line; the node keeps going.
+"""
+from __future__ import annotations
+
+import time
+import traceback
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Optional
+
+import numpy as np
+from rclpy.node import Node
+from sensor_msgs.msg import CameraInfo, Image
+
+from weld_vision_ros.core.camera import Intrinsics, IntrinsicsError
+from weld_vision_ros.core.depth import DepthError, decode_depth
+from weld_vision_ros.core.frames import RGBDFrame
+from weld_vision_ros.core.sync import StampSynchronizer
+from weld_vision_ros.ros.conversions import (ImageEncodingError, camera_info_to_intrinsics,
+                                             color_to_rgb, image_to_array, stamp_to_ns)
+from weld_vision_ros.ros.params import LiveParameters, ParamSpec
+from weld_vision_ros.ros.qos import RELIABILITY_CHOICES, camera_qos
+
+COLOR_TOPIC = 'camera/color/image_raw'
+DEPTH_TOPIC = 'camera/aligned_depth_to_color/image_raw'
+INFO_TOPIC = 'camera/color/camera_info'
+
+# Drop reasons, as they appear in diagnostics.
+DROP_BAD_COLOR = 'bad_color_encoding'
+DROP_BAD_DEPTH = 'bad_depth_encoding'
+DROP_SIZE_MISMATCH = 'size_mismatch'
+DROP_NO_CAMERA_INFO = 'no_camera_info'
+DROP_BAD_CAMERA_INFO = 'bad_camera_info'
+DROP_INFO_MISMATCH = 'camera_info_size_mismatch'
+DROP_DEPTH_INVALID = 'depth_all_invalid'
+DROP_PROCESSING_ERROR = 'processing_error'
+
+INPUT_PARAMS = (
+    ParamSpec('image_reliability', 'best_effort',
+              'QoS reliability of the camera subscriptions, fixed at start; best_effort '
+              'matches camera drivers, reliable suits bag playback', choices=RELIABILITY_CHOICES,
+              read_only=True),
+    ParamSpec('depth_scale_m', 0.001, 'Size of one 16UC1 depth unit (RealSense/Orbbec: 0.001)',
+              unit='m', min_value=1e-6, max_value=1.0),
+    ParamSpec('sync_tolerance_ms', 0.0,
+              'Largest color/depth stamp difference that still pairs; 0 pairs identical '
+              'stamps only (aligned depth)', unit='ms', min_value=0.0, max_value=100.0),
+    ParamSpec('sync_queue_size', 5, 'Frames kept per stream while waiting for a partner',
+              unit='frames', min_value=1, max_value=100),
+)
+
+
+@dataclass(frozen=True)
+class InputConfig:
+    image_reliability: str
+    depth_scale_m: float
+    sync_tolerance_ms: float
+    sync_queue_size: int
+
+    @classmethod
+    def from_values(cls, v: Mapping[str, Any]) -> 'InputConfig':
+        return cls(str(v['image_reliability']), float(v['depth_scale_m']),
+                   float(v['sync_tolerance_ms']), int(v['sync_queue_size']))
+
+
+FrameHandler = Callable[[RGBDFrame, Any, float], None]
+
+
+class RgbdInput:
+    """The three camera subscriptions of a node and their synchronization.
+
+    handler(frame, header, received_s) is called for each good frame, with the color
+    header (to copy into outputs) and the monotonic time [s] the pair was complete.
+    """
+
+    def __init__(self, node: Node, handler: FrameHandler) -> None:
+        self._node = node
+        self._handler = handler
+        self.drops: Counter[str] = Counter()
+        self.frames_in = 0
+        self.params = LiveParameters(node, INPUT_PARAMS, InputConfig.from_values,
+                                     on_change=self._on_params)
+        cfg = self.params.config
+        self._sync = self._make_sync(cfg)
+        self._info: Optional[CameraInfo] = None
+        self._intrinsics: Optional[Intrinsics] = None
+        qos = camera_qos(cfg.image_reliability)
+        self._subs = [
+            node.create_subscription(Image, COLOR_TOPIC, self._on_color, qos),
+            node.create_subscription(Image, DEPTH_TOPIC, self._on_depth, qos),
+            # camera_info with the same QoS as the images: drivers publish it beside each frame.
+            node.create_subscription(CameraInfo, INFO_TOPIC, self._on_info, qos),
+        ]
+
+    @property
+    def has_camera_info(self) -> bool:
+        return self._intrinsics is not None
+
+    def all_drops(self) -> Counter:
+        """Drops by reason, the synchronizer's (unmatched, stamp_backwards) included."""
+        total = Counter(self.drops)
+        total.update(self._sync.drops)
+        return total
+
+    # --- callbacks -------------------------------------------------------------------
+    def _on_params(self, cfg: InputConfig, changed: frozenset) -> None:
+        if changed & {'sync_tolerance_ms', 'sync_queue_size'}:
+            old = self._sync.drops
+            self._sync = self._make_sync(cfg)
+            self._sync.drops.update(old)
+
+    def _on_info(self, msg: CameraInfo) -> None:
+        try:
+            self._intrinsics = camera_info_to_intrinsics(msg)
+            self._info = msg
+        except IntrinsicsError as exc:
+            self._drop(DROP_BAD_CAMERA_INFO, f'camera_info unusable: {exc}')
+
+    def _on_color(self, msg: Image) -> None:
+        self.frames_in += 1
+        pair = self._sync.add_color(stamp_to_ns(msg.header.stamp), msg)
+        if pair is not None:
+            self._process(pair.color, pair.depth)
+
+    def _on_depth(self, msg: Image) -> None:
+        pair = self._sync.add_depth(stamp_to_ns(msg.header.stamp), msg)
+        if pair is not None:
+            self._process(pair.color, pair.depth)
+
+    # --- decoding --------------------------------------------------------------------
+    def _process(self, color_msg: Image, depth_msg: Image) -> None:
+        received_s = time.monotonic()
+        frame = self.decode(color_msg, depth_msg)
+        if frame is None:
+            return
+        try:
+            self._handler(frame, color_msg.header, received_s)
+        except Exception as exc:  # noqa: BLE001 - the ROS boundary: count, log, keep running
+            self._drop(DROP_PROCESSING_ERROR, f'processing failed: {exc!r}\n{traceback.format_exc()}')
+
+    def decode(self, color_msg: Image, depth_msg: Image) -> Optional[RGBDFrame]:
+        """A core frame for a synchronized pair, or None (dropped and counted)."""
+        if self._intrinsics is None:
+            self._drop(DROP_NO_CAMERA_INFO, 'no camera_info received yet: frame dropped')
+            return None
+        try:
+            rgb = color_to_rgb(color_msg)
+        except ImageEncodingError as exc:
+            self._drop(DROP_BAD_COLOR, str(exc))
+            return None
+        try:
+            raw = image_to_array(depth_msg)
+            depth_m = decode_depth(raw, depth_msg.encoding, self.params.config.depth_scale_m)
+        except (ImageEncodingError, DepthError) as exc:
+            self._drop(DROP_BAD_DEPTH, f'depth: {exc}')
+            return None
+        if rgb.shape[:2] != depth_m.shape:
+            self._drop(DROP_SIZE_MISMATCH, f'color {rgb.shape[1]}x{rgb.shape[0]} and depth '
+                                           f'{depth_m.shape[1]}x{depth_m.shape[0]} differ; '
+                                           'subscribe to depth aligned to color')
+            return None
+        intr = self._intrinsics
+        if (intr.width, intr.height) != (rgb.shape[1], rgb.shape[0]):
+            self._drop(DROP_INFO_MISMATCH, f'camera_info is {intr.width}x{intr.height}, '
+                                           f'images are {rgb.shape[1]}x{rgb.shape[0]}')
+            return None
+        if not np.isfinite(depth_m).any():
+            self._drop(DROP_DEPTH_INVALID, 'depth has no valid pixel (all zero/NaN)')
+            return None
+        return RGBDFrame(rgb=rgb, depth_m=depth_m, intrinsics=intr,
+                         stamp_ns=stamp_to_ns(color_msg.header.stamp),
+                         frame_id=color_msg.header.frame_id)
+
+    def _drop(self, reason: str, text: str) -> None:
+        self.drops[reason] += 1
+        self._node.get_logger().warning(f'dropped frame ({reason}, {self.drops[reason]} so far): {text}',
+                                        throttle_duration_sec=5.0)
+
+    @staticmethod
+    def _make_sync(cfg: InputConfig) -> StampSynchronizer:
+        return StampSynchronizer(tolerance_ns=int(cfg.sync_tolerance_ms * 1e6),
+                                 queue_size=cfg.sync_queue_size)
