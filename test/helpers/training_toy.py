@@ -59,3 +59,31 @@ def record_toy_bag(path: Path, welds: list[tuple[str, str]], frames_per_weld: in
     write_bag(path, frames, storage=storage, labels=labels if label_topic else (),
               depth_encoding=depth_encoding, color_encoding=color_encoding)
     return path, spans
+
+
+def toy_welds(n_per_class: int, prefix: str, classes=DEFAULT_CLASS_NAMES) -> list[tuple[str, str]]:
+    """[(weld_id, label)], classes interleaved."""
+    return [(f'{prefix}-w{i:03d}', classes[i % len(classes)]) for i in range(n_per_class * len(classes))]
+
+
+def toy_train_config(dataset: Path, out: Path, **train) -> dict:
+    """A small, fast training config over a toy dataset (2 CPU threads, 48 px input)."""
+    from weld_training.config import load_config
+
+    t = {'epochs': 2, 'batch_size': 16, 'threads': 2, 'progress': False, 'precise_bn_batches': 4,
+         'sample_images': 4, 'lr': 0.003}
+    t.update(train)
+    return load_config(updates=[{'data': {'dataset': str(dataset)}, 'output_dir': str(out),
+                                 'model': {'input_size': 48}, 'train': t}])
+
+
+def make_toy_dataset(root: Path, n_per_class: int = 4, frames_per_weld: int = 6, seed: int = 0) -> Path:
+    """Record two toy bags (sqlite3 and mcap) and extract them into root/ds."""
+    from weld_training.dataset import extract_dataset
+
+    rng = np.random.default_rng(seed)
+    record_toy_bag(root / 'bags' / 'a', toy_welds(n_per_class // 2, 'a'), frames_per_weld, rng, 'sqlite3')
+    record_toy_bag(root / 'bags' / 'b', toy_welds(n_per_class - n_per_class // 2, 'b'), frames_per_weld, rng,
+                   'mcap', t0_ns=1_800_000_000_000_000_000, depth_encoding='32FC1', color_encoding='bgr8')
+    extract_dataset([root / 'bags'], root / 'ds', min_samples_per_class=5, progress=False, log=lambda s: None)
+    return root / 'ds'
