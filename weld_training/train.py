@@ -341,7 +341,7 @@ def main(cfg: dict, log: Callable[[str], None] = print) -> dict:
         writer = SummaryWriter(str(run_dir / 'tb'))
 
     def on_step(step: int, loss: float, lr: float) -> None:
-        if writer is not None and step % 10 == 0:
+        if writer is not None and (step % 10 == 0 or step == 1):
             writer.add_scalar('train/loss_step', loss, step)
             writer.add_scalar('train/lr', lr, step)
 

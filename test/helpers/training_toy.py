@@ -14,6 +14,7 @@ import numpy as np
 from weld_vision_ros.core.classes import DEFAULT_CLASS_NAMES
 from weld_training.bags import write_bag
 
+MARK_RADIUS_PX = 10
 MARK_RGB = {'good': (200, 200, 200), 'porosity': (40, 40, 40), 'undercut': (200, 60, 60),
             'spatter': (240, 240, 60), 'gap': (60, 60, 220), 'crack': (60, 200, 60)}
 
@@ -31,8 +32,8 @@ def toy_frame(label: str, rng: np.random.Generator, w: int = 64, h: int = 48,
     cv2.line(depth, p0, p1, 0.298, 7)  # bead 2 mm proud of the plate
     k = DEFAULT_CLASS_NAMES.index(label)
     cx, cy = int(rng.integers(w // 3, 2 * w // 3)), int(rng.integers(h // 3, 2 * h // 3))
-    cv2.circle(rgb, (cx, cy), 6, MARK_RGB[label], -1)
-    cv2.circle(depth, (cx, cy), 6, 0.300 + 0.0008 * (k - 2.5), -1)
+    cv2.circle(rgb, (cx, cy), MARK_RADIUS_PX, MARK_RGB[label], -1)
+    cv2.circle(depth, (cx, cy), MARK_RADIUS_PX, 0.300 + 0.0008 * (k - 2.5), -1)
     noise = rng.normal(0, 4, rgb.shape)
     rgb = np.clip(rgb + noise, 0, 255).astype(np.uint8)
     depth[rng.random(depth.shape) < 0.01] = np.nan
