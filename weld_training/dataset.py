@@ -81,14 +81,13 @@ def extract_dataset(bag_paths: Sequence[str | Path], out_dir: str | Path, *,
             for f in iter_bag_frames(bag, topics=topics, tolerance_ns=tolerance_ns,
                                      label_source=label_source, sidecar=sidecar, class_names=known,
                                      depth_scale_m=bag_depth_scale_m, typestore=store, stats=stats):
-                bar.n = stats.color_messages
-                bar.refresh() if bar.n % 20 == 0 else None
+                if stats.color_messages - bar.n >= 20:
+                    bar.update(stats.color_messages - bar.n)
                 if f.label not in class_names:
                     stats.skipped[f'class {f.label!r} not selected'] += 1
                     continue
                 frames.append(_write_frame(out, len(frames), f, topics, max_side_px))
-            bar.n = stats.color_messages
-            bar.refresh()
+            bar.update(stats.color_messages - bar.n)
     seconds = time.perf_counter() - t0
 
     counts = Counter(fr['label'] for fr in frames)
@@ -96,7 +95,8 @@ def extract_dataset(bag_paths: Sequence[str | Path], out_dir: str | Path, *,
     log(format_class_table(per_class, stats))
     too_few = {c: n for c, n in per_class.items() if n < min_samples_per_class}
     if too_few:
-        shutil.rmtree(out / 'rgb'), shutil.rmtree(out / 'depth')
+        for sub in ('rgb', 'depth'):
+            shutil.rmtree(out / sub)
         listing = ', '.join(f'{c!r} has {n}' for c, n in too_few.items())
         raise DatasetError(
             f'refusing to build the dataset: {listing} frame(s), fewer than min_samples_per_class='

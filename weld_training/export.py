@@ -20,7 +20,7 @@ import torch
 from weld_vision_ros.core.model_contract import ModelContract
 
 from .dataset import WeldFrames
-from .evaluate import classification_metrics, predict_onnx, predict_torch, softmax
+from .evaluate import classification_metrics, predict_onnx, softmax
 from .train import load_checkpoint_model
 
 INPUT_NAME = 'image'
@@ -42,9 +42,9 @@ def weights_sha256(model_proto) -> str:
 
     h = hashlib.sha256()
     for init in sorted(model_proto.graph.initializer, key=lambda t: t.name):
+        values = np.ascontiguousarray(numpy_helper.to_array(init))
         h.update(init.name.encode())
-        h.update(np.ascontiguousarray(numpy_helper.to_array(init)).astype(
-            numpy_helper.to_array(init).dtype.newbyteorder('<')).tobytes())
+        h.update(values.astype(values.dtype.newbyteorder('<'), copy=False).tobytes())
     return h.hexdigest()
 
 
