@@ -59,8 +59,11 @@ def record(out: Path, n_welds_per_class: int, frames_per_weld: int, size: tuple[
         frames, labels = [], []
         for weld_id, label in bag_welds:
             labels.append({'stamp_ns': t, 'label': label, 'weld_id': weld_id, 'source': 'sim'})
-            scene = synthetic.sample_scene(rng, defect_class=label)
-            for _ in range(frames_per_weld):
+            weld = synthetic.sample_scene(rng, defect_class=label)
+            for k in range(frames_per_weld):
+                # Each frame is another view of the same weld: bead and materials kept,
+                # view, light and defect instances drawn anew.
+                scene = weld if k == 0 else synthetic.sample_scene(rng, defect_class=label, weld=weld)
                 f = synthetic.render(scene, intr, rng)
                 frames.append({'stamp_ns': t, 'rgb': f.rgb, 'depth_m': f.depth_m, 'intrinsics': f.intrinsics})
                 t += period_ns
@@ -139,7 +142,8 @@ def main(argv=None) -> int:
     p.add_argument('--size', default='320x240', help='rendered frame size WxH [px]')
     p.add_argument('--welds-per-class', type=int, default=None)
     p.add_argument('--frames-per-weld', type=int, default=None)
-    p.add_argument('--input-size', type=int, default=128)
+    p.add_argument('--input-size', default='128', help='network input: N or WxH [px]')
+    p.add_argument('--store-side', type=int, default=160, help='longer side of the stored dataset frames [px]')
     p.add_argument('--channels', default='rgbd', choices=('rgb', 'rgbd'))
     p.add_argument('--output', default=str(REPO / 'BENCHMARKS_training.md'))
     args = p.parse_args(argv)
@@ -157,6 +161,8 @@ def main(argv=None) -> int:
     welds = args.welds_per_class or (6 if args.quick else 40)
     per_weld = args.frames_per_weld or (6 if args.quick else 12)
     size = tuple(int(v) for v in args.size.split('x'))
+    wh = [int(v) for v in args.input_size.split('x')]
+    input_size = wh[0] if len(wh) == 1 else wh
     work = Path(args.work)
     if work.exists():
         shutil.rmtree(work)
@@ -171,14 +177,14 @@ def main(argv=None) -> int:
 
     t0 = time.perf_counter()
     manifest = extract_dataset([work / 'bags'], work / 'ds', min_samples_per_class=10, progress=False,
-                               max_side_px=160, fractions={'train': 0.85, 'val': 0.15, 'test': 0.0}, seed=0)
+                               max_side_px=args.store_side, fractions={'train': 0.85, 'val': 0.15, 'test': 0.0}, seed=0)
     extract_s = time.perf_counter() - t0
     extract_fps = manifest['stats']['frames'] / extract_s
 
     cfg = load_config(updates=[{
         'seed': 0, 'output_dir': str(work / 'run'), 'device': 'cpu',
         'data': {'dataset': str(work / 'ds')},
-        'model': {'name': 'mobilenet_v3_small', 'channels': args.channels, 'input_size': args.input_size},
+        'model': {'name': 'mobilenet_v3_small', 'channels': args.channels, 'input_size': input_size},
         'train': {'threads': 2, 'batch_size': 32, 'progress': False, 'patience': 0, 'cache': True,
                   'time_budget_min': minutes, 'epochs': 1},
         'evaluate': {'split': 'val'}}])
@@ -202,8 +208,10 @@ def main(argv=None) -> int:
         'torch': torch.__version__, 'quick': args.quick,
         'frames': {'pool': n_pool, 'heldout': n_held, 'size': f'{size[0]}x{size[1]}',
                    'welds_per_class': welds, 'frames_per_weld': per_weld},
-        'extract': {'frames': manifest['stats']['frames'], 'seconds': extract_s, 'frames_per_s': extract_fps},
-        'train': {'model': 'mobilenet_v3_small', 'channels': args.channels, 'input': args.input_size,
+        'extract': {'frames': manifest['stats']['frames'], 'seconds': extract_s, 'frames_per_s': extract_fps,
+                    'store_side': args.store_side},
+        'train': {'model': 'mobilenet_v3_small', 'channels': args.channels,
+                  'input': 'x'.join(str(v) for v in (wh if len(wh) == 2 else wh * 2)),
                   'budget_min': minutes, 'epochs_planned': cfg['train']['epochs'],
                   'epochs_run': summary['epochs_run'], 'seconds': summary['seconds'],
                   'images_per_s': summary['images_per_s'], 'probe_images_per_s': probe,
@@ -235,9 +243,9 @@ def format_table(r: dict) -> str:
         f'{r["frames"]["size"]}, 4 bags, sqlite3 + mcap) and {r["frames"]["heldout"]} held-out frames '
         f'recorded from another seed.', '',
         '| measure | value |', '| --- | --- |',
-        f'| dataset extraction (bags -> dataset folder, frames stored at 160 px) | '
+        f'| dataset extraction (bags -> dataset folder, frames stored at {e["store_side"]} px) | '
         f'{e["frames_per_s"]:.1f} frames/s ({e["frames"]} frames in {e["seconds"]:.1f} s) |',
-        f'| training throughput, CPU, 2 threads ({t["model"]}, {t["channels"]}, {t["input"]}x{t["input"]}, '
+        f'| training throughput, CPU, 2 threads ({t["model"]}, {t["channels"]}, {t["input"]}, '
         f'batch 32, with augmentation) | {t["images_per_s"]:.1f} images/s |',
         f'| training time used (budget {t["budget_min"]:g} min) | {t["seconds"] / 60:.1f} min, '
         f'{t["epochs_run"]} epochs ({t["stop_reason"]}) |',

@@ -10,6 +10,7 @@ from weld_training.config import ConfigError, load_config, parse_override
 from weld_training.evaluate import classification_metrics, roc_auc_binary, write_report
 from weld_training.losses import FocalLoss, LossError, balanced_sample_weights, build_criterion
 from weld_training.models import MODEL_NAMES, ModelError, build_model
+from weld_training import train
 from weld_training.train import check_config, warmup_cosine
 
 torch.set_num_threads(2)
@@ -124,6 +125,10 @@ def test_config_fails_fast_listing_valid_choices(tmp_path):
                             ('model.channels=depth', 'rgb, rgbd'), ('device=tpu', 'auto, cpu, cuda')):
         with pytest.raises(ConfigError, match=valid):
             check_config(load_config(overrides=[override]))
+    with pytest.raises(ConfigError, match=r'\[width, height\]'):
+        check_config(load_config(overrides=['model.input_size=[64]']))
+    preset = train.preset_from_config(load_config(overrides=['model.input_size=[96, 64]']))
+    assert (preset.input_width, preset.input_height) == (96, 64)
     (tmp_path / 'c.yaml').write_text('train:\n  lr: -1\n')
     with pytest.raises(ConfigError, match='train.lr must be a positive number'):
         check_config(load_config(tmp_path / 'c.yaml'))

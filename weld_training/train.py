@@ -59,17 +59,27 @@ def check_config(cfg: dict) -> None:
             raise ConfigError(f'train.{key} must be >= 0, got {t[key]!r}')
     if not 0 < t['min_lr_ratio'] <= 1:
         raise ConfigError(f'train.min_lr_ratio must be in (0, 1], got {t["min_lr_ratio"]}')
-    if not (isinstance(m['input_size'], int) and m['input_size'] >= 32):
-        raise ConfigError(f'model.input_size must be an integer >= 32 [px], got {m["input_size"]!r}')
+    input_size(cfg)
     AugmentConfig.from_dict(cfg['augment'])
     preset_from_config(cfg)
+
+
+def input_size(cfg: dict) -> tuple[int, int]:
+    """(width, height) of the network input [px] from model.input_size: N or [width, height]."""
+    size = cfg['model']['input_size']
+    wh = [size, size] if isinstance(size, int) else list(size) if isinstance(size, (list, tuple)) else []
+    if len(wh) != 2 or not all(isinstance(v, int) and v >= 32 for v in wh):
+        raise ConfigError(f'model.input_size must be an integer >= 32 [px] or [width, height] of such '
+                          f'integers, got {size!r}')
+    return wh[0], wh[1]
 
 
 def preset_from_config(cfg: dict) -> PreprocessPreset:
     """The one eval preprocessing preset for a run (also written into the ONNX model)."""
     m = cfg['model']
-    base = PreprocessPreset.for_channels(m['channels'], int(m['input_size']))
-    return PreprocessPreset(input_height=base.input_height, input_width=base.input_width,
+    width, height = input_size(cfg)
+    base = PreprocessPreset.for_channels(m['channels'])
+    return PreprocessPreset(input_height=height, input_width=width,
                             channels=base.channels, mean=base.mean, std=base.std,
                             depth_range_mm=float(m['depth_range_mm']))
 
