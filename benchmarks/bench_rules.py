@@ -263,7 +263,16 @@ def markdown(acc: dict, speeds: list[dict], args, elapsed_s: float) -> str:
     lines += ['', f'Target: <= 5 ms median at 640x480 on one core. Wall clock and CPU time of the calling '
               f'thread, {speeds[0]["n_rule"]} rule and {speeds[0]["n_base"]} baseline calls per size. The '
               'machine is shared (load average in the last column, 2 cores): under load the wall clock '
-              'includes time the process waited for a core, the CPU time does not; compare within one run.', '']
+              'includes time the process waited for a core, the CPU time does not; compare within one run.', '',
+              '## Notes', '',
+              "- The baseline is the seeds' method as their evaluator ran it: its per-column scan measures the "
+              'bead across image columns (no seam-angle correction, no plate tilt), so steep seams and tilted '
+              'plates inflate its width and height errors; its mask also takes in bright plate texture and '
+              "glare. Its class thresholds were set by a grid search on tuning seeds, like the rules'.",
+              '- Frame classes are balanced (100 per class); every scene is random (seam angle, distance '
+              '0.15-0.30 m, tilt up to 6 deg, bead 5-12 x 1-3.5 mm, lighting, depth noise 0.02-0.2 mm, '
+              'dropouts). Depth is 32FC1; 16UC1 in whole millimetres costs width accuracy (docs/rule_node.md, '
+              'Limits).', '']
     return '\n'.join(lines)
 
 
