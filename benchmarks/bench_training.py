@@ -207,10 +207,9 @@ def main(argv=None) -> int:
     print(table)
     if not args.quick:
         Path(args.output).write_text(table)
-    out = REPO / 'benchmarks' / 'results'
+    out = work if args.quick else REPO / 'benchmarks' / 'results'  # quick runs stay out of the repo
     out.mkdir(exist_ok=True)
-    (out / ('bench_training_quick.json' if args.quick else 'bench_training.json')).write_text(
-        json.dumps(results, indent=1))
+    (out / 'bench_training.json').write_text(json.dumps(results, indent=1))
     return 0
 
 
