@@ -121,3 +121,9 @@ def test_focal_and_weighted_ce_train(toy_ds, tmp_path):
         cfg['model']['channels'] = 'rgb'
         summary = train.main(cfg, **QUIET)
         assert np.isfinite(summary['best_metric']) and summary['epochs_run'] == 1
+
+
+def test_loader_workers(toy_ds, tmp_path):
+    cfg = toy_train_config(toy_ds, tmp_path / 'run', epochs=1, num_workers=1, tensorboard=False)
+    summary = train.main(cfg, **QUIET)
+    assert summary['epochs_run'] == 1 and summary['images_per_s'] > 0

@@ -116,19 +116,28 @@ class Augmenter:
         return rgb, depth_m
 
     def photometric(self, rgb: np.ndarray, k: float, rng: np.random.Generator) -> np.ndarray:
+        """Brightness, contrast and gamma as one lookup table, then saturation, blur, noise.
+
+        uint8 throughout (OpenCV): at 320x240 this costs about a millisecond, not the
+        several that float arithmetic on every pixel would.
+        """
         c = self.config
-        x = rgb.astype(np.float32) * np.float32(1 / 255)
-        x *= np.float32(1.0 + rng.uniform(-1, 1) * c.brightness * k)
-        mean = np.float32(x.mean())
-        x = (x - mean) * np.float32(1.0 + rng.uniform(-1, 1) * c.contrast * k) + mean
-        gray = x.mean(axis=2, keepdims=True)
-        x = (x - gray) * np.float32(1.0 + rng.uniform(-1, 1) * c.saturation * k) + gray
-        np.clip(x, 0.0, 1.0, out=x)
-        if c.gamma > 0:
-            x **= np.float32(np.exp(rng.uniform(-1, 1) * c.gamma * k))
+        rgb = np.ascontiguousarray(rgb)
+        brightness = 1.0 + rng.uniform(-1, 1) * c.brightness * k
+        contrast = 1.0 + rng.uniform(-1, 1) * c.contrast * k
+        gamma = float(np.exp(rng.uniform(-1, 1) * c.gamma * k))
+        mean = float(rgb.mean()) / 255.0 * brightness
+        v = np.arange(256, dtype=np.float64) / 255.0 * brightness
+        v = np.clip((v - mean) * contrast + mean, 0.0, 1.0) ** gamma
+        x = cv2.LUT(rgb, np.round(v * 255.0).astype(np.uint8))
+        saturation = 1.0 + rng.uniform(-1, 1) * c.saturation * k
+        gray = cv2.cvtColor(cv2.cvtColor(x, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
+        x = cv2.addWeighted(x, saturation, gray, 1.0 - saturation, 0.0)
         if rng.random() < min(c.blur_p * k, 1.0):
             x = cv2.GaussianBlur(x, (0, 0), sigmaX=float(rng.uniform(0.3, 1.0)))
-        x *= np.float32(255.0)
         if c.noise_std > 0:
-            x += rng.normal(0.0, c.noise_std * k, size=x.shape).astype(np.float32)
-        return np.clip(x, 0, 255).astype(np.uint8)
+            noise = np.empty(x.shape, np.int16)
+            cv2.setRNGSeed(int(rng.integers(0, 2**31 - 1)))  # keeps seeded runs repeatable
+            cv2.randn(noise, 0.0, c.noise_std * k)
+            x = np.clip(x.astype(np.int16) + noise, 0, 255).astype(np.uint8)
+        return x

@@ -25,7 +25,7 @@ from weld_vision_ros.core.classes import DEFAULT_CLASS_NAMES
 from weld_vision_ros.core.depth import decode_depth, encode_depth_16uc1
 from weld_vision_ros.core.preprocess import CHANNELS_RGBD, PreprocessPreset, preprocess
 
-from .bags import BagError, ReadStats, Topics, count_color_frames, find_bags, iter_bag_frames, make_typestore
+from .bags import ReadStats, Topics, count_color_frames, find_bags, iter_bag_frames, make_typestore
 from .splits import DEFAULT_FRACTIONS, SPLIT_NAMES, check_fractions, grouped_stratified_split, split_summary
 
 MANIFEST = 'manifest.json'
