@@ -43,6 +43,7 @@ import signal
 import subprocess
 import sys
 import time
+from array import array
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -82,6 +83,7 @@ RELAY_PATH = 'camera → image_relay → bench'
 PAIR_TOPIC = 'color + depth (later of the pair)'
 SOAK_REPORT_PERIOD_S = 30.0
 MIN_BASELINE_FRAMES = 30
+FASTDDS_DEFAULT_SEGMENT_BYTES = 512 * 1024
 
 
 # --- options -----------------------------------------------------------------------------------
@@ -329,7 +331,7 @@ class Probe:
 
         self.series: dict[str, StampedSeries] = {}
         self.diagnostics: dict[str, list[tuple[int, dict[str, str]]]] = {n: [] for n in s.nodes}
-        self.subscriber_delay_ns: list[int] = []
+        self.subscriber_delay_ns = array('q')
         self.malformed = 0
         self.measured: list[Measured] = []
         images = camera_qos(s.image_reliability)
@@ -432,12 +434,12 @@ class Rolling:
         if 'relay/color' in chunks:
             pair = later_of(*({t: (r, 0, True) for t, r in zip(*chunks[f'relay/{k}'])}
                               for k in ('color', 'depth')))
-            parts.append(f'relay pair {lat(list(pair), [v[0] for v in pair.values()])}')
+            parts.append(f'relay pair {lat(list(pair), [v[0] for v in pair.values()])} {len(pair)} recv')
         for m in self._probe.measured:
             if m.path in (DIRECT_PATH, RELAY_PATH):
                 continue
             stamps, received = chunks[m.key]
-            parts.append(f'{m.topic} {lat(stamps, received)} {len(stamps)}/{sent}')
+            parts.append(f'{m.topic} {lat(stamps, received)} {len(stamps)} recv/{sent} sent')
         procs = []
         for name in sampler.names:
             summary = sampler.summary(name)
@@ -446,7 +448,9 @@ class Rolling:
             cpu = sampler.recent_cpu_pct(name, period_s)
             text = f'{name} {cpu:.0f}% {rss:.0f}MB'
             if soak:
-                text += f' ({growth:+.1f}, {summary.rss_slope_mb_per_h:+.1f}/h)'
+                slope = summary.rss_slope_mb_per_h
+                trend = 'trend n/a' if math.isnan(slope) else f'{slope:+.1f} MB/h'
+                text += f' ({growth:+.1f} MB, {trend})'
             procs.append(text)
         tag = 'soak' if soak else 'bench_e2e'
         return (f'[{tag} {elapsed_s:5.0f}/{total_s:.0f} s] ' + ' | '.join(parts)
@@ -549,7 +553,8 @@ def _spin(executor, nodes: Sequence[NodeProcess], seconds: float, sampler: Optio
             return
         if sampler is not None and now >= next_sample:
             sampler.sample()
-            next_sample += 1.0
+            # Once a second; after a stall, start over rather than catch up with short intervals.
+            next_sample = max(next_sample + 1.0, now + 0.5)
             _check_alive(nodes)
         if on_tick is not None:
             on_tick(now)
@@ -603,6 +608,13 @@ def build_report(s: Settings, probe: Probe, sampler: ProcessSampler, t0_ns: int,
                      + (f' {s.model_note}' if s.model_note else ''))
     if probe.malformed:
         notes.append(f'{probe.malformed} messages without a readable header stamp were ignored.')
+    depth_bytes = s.width * s.height * (4 if s.depth_encoding == '32FC1' else 2)
+    lossy = [i for i in inputs if i.sent and i.lost_before_input > 0.1 * i.sent]
+    if lossy and s.shm_segment_mb is None and depth_bytes > FASTDDS_DEFAULT_SEGMENT_BYTES:
+        notes.append(f'A {s.width}x{s.height} {s.depth_encoding} depth image is {depth_bytes / 1024:.0f} KB, '
+                     f'more than the {FASTDDS_DEFAULT_SEGMENT_BYTES / 1024:.0f} KB shared-memory segment '
+                     'Fast DDS gives a process by default; with best-effort images, frames were lost before the '
+                     'nodes\' inputs. --shm-segment-mb runs every process with a larger segment.')
     if baseline is not None and baseline.received < MIN_BASELINE_FRAMES:
         notes.append(f'The relay baseline rests on {baseline.received} complete frames only (the '
                      'camera topics are best effort and lost most frames): its ratios mean little.')
@@ -623,7 +635,8 @@ def build_report(s: Settings, probe: Probe, sampler: ProcessSampler, t0_ns: int,
     return Report(date=started.strftime('%Y-%m-%d %H:%M UTC'), machine=machine, settings=settings,
                   measured_s=measured_s, camera_sent=len(sent_stamps), camera_rate_hz=rate,
                   camera_render_ms=render_ms, paths=paths,
-                  baseline_path=f'{RELAY_PATH}, {PAIR_TOPIC}' if baseline else '', inputs=inputs, processes=processes,
+                  baseline_path=f'{RELAY_PATH}, {PAIR_TOPIC}' if baseline else '', inputs=inputs,
+                  processes=processes,
                   subscriber_delay_ms=LatencySummary.of(d / NS_PER_MS for d in probe.subscriber_delay_ns),
                   notes=notes)
 

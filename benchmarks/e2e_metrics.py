@@ -11,6 +11,7 @@ import math
 import os
 import struct
 import time
+from array import array
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
@@ -73,10 +74,11 @@ class StampedSeries:
     """
 
     def __init__(self) -> None:
-        self.stamp_ns: list[int] = []
-        self.received_ns: list[int] = []
-        self.published_ns: list[int] = []
-        self.flag: list[bool] = []
+        # Compact arrays: a soak hour at 30 fps is about 100k entries per topic.
+        self.stamp_ns = array('q')
+        self.received_ns = array('q')
+        self.published_ns = array('q')
+        self.flag = array('b')
 
     def add(self, stamp_ns: int, received_ns: int, published_ns: int = 0, flag: bool = True) -> None:
         self.stamp_ns.append(int(stamp_ns))
@@ -95,7 +97,7 @@ class StampedSeries:
                 out[s] = (r, p, f)
         return out
 
-    def received_since(self, index: int) -> tuple[list[int], list[int]]:
+    def received_since(self, index: int) -> tuple[Sequence[int], Sequence[int]]:
         """(stamps, received times) of the entries from `index` on (for rolling numbers)."""
         return self.stamp_ns[index:], self.received_ns[index:]
 
@@ -439,9 +441,9 @@ class Report:
             f'p99 {_f(self.camera_render_ms.p99_ms)} ms',
             '',
             'Latency = the time DDS received the message in the benchmark process minus the frame '
-            'header stamp (system clock, one machine). The synthetic camera stamps a frame before rendering it, so every '
-            'row includes rendering; "from publish" subtracts the moment the camera wrote the color '
-            'image (DDS source timestamp) instead. '
+            'header stamp (system clock, one machine). The synthetic camera stamps a frame before '
+            'rendering it, so every row includes rendering; "from publish" subtracts the moment the '
+            'camera wrote the color image (DDS source timestamp) instead. '
             + (f'Ratios are against the bare relay ({self.baseline_path}).' if self.baseline_path
                else 'No relay baseline in this run (--no-baseline).'),
             '',
@@ -467,9 +469,9 @@ class Report:
                       'input | Processed | Refused / unpaired by the node |',
                       '|---|---|---|---|---|---|---|']
             for i in self.inputs:
+                lost_pct = 100 * i.lost_before_input / i.sent if i.sent else math.nan
                 lines.append(f'| {i.node} | {i.interval_s:.0f} | {i.sent} | {i.frames_in} | '
-                             f'{i.lost_before_input} ({_f(100 * i.lost_before_input / i.sent if i.sent else math.nan, 1)} %) | '
-                             f'{i.processed} | {i.node_drops} |')
+                             f'{i.lost_before_input} ({_f(lost_pct, 1)} %) | {i.processed} | {i.node_drops} |')
         lines += ['', 'CPU (% of one core) and resident memory per process, sampled from /proc '
                       'every second:', '',
                   '| Process | CPU median [%] | CPU max [%] | RSS median [MB] | RSS max [MB] | '
