@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -38,9 +39,11 @@ def export_untrained(out: Path, arch: str, channels: str, input_size: int, seed:
     model = build_model(arch, len(DEFAULT_CLASS_NAMES), preset.num_channels).eval()
     example = torch.zeros(1, preset.num_channels, preset.input_height, preset.input_width)
     out.parent.mkdir(parents=True, exist_ok=True)
-    torch.onnx.export(model, (example,), str(out), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                      opset_version=MIN_OPSET, dynamo=False,
-                      dynamic_axes={INPUT_NAME: {0: 'batch'}, OUTPUT_NAME: {0: 'batch'}})
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')     # the TorchScript exporter's deprecation notice
+        torch.onnx.export(model, (example,), str(out), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                          opset_version=MIN_OPSET, dynamo=False,
+                          dynamic_axes={INPUT_NAME: {0: 'batch'}, OUTPUT_NAME: {0: 'batch'}})
     proto = onnx.load(str(out))
     sha = weights_sha256(proto)
     version = f'untrained-{arch}-{channels}-seed{seed}'
