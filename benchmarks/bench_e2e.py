@@ -78,6 +78,9 @@ DEFECT_RULE = 'weld/defect/rule'
 DEFECT_ML = 'weld/defect/ml'
 DEFECT_FINAL = 'weld/defect'
 
+# Node names as they appear in /diagnostics status names, by --nodes choice.
+NODE_NAMES = {'rule': 'rule_defect_node', 'onnx': 'onnx_defect_node'}
+
 DIRECT_PATH = 'camera → bench (direct)'
 RELAY_PATH = 'camera → image_relay → bench'
 PAIR_TOPIC = 'color + depth (later of the pair)'
@@ -385,15 +388,12 @@ class Probe:
         stamp_ns = msg.header.stamp.sec * NS_PER_S + msg.header.stamp.nanosec
         for status in msg.status:
             for name in self.diagnostics:
-                if f'{_NODE_NAMES[name]}:' in status.name:
+                if f'{NODE_NAMES[name]}:' in status.name:
                     self.diagnostics[name].append((stamp_ns, {kv.key: kv.value for kv in status.values}))
 
-    def flowing(self, keys: Sequence[str]) -> list[str]:
+    def silent(self, keys: Sequence[str]) -> list[str]:
         """The keys among `keys` that have not delivered anything yet."""
         return [k for k in keys if len(self.series[k]) == 0]
-
-
-_NODE_NAMES = {'rule': 'rule_defect_node', 'onnx': 'onnx_defect_node'}
 
 
 def required_keys(s: Settings) -> list[str]:
@@ -507,7 +507,7 @@ def run(s: Settings) -> Report:
         while missing:
             executor.spin_once(timeout_sec=0.1)
             _check_alive(nodes)
-            missing = probe.flowing(missing)
+            missing = probe.silent(missing)
             if time.monotonic() - t_start > s.startup_timeout_s:
                 raise TimeoutError(f'after {s.startup_timeout_s:g} s nothing arrived on '
                                    f'{", ".join(missing)}; node logs in {s.log_dir}')
@@ -587,7 +587,7 @@ def build_report(s: Settings, probe: Probe, sampler: ProcessSampler, t0_ns: int,
     render_ms = LatencySummary.of((pub - stamp) / NS_PER_MS for stamp, pub in camera_publish_ns.items() if pub)
     inputs: list[InputDrops] = []
     for name, diags in probe.diagnostics.items():
-        d = input_drops(_NODE_NAMES[name], diags, t0_ns, t1_ns, sent_stamps)
+        d = input_drops(NODE_NAMES[name], diags, t0_ns, t1_ns, sent_stamps)
         if d is not None:
             inputs.append(d)
     rate = achieved_rate_hz(sent_stamps)

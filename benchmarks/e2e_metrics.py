@@ -186,7 +186,9 @@ class InputDrops:
 
     @property
     def lost_before_input(self) -> int:
-        return self.sent - self.frames_in
+        # Frames stamped just before the first report but taken in after it count on one side
+        # only: a frame or two either way, never a negative loss.
+        return max(0, self.sent - self.frames_in)
 
 
 # Counter names of the inference nodes' diagnostics (first one present is used).

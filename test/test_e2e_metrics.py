@@ -111,6 +111,9 @@ def test_input_drops_from_onnx_node_counters_sum_the_reasons() -> None:
     d = input_drops('onnx_defect_node', diags, T0, T0 + NS_PER_S, [T0 + i for i in range(1, 31)])
     assert (d.sent, d.frames_in, d.processed, d.node_drops) == (30, 30, 25, 5)
     assert input_drops('x', diags[:1], T0, T0 + NS_PER_S, []) is None
+    # One frame more taken in than stamped inside the interval (a boundary effect): no loss.
+    boundary = input_drops('x', diags, T0, T0 + NS_PER_S, [T0 + i for i in range(1, 30)])
+    assert boundary.frames_in == 30 and boundary.lost_before_input == 0
 
 
 # --- /proc -----------------------------------------------------------------------------------
