@@ -293,18 +293,25 @@ def configure_transport(s: Settings) -> str:
 
 
 def start_nodes(s: Settings) -> list[NodeProcess]:
+    """Spawn the processes of the run; if one cannot be started, stop those that were."""
     images = {'image_reliability': s.image_reliability}
     # Consumers first, so they are listening when the first frames go out.
-    nodes = [spawn('relay', RELAY_MODULE, images, s.log_dir)] if s.baseline else []
+    plan = [('relay', RELAY_MODULE, images)] if s.baseline else []
     if 'rule' in s.nodes:
-        nodes.append(spawn('rule', RULE_MODULE, images, s.log_dir))
+        plan.append(('rule', RULE_MODULE, images))
     if 'onnx' in s.nodes:
-        nodes.append(spawn('onnx', ONNX_MODULE, {**images, 'mode': s.onnx_mode,
-                                                 'model_path': str(s.model),
-                                                 'models_dir': str(s.model.parent)}, s.log_dir))
-    nodes.append(spawn('camera', CAMERA_MODULE, {**images, 'rate_hz': float(s.rate_hz), 'width': s.width,
-                                                 'height': s.height, 'seed': s.seed,
-                                                 'depth_encoding': s.depth_encoding}, s.log_dir))
+        plan.append(('onnx', ONNX_MODULE, {**images, 'mode': s.onnx_mode, 'model_path': str(s.model),
+                                           'models_dir': str(s.model.parent)}))
+    plan.append(('camera', CAMERA_MODULE, {**images, 'rate_hz': float(s.rate_hz), 'width': s.width,
+                                           'height': s.height, 'seed': s.seed,
+                                           'depth_encoding': s.depth_encoding}))
+    nodes: list[NodeProcess] = []
+    try:
+        for name, module, params in plan:
+            nodes.append(spawn(name, module, params, s.log_dir))
+    except BaseException:
+        stop_all(nodes)
+        raise
     return nodes
 
 
@@ -487,16 +494,19 @@ def run(s: Settings) -> Report:
     transport = configure_transport(s)
     load_start = os.getloadavg()
     started = datetime.now(timezone.utc)
-    nodes = start_nodes(s)
-    _log(f'[bench_e2e] domain {s.domain_id}; nodes {", ".join(n.name for n in nodes)} started '
-         f'(logs in {s.log_dir}); camera {s.width}x{s.height} at {s.rate_hz:g} Hz, {s.depth_encoding}, '
-         f'{s.image_reliability}')
+    # rclpy turns Ctrl-C and SIGTERM into a context shutdown (ExternalShutdownException from
+    # spin_once); either way the finally below stops the node processes.
     rclpy.init()
     node = rclpy.create_node('bench_e2e_probe')
     executor = SingleThreadedExecutor()
     executor.add_node(node)
+    nodes: list[NodeProcess] = []
     try:
         probe = Probe(node, s)
+        nodes = start_nodes(s)
+        _log(f'[bench_e2e] domain {s.domain_id}; nodes {", ".join(n.name for n in nodes)} started '
+             f'(logs in {s.log_dir}); camera {s.width}x{s.height} at {s.rate_hz:g} Hz, {s.depth_encoding}, '
+             f'{s.image_reliability}')
         pids = {n.name: n.proc.pid for n in nodes}
         pids['bench'] = os.getpid()
         sampler = ProcessSampler(pids)
@@ -658,12 +668,13 @@ def describe_model(path: Path) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     s = parse_settings(argv)
+    from rclpy.executors import ExternalShutdownException
     try:
         report = run(s)
     except (NodeDied, TimeoutError) as exc:
         _log(f'[bench_e2e] failed: {exc}')
         return 1
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, ExternalShutdownException):   # Ctrl-C or SIGTERM
         _log('[bench_e2e] interrupted')
         return 130
     text = report.to_markdown()
