@@ -44,7 +44,8 @@ import subprocess
 import sys
 import time
 from array import array
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -78,8 +79,9 @@ DEFECT_RULE = 'weld/defect/rule'
 DEFECT_ML = 'weld/defect/ml'
 DEFECT_FINAL = 'weld/defect'
 
-# Node names as they appear in /diagnostics status names, by --nodes choice.
-NODE_NAMES = {'rule': 'rule_defect_node', 'onnx': 'onnx_defect_node'}
+# ROS node names of the spawned processes (as the graph and /diagnostics show them).
+NODE_NAMES = {'relay': 'image_relay', 'rule': 'rule_defect_node', 'onnx': 'onnx_defect_node',
+              'camera': 'synthetic_camera_node'}
 
 DIRECT_PATH = 'camera → bench (direct)'
 RELAY_PATH = 'camera → image_relay → bench'
@@ -129,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
                         'this large (Fast DDS default: 512 KB, smaller than one 640x480 image); '
                         'default: Fast DDS defaults, as the nodes run on the cell today')
     p.add_argument('--domain-id', type=int, default=None,
-                   help='ROS_DOMAIN_ID (default: a random one in 1..101)')
+                   help='ROS_DOMAIN_ID (default: a random one in 1..101 where no other node is seen)')
     p.add_argument('--out-md', type=Path, default=REPO / 'BENCHMARKS_e2e.md',
                    help='Markdown report (default BENCHMARKS_e2e.md at the repository root)')
     p.add_argument('--append', action='store_true',
@@ -161,6 +163,7 @@ class Settings:
     grace_s: float
     shm_segment_mb: Optional[int]
     domain_id: int
+    domain_fixed: bool
     out_md: Path
     append: bool
     json_path: Optional[Path]
@@ -206,7 +209,8 @@ def parse_settings(argv: Optional[Sequence[str]] = None) -> Settings:
     return Settings(duration, a.soak is not None, a.warmup, a.rate_hz, a.width, a.height,
                     a.depth_encoding, a.image_reliability, a.seed, nodes, not a.no_baseline,
                     a.model.resolve() if a.model else None, a.onnx_mode, a.model_note, period,
-                    a.startup_timeout, a.grace, a.shm_segment_mb, domain, a.out_md, a.append,
+                    a.startup_timeout, a.grace, a.shm_segment_mb, domain, a.domain_id is not None,
+                    a.out_md, a.append,
                     a.json, a.log_dir)
 
 
@@ -313,6 +317,53 @@ def start_nodes(s: Settings) -> list[NodeProcess]:
         stop_all(nodes)
         raise
     return nodes
+
+
+# --- a domain of our own ----------------------------------------------------------------------
+
+PROBE_NODE = 'bench_e2e_probe'
+DOMAIN_ATTEMPTS = 5
+DOMAIN_LISTEN_S = 2.0
+
+
+class DomainBusy(RuntimeError):
+    pass
+
+
+def other_nodes(node, expected: Counter) -> list[str]:
+    """Nodes on the graph beyond `expected` (names, with how many of each this run started)."""
+    seen = Counter(name for name, _ in node.get_node_names_and_namespaces())
+    return sorted((seen - expected).elements())
+
+
+def open_quiet_domain(s: Settings):
+    """rclpy initialised on a domain where, after listening a moment, no other node shows:
+    (domain, probe node, executor). Another random domain is tried when one is busy."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    domain = s.domain_id
+    for attempt in range(DOMAIN_ATTEMPTS):
+        os.environ['ROS_DOMAIN_ID'] = str(domain)   # the node processes inherit it
+        rclpy.init()
+        node = rclpy.create_node(PROBE_NODE)
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        deadline = time.monotonic() + DOMAIN_LISTEN_S
+        while time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.1)
+        strangers = other_nodes(node, Counter([PROBE_NODE]))
+        if not strangers:
+            return domain, node, executor
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+        _log(f'[bench_e2e] domain {domain} is in use ({", ".join(strangers[:5])}); trying another')
+        if s.domain_fixed:
+            break
+        domain = random.SystemRandom().choice([d for d in range(1, 102) if d != domain])
+    raise DomainBusy(f'no quiet ROS 2 domain found (last tried {domain}); other ROS 2 programs would '
+                     'mix into the measurement')
 
 
 # --- the measuring subscriber ------------------------------------------------------------------
@@ -449,15 +500,14 @@ class Rolling:
             parts.append(f'{m.topic} {lat(stamps, received)} {len(stamps)} recv/{sent} sent')
         procs = []
         for name in sampler.names:
-            summary = sampler.summary(name)
-            rss = sampler.latest_rss_mb(name)
-            growth = rss - sampler.first_rss_mb(name)
-            cpu = sampler.recent_cpu_pct(name, period_s)
-            text = f'{name} {cpu:.0f}% {rss:.0f}MB'
+            latest, first = sampler.latest(name), sampler.first(name)
+            if latest is None:
+                continue
+            text = f'{name} {sampler.recent_cpu_pct(name, period_s):.0f}% {latest.rss_mb:.0f}MB'
             if soak:
-                slope = summary.rss_slope_mb_per_h
+                slope = sampler.summary(name).private_slope_mb_per_h
                 trend = 'trend n/a' if math.isnan(slope) else f'{slope:+.1f} MB/h'
-                text += f' ({growth:+.1f} MB, {trend})'
+                text += f' (private {latest.anon_mb - first.anon_mb:+.1f} MB, {trend})'
             procs.append(text)
         tag = 'soak' if soak else 'bench_e2e'
         return (f'[{tag} {elapsed_s:5.0f}/{total_s:.0f} s] ' + ' | '.join(parts)
@@ -484,11 +534,9 @@ def _log(text: str) -> None:
 
 def run(s: Settings) -> Report:
     """Start the processes, measure, stop them; the report of the run."""
-    os.environ['ROS_DOMAIN_ID'] = str(s.domain_id)
     os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
     os.environ.setdefault('ROS_LOG_DIR', str(REPO / 'log' / 'ros'))
     import rclpy
-    from rclpy.executors import SingleThreadedExecutor
 
     s.log_dir.mkdir(parents=True, exist_ok=True)
     transport = configure_transport(s)
@@ -496,15 +544,12 @@ def run(s: Settings) -> Report:
     started = datetime.now(timezone.utc)
     # rclpy turns Ctrl-C and SIGTERM into a context shutdown (ExternalShutdownException from
     # spin_once); either way the finally below stops the node processes.
-    rclpy.init()
-    node = rclpy.create_node('bench_e2e_probe')
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
+    domain, node, executor = open_quiet_domain(s)
     nodes: list[NodeProcess] = []
     try:
         probe = Probe(node, s)
         nodes = start_nodes(s)
-        _log(f'[bench_e2e] domain {s.domain_id}; nodes {", ".join(n.name for n in nodes)} started '
+        _log(f'[bench_e2e] domain {domain}; nodes {", ".join(n.name for n in nodes)} started '
              f'(logs in {s.log_dir}); camera {s.width}x{s.height} at {s.rate_hz:g} Hz, {s.depth_encoding}, '
              f'{s.image_reliability}')
         pids = {n.name: n.proc.pid for n in nodes}
@@ -542,6 +587,7 @@ def run(s: Settings) -> Report:
         _spin(executor, nodes, s.duration_s, sampler, progress)
         t1_ns = time.time_ns()
         measured_s = (t1_ns - t0_ns) / NS_PER_S
+        strangers = other_nodes(node, Counter([PROBE_NODE] + [NODE_NAMES[n.name] for n in nodes]))
 
         # 4. verdicts still in flight for frames stamped inside the window
         _spin(executor, nodes, s.grace_s, None)
@@ -550,7 +596,8 @@ def run(s: Settings) -> Report:
         executor.shutdown()
         node.destroy_node()
         rclpy.try_shutdown()
-    return build_report(s, probe, sampler, t0_ns, t1_ns, measured_s, started, load_start, transport)
+    return build_report(s, probe, sampler, t0_ns, t1_ns, measured_s, started, load_start, transport,
+                        domain, strangers)
 
 
 def _spin(executor, nodes: Sequence[NodeProcess], seconds: float, sampler: Optional[ProcessSampler],
@@ -572,7 +619,8 @@ def _spin(executor, nodes: Sequence[NodeProcess], seconds: float, sampler: Optio
 
 
 def build_report(s: Settings, probe: Probe, sampler: ProcessSampler, t0_ns: int, t1_ns: int,
-                 measured_s: float, started: datetime, load_start, transport: str) -> Report:
+                 measured_s: float, started: datetime, load_start, transport: str, domain: int,
+                 strangers: Sequence[str]) -> Report:
     series = probe.series
     arrivals = {k: v.first_arrivals(t0_ns, t1_ns) for k, v in series.items()}
     # Frames sent: the camera's ground truth (reliable), and any stamp seen anywhere.
@@ -583,7 +631,8 @@ def build_report(s: Settings, probe: Probe, sampler: ProcessSampler, t0_ns: int,
     camera_publish_ns = {stamp: pub for stamp, (_, pub, _) in arrivals.get('direct/color', {}).items()}
     paths: list[PathResult] = []
     for m in probe.measured:
-        paths.append(path_result(m.path, m.topic, arrivals[m.key], sent_stamps, camera_publish_ns))
+        result = path_result(m.path, m.topic, arrivals[m.key], sent_stamps, camera_publish_ns)
+        paths.append(replace(result, duplicates=series[m.key].duplicates(t0_ns, t1_ns)))
         if m.key in ('direct/depth', 'relay/depth'):
             base = m.key.split('/')[0]
             pair = later_of(arrivals[f'{base}/color'], arrivals[f'{base}/depth'])
@@ -625,6 +674,10 @@ def build_report(s: Settings, probe: Probe, sampler: ProcessSampler, t0_ns: int,
                      f'more than the {FASTDDS_DEFAULT_SEGMENT_BYTES / 1024:.0f} KB shared-memory segment '
                      'Fast DDS gives a process by default; with best-effort images, frames were lost before the '
                      'nodes\' inputs. --shm-segment-mb runs every process with a larger segment.')
+    if strangers:
+        notes.insert(0, f'**Other ROS 2 nodes were in domain {domain} at the end of the run** '
+                        f'({", ".join(strangers)}): their messages may be mixed into these numbers; '
+                        'rerun.')
     if baseline is not None and baseline.received < MIN_BASELINE_FRAMES:
         notes.append(f'The relay baseline rests on {baseline.received} complete frames only (the '
                      'camera topics are best effort and lost most frames): its ratios mean little.')
@@ -633,7 +686,7 @@ def build_report(s: Settings, probe: Probe, sampler: ProcessSampler, t0_ns: int,
                 'seed': s.seed, 'nodes': ', '.join(s.nodes + (('image_relay',) if s.baseline else ())),
                 'onnx_mode': s.onnx_mode if 'onnx' in s.nodes else None,
                 'model': str(s.model) if s.model else None, 'duration_s': s.duration_s,
-                'soak': s.soak, 'warmup_s': s.warmup_s, 'domain_id': s.domain_id,
+                'soak': s.soak, 'warmup_s': s.warmup_s, 'domain_id': domain,
                 'rmw': os.environ.get('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp (default)'),
                 'transport': transport,
                 'niceness': os.nice(0)}
@@ -648,7 +701,7 @@ def build_report(s: Settings, probe: Probe, sampler: ProcessSampler, t0_ns: int,
                   baseline_path=f'{RELAY_PATH}, {PAIR_TOPIC}' if baseline else '', inputs=inputs,
                   processes=processes,
                   subscriber_delay_ms=LatencySummary.of(d / NS_PER_MS for d in probe.subscriber_delay_ns),
-                  notes=notes)
+                  notes=notes, strangers=list(strangers))
 
 
 def describe_model(path: Path) -> str:
@@ -671,7 +724,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from rclpy.executors import ExternalShutdownException
     try:
         report = run(s)
-    except (NodeDied, TimeoutError) as exc:
+    except (NodeDied, TimeoutError, DomainBusy) as exc:
         _log(f'[bench_e2e] failed: {exc}')
         return 1
     except (KeyboardInterrupt, ExternalShutdownException):   # Ctrl-C or SIGTERM
@@ -690,6 +743,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         s.json_path.parent.mkdir(parents=True, exist_ok=True)
         s.json_path.write_text(json.dumps(report.to_dict(), indent=2, default=str, allow_nan=True))
         _log(f'[bench_e2e] wrote {s.json_path}')
+    if report.strangers:
+        _log('[bench_e2e] other ROS 2 nodes shared the domain: the numbers may be mixed; rerun')
+        return 1
     verdict_paths = [p for p in report.paths if p.path not in (DIRECT_PATH, RELAY_PATH)]
     if not any(p.received for p in verdict_paths):
         _log('[bench_e2e] no verdict arrived in the window: the pipeline is not working')

@@ -12,7 +12,7 @@ import os
 import struct
 import time
 from array import array
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
@@ -97,6 +97,11 @@ class StampedSeries:
                 out[s] = (r, p, f)
         return out
 
+    def duplicates(self, t0_ns: int, t1_ns: int) -> int:
+        """Arrivals in [t0, t1] of a stamp that had arrived before (the same frame delivered twice)."""
+        inside = [s for s in self.stamp_ns if t0_ns <= s <= t1_ns]
+        return len(inside) - len(set(inside))
+
     def received_since(self, index: int) -> tuple[Sequence[int], Sequence[int]]:
         """(stamps, received times) of the entries from `index` on (for rolling numbers)."""
         return self.stamp_ns[index:], self.received_ns[index:]
@@ -121,6 +126,7 @@ class PathResult:
     flagged: int = 0            # arrivals whose flag was set (e.g. valid beads)
     ratio_p50: float = math.nan  # from_stamp p50 / baseline p50
     ratio_p99: float = math.nan
+    duplicates: int = 0         # frames that arrived more than once (counted once above)
 
     @property
     def received_fraction(self) -> float:
@@ -152,9 +158,8 @@ def with_ratio(result: PathResult, baseline: Optional[PathResult]) -> PathResult
 
     def ratio(x: float, y: float) -> float:
         return x / y if y and not math.isnan(y) and not math.isnan(x) else math.nan
-    return PathResult(result.path, result.topic, result.sent, result.received, result.from_stamp,
-                      result.from_publish, result.flagged, ratio(result.from_stamp.p50_ms, b.p50_ms),
-                      ratio(result.from_stamp.p99_ms, b.p99_ms))
+    return replace(result, ratio_p50=ratio(result.from_stamp.p50_ms, b.p50_ms),
+                   ratio_p99=ratio(result.from_stamp.p99_ms, b.p99_ms))
 
 
 def achieved_rate_hz(stamps_ns: Sequence[int]) -> float:
@@ -262,18 +267,42 @@ def read_cpu_s(pid: int) -> float:
         return cpu_ticks_from_stat(f.read().decode(errors='replace')) / CLOCK_TICKS_PER_S
 
 
-def read_rss_mb(pid: int) -> float:
-    """Resident set size [MB] of a process from /proc/<pid>/status (VmRSS)."""
+@dataclass(frozen=True)
+class Memory:
+    """Resident memory of a process [MB] (/proc/<pid>/status): the total (VmRSS) and two of
+    its parts: private (RssAnon: the heap, where a leak shows) and shared memory (RssShmem:
+    e.g. the DDS shared-memory segments of the peers, which grow as pages get touched)."""
+
+    rss_mb: float
+    anon_mb: float
+    shmem_mb: float
+
+
+def memory_from_status(text: str) -> Memory:
+    """Memory from the text of /proc/<pid>/status."""
+    kb: dict[str, int] = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(':')
+        if key in ('VmRSS', 'RssAnon', 'RssShmem'):
+            kb[key] = int(value.split()[0])
+    if 'VmRSS' not in kb:
+        raise ValueError('no VmRSS line in /proc/<pid>/status (a zombie or a kernel thread?)')
+    return Memory(kb['VmRSS'] / 1024.0, kb.get('RssAnon', math.nan * 1024) / 1024.0,
+                  kb.get('RssShmem', math.nan * 1024) / 1024.0)
+
+
+def read_memory(pid: int) -> Memory:
     with open(f'/proc/{pid}/status') as f:
-        for line in f:
-            if line.startswith('VmRSS:'):
-                return int(line.split()[1]) / 1024.0
-    raise ValueError(f'/proc/{pid}/status has no VmRSS line (a zombie or kernel thread?)')
+        return memory_from_status(f.read())
 
 
 @dataclass(frozen=True)
 class ProcessSummary:
-    """CPU [% of one core] and RSS [MB] of one process over the measurement."""
+    """CPU [% of one core] and memory [MB] of one process over the measurement.
+
+    private_* is RssAnon: its growth and trend (slope of a fitted line, for runs of
+    MIN_TREND_SPAN_S or more) are the leak signal; the total RSS also holds shared memory.
+    """
 
     name: str
     pid: int
@@ -282,13 +311,14 @@ class ProcessSummary:
     cpu_max_pct: float
     rss_median_mb: float
     rss_max_mb: float
-    rss_first_mb: float
-    rss_last_mb: float
-    rss_slope_mb_per_h: float
+    shmem_max_mb: float
+    private_first_mb: float
+    private_last_mb: float
+    private_slope_mb_per_h: float
 
     @property
-    def rss_growth_mb(self) -> float:
-        return self.rss_last_mb - self.rss_first_mb
+    def private_growth_mb(self) -> float:
+        return self.private_last_mb - self.private_first_mb
 
 
 @dataclass
@@ -298,12 +328,12 @@ class _ProcTrack:
     last_t: Optional[float] = None
     t: list[float] = field(default_factory=list)
     cpu_pct: list[float] = field(default_factory=list)
-    rss_mb: list[float] = field(default_factory=list)
+    memory: list[Memory] = field(default_factory=list)
     gone: bool = False
 
 
 class ProcessSampler:
-    """Samples CPU % (of one core, over the interval since the previous sample) and RSS of
+    """Samples CPU % (of one core, over the interval since the previous sample) and memory of
     named processes; call sample() about once a second."""
 
     def __init__(self, pids: Mapping[str, int], clock=time.monotonic) -> None:
@@ -320,14 +350,14 @@ class ProcessSampler:
             if track.gone:
                 continue
             try:
-                cpu_s, rss = read_cpu_s(track.pid), read_rss_mb(track.pid)
+                cpu_s, memory = read_cpu_s(track.pid), read_memory(track.pid)
             except (OSError, ValueError):
                 track.gone = True
                 continue
             if track.last_cpu_s is not None and now > track.last_t:
                 track.t.append(now)
                 track.cpu_pct.append(100.0 * (cpu_s - track.last_cpu_s) / (now - track.last_t))
-                track.rss_mb.append(rss)
+                track.memory.append(memory)
             track.last_cpu_s, track.last_t = cpu_s, now
 
     def clear(self) -> None:
@@ -335,11 +365,15 @@ class ProcessSampler:
         for track in self._tracks.values():
             track.t.clear()
             track.cpu_pct.clear()
-            track.rss_mb.clear()
+            track.memory.clear()
 
-    def latest_rss_mb(self, name: str) -> float:
+    def latest(self, name: str) -> Optional[Memory]:
         track = self._tracks[name]
-        return track.rss_mb[-1] if track.rss_mb else math.nan
+        return track.memory[-1] if track.memory else None
+
+    def first(self, name: str) -> Optional[Memory]:
+        track = self._tracks[name]
+        return track.memory[0] if track.memory else None
 
     def recent_cpu_pct(self, name: str, window_s: float) -> float:
         """Mean CPU % of the samples of the last window_s seconds (NaN if none)."""
@@ -349,22 +383,21 @@ class ProcessSampler:
         recent = [c for t, c in zip(track.t, track.cpu_pct) if t >= track.t[-1] - window_s]
         return float(np.mean(recent))
 
-    def first_rss_mb(self, name: str) -> float:
-        track = self._tracks[name]
-        return track.rss_mb[0] if track.rss_mb else math.nan
-
     def summary(self, name: str) -> ProcessSummary:
         track = self._tracks[name]
-        cpu, rss = np.asarray(track.cpu_pct), np.asarray(track.rss_mb)
+        cpu = np.asarray(track.cpu_pct)
         if cpu.size == 0:
             nan = math.nan
-            return ProcessSummary(name, track.pid, 0, nan, nan, nan, nan, nan, nan, nan)
+            return ProcessSummary(name, track.pid, 0, nan, nan, nan, nan, nan, nan, nan, nan)
+        rss = np.array([m.rss_mb for m in track.memory])
+        private = np.array([m.anon_mb for m in track.memory])
+        shmem = np.array([m.shmem_mb for m in track.memory])
         slope = math.nan
-        if rss.size >= 3 and track.t[-1] - track.t[0] >= MIN_TREND_SPAN_S:
-            slope = float(np.polyfit(np.asarray(track.t) - track.t[0], rss, 1)[0]) * 3600.0
+        if private.size >= 3 and track.t[-1] - track.t[0] >= MIN_TREND_SPAN_S:
+            slope = float(np.polyfit(np.asarray(track.t) - track.t[0], private, 1)[0]) * 3600.0
         return ProcessSummary(name, track.pid, int(cpu.size), float(np.median(cpu)), float(cpu.max()),
-                              float(np.median(rss)), float(rss.max()), float(rss[0]), float(rss[-1]),
-                              slope)
+                              float(np.median(rss)), float(rss.max()), float(shmem.max()),
+                              float(private[0]), float(private[-1]), slope)
 
 
 # --- the machine -------------------------------------------------------------------------------
@@ -411,6 +444,7 @@ class Report:
     processes: list[ProcessSummary]
     subscriber_delay_ms: LatencySummary   # DDS receive -> callback in the measuring process
     notes: list[str] = field(default_factory=list)
+    strangers: list[str] = field(default_factory=list)    # nodes this run did not start
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -419,7 +453,7 @@ class Report:
         for i, src in zip(d['inputs'], self.inputs):
             i['lost_before_input'] = src.lost_before_input
         for p, src in zip(d['processes'], self.processes):
-            p['rss_growth_mb'] = src.rss_growth_mb
+            p['private_growth_mb'] = src.private_growth_mb
         return d
 
     def to_markdown(self) -> str:
@@ -455,6 +489,8 @@ class Report:
         ]
         for p in self.paths:
             got = f'{p.received} / {p.sent} ({_f(100 * p.received_fraction, 1)} %)'
+            if p.duplicates:
+                got += f', {p.duplicates} twice'
             lines.append(f'| {p.path} | {p.topic} | {got} | {_f(p.from_stamp.p50_ms)} | '
                          f'{_f(p.from_stamp.p99_ms)} | {_f(p.from_stamp.max_ms)} | '
                          f'{_f(p.from_publish.p50_ms)} | {_f(p.from_publish.p99_ms)} | '
@@ -475,15 +511,16 @@ class Report:
                 lines.append(f'| {i.node} | {i.interval_s:.0f} | {i.sent} | {i.frames_in} | '
                              f'{i.lost_before_input} ({_f(lost_pct, 1)} %) | {i.processed} | {i.node_drops} |')
         lines += ['', 'CPU (% of one core) and resident memory per process, sampled from /proc '
-                      'every second:', '',
+                      'every second. Private = RssAnon (heap: a leak shows here); shared memory = '
+                      'RssShmem (DDS segments of the peers, mapped as they are touched).', '',
                   '| Process | CPU median [%] | CPU max [%] | RSS median [MB] | RSS max [MB] | '
-                  'RSS growth [MB] | RSS trend [MB/h] |',
-                  '|---|---|---|---|---|---|---|']
+                  'of which shared memory, max [MB] | Private growth [MB] | Private trend [MB/h] |',
+                  '|---|---|---|---|---|---|---|---|']
         for p in self.processes:
             lines.append(f'| {p.name} | {_f(p.cpu_median_pct, 0)} | {_f(p.cpu_max_pct, 0)} | '
-                         f'{_f(p.rss_median_mb, 1)} | {_f(p.rss_max_mb, 1)} | {_f(p.rss_growth_mb, 1, True)} | '
-                         f'{_f(p.rss_slope_mb_per_h, 1, True)} |')
-        lines += ['', f'RSS trend: slope of a line fitted to the RSS samples, given for runs of '
+                         f'{_f(p.rss_median_mb, 1)} | {_f(p.rss_max_mb, 1)} | {_f(p.shmem_max_mb, 1)} | '
+                         f'{_f(p.private_growth_mb, 1, True)} | {_f(p.private_slope_mb_per_h, 1, True)} |')
+        lines += ['', f'Private trend: slope of a line fitted to the RssAnon samples, given for runs of '
                       f'{MIN_TREND_SPAN_S / 60:.0f} min or more. Measuring subscriber: DDS receive '
                       f'to callback in the benchmark process took p50 '
                       f'{_f(self.subscriber_delay_ms.p50_ms, 2)} ms, p99 '

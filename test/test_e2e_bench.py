@@ -62,6 +62,7 @@ def test_short_run_reports_latency_baseline_drops_and_process_numbers(tmp_path: 
 
     report = json.loads(report_json.read_text())
     assert report['camera_sent'] > 0 and report['camera_rate_hz'] > 0
+    assert report['strangers'] == [] and 1 <= report['settings']['domain_id'] <= 101
     assert report['settings']['width'] == 320 and report['settings']['rate_hz'] == 5.0
     assert 'shared memory with a 8 MB segment' in report['settings']['transport']
     paths = {(p['path'], p['topic']): p for p in report['paths']}

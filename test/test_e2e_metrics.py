@@ -14,8 +14,8 @@ import pytest
 from benchmarks import bench_e2e
 from benchmarks.e2e_metrics import (NS_PER_MS, NS_PER_S, LatencySummary, ProcessSampler, Report,
                                     StampedSeries, achieved_rate_hz, cpu_ticks_from_stat,
-                                    header_stamp_ns, input_drops, later_of, path_result, read_cpu_s,
-                                    read_rss_mb, with_ratio)
+                                    header_stamp_ns, input_drops, later_of, memory_from_status,
+                                    path_result, read_cpu_s, read_memory, with_ratio)
 
 T0 = 1_790_000_000 * NS_PER_S
 
@@ -64,6 +64,7 @@ def test_path_result_counts_the_window_and_measures_from_stamp_and_from_publish(
     assert r.from_publish.n == 4                                   # frames 0, 1, 2, 4
     assert r.from_publish.p50_ms == pytest.approx(11.5)           # 10, 11, 12, 14 ms
     assert r.flagged == 5                                          # frames 0, 2, 4, 6, 8
+    assert series.duplicates(T0, sent[-1]) == 1 and series.duplicates(sent[5], sent[-1]) == 0
     assert math.isnan(r.ratio_p50)
 
 
@@ -126,6 +127,15 @@ def test_stat_parsing_survives_a_command_name_with_spaces_and_parentheses() -> N
         cpu_ticks_from_stat('1234 S 1 2')
 
 
+def test_memory_parts_from_proc_status() -> None:
+    text = 'Name:\tpython\nVmRSS:\t  204800 kB\nRssAnon:\t  102400 kB\nRssFile:\t 51200 kB\n' \
+           'RssShmem:\t   51200 kB\nThreads:\t12\n'
+    m = memory_from_status(text)
+    assert (m.rss_mb, m.anon_mb, m.shmem_mb) == (200.0, 100.0, 50.0)
+    with pytest.raises(ValueError, match='no VmRSS'):
+        memory_from_status('Name:\tkworker\nState:\tI (idle)\n')
+
+
 def test_sampler_sees_cpu_work_and_memory_and_outlives_an_exited_process() -> None:
     child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'])
     try:
@@ -140,9 +150,11 @@ def test_sampler_sees_cpu_work_and_memory_and_outlives_an_exited_process() -> No
         sampler.sample()                                           # the child is gone: no error
         me = sampler.summary('self')
         assert me.samples == 2 and me.cpu_max_pct > 0
-        assert me.rss_median_mb == pytest.approx(read_rss_mb(os.getpid()), rel=0.5)
+        now = read_memory(os.getpid())
+        assert me.rss_median_mb == pytest.approx(now.rss_mb, rel=0.5)
+        assert 0 < me.private_last_mb <= me.rss_max_mb
         assert sampler.summary('child').samples == 1               # sampled once while it lived
-        assert math.isnan(me.rss_slope_mb_per_h)                   # seconds are too short for a trend
+        assert math.isnan(me.private_slope_mb_per_h)               # seconds are too short for a trend
     finally:
         if child.poll() is None:
             child.kill()
@@ -196,3 +208,14 @@ def test_options_fail_fast_with_the_valid_choices(tmp_path) -> None:
     assert 1 <= s.domain_id <= 101 and s.report_period_s == 10.0
     soak = bench_e2e.parse_settings(['--soak', '3600'])
     assert soak.soak and soak.duration_s == 3600.0 and soak.report_period_s == 30.0
+
+
+def test_nodes_the_run_did_not_start_are_named() -> None:
+    from collections import Counter
+
+    class Graph:
+        def get_node_names_and_namespaces(self):
+            return [('bench_e2e_probe', '/'), ('rule_defect_node', '/'), ('rule_defect_node', '/'),
+                    ('someone_elses_camera', '/')]
+    expected = Counter(['bench_e2e_probe', 'rule_defect_node'])
+    assert bench_e2e.other_nodes(Graph(), expected) == ['rule_defect_node', 'someone_elses_camera']
