@@ -68,7 +68,7 @@ class LatencySummary:
 class StampedSeries:
     """Arrivals of one topic at the measuring subscriber, one entry per message.
 
-    stamp: header stamp [ns]; received: when the subscriber's callback ran [ns];
+    stamp: header stamp [ns]; received: when it arrived in the measuring process [ns];
     published: the DDS source timestamp (when the publisher wrote it) [ns], 0 if unknown;
     flag: a per-message boolean the caller cares about (e.g. BeadMeasurement.valid).
     """
