@@ -203,6 +203,12 @@ DROPS_TOTAL_KEYS = ('drops_total',)
 DROP_PREFIXES = ('drop.', 'dropped_')
 
 
+def counter_values(values: Mapping[str, str]) -> dict[str, str]:
+    """The diagnostics values input_drops() reads (a long run need not keep the rest)."""
+    keys = FRAMES_IN_KEYS + PROCESSED_KEYS + DROPS_TOTAL_KEYS
+    return {k: v for k, v in values.items() if k in keys or k.startswith(DROP_PREFIXES)}
+
+
 def _number(values: Mapping[str, str], keys: Sequence[str]) -> Optional[float]:
     for k in keys:
         if k in values:
@@ -460,7 +466,8 @@ class Report:
         """One section (a level-2 heading and its tables) for this run."""
         s = self.settings
         lines = [
-            f'## {self.date}: {s.get("nodes")}; {s.get("transport")}',
+            f'## {self.date}: {s.get("nodes")}; {s.get("transport")}; '
+            f'{"soak, " if s.get("soak") else ""}{self.measured_s:.0f} s',
             '',
             f'- Date: {self.date}',
             f'- Machine: {self.machine.get("nproc")} CPU cores ({self.machine.get("cpu_model")}), '
