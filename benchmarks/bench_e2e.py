@@ -686,7 +686,7 @@ def build_report(s: Settings, probe: Probe, sampler: ProcessSampler, t0_ns: int,
                      'camera topics are best effort and lost most frames): its ratios mean little.')
     settings = {'rate_hz': s.rate_hz, 'width': s.width, 'height': s.height,
                 'depth_encoding': s.depth_encoding, 'image_reliability': s.image_reliability,
-                'seed': s.seed, 'nodes': ', '.join(s.nodes + (('image_relay',) if s.baseline else ())),
+                'seed': s.seed, 'nodes': describe_nodes(s),
                 'onnx_mode': s.onnx_mode if 'onnx' in s.nodes else None,
                 'model': str(s.model) if s.model else None, 'duration_s': s.duration_s,
                 'soak': s.soak, 'warmup_s': s.warmup_s, 'domain_id': domain,
@@ -705,6 +705,11 @@ def build_report(s: Settings, probe: Probe, sampler: ProcessSampler, t0_ns: int,
                   processes=processes,
                   subscriber_delay_ms=LatencySummary.of(d / NS_PER_MS for d in probe.subscriber_delay_ns),
                   notes=notes, strangers=list(strangers))
+
+
+def describe_nodes(s: Settings) -> str:
+    names = [f'onnx ({s.onnx_mode})' if n == 'onnx' else n for n in s.nodes]
+    return ', '.join(names + (['image_relay'] if s.baseline else []))
 
 
 def describe_model(path: Path) -> str:
