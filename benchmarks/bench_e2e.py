@@ -19,16 +19,23 @@ everything and measures, in the same run:
 - drops: the camera's frames (its reliable ground-truth topic says which it sent) against
   what arrived on each topic, and, from the nodes' own /diagnostics, how many frames were
   lost before reaching their input (camera topics are best effort by default);
-- CPU (% of one core) and RSS [MB] of every process, from /proc once a second;
+- CPU (% of one core) and RSS [MB] of every process, with its private (RssAnon) and
+  shared-memory (RssShmem) parts, from /proc once a second;
 - the camera rate actually achieved.
+
+Arrival times are DDS receive times in this process (rmw's received_timestamp), so this
+process's own queueing is left out (and reported apart). `--shm-segment-mb 16` runs every
+process with a larger Fast DDS shared-memory segment: the default 512 KB holds less than one
+640x480 frame, and best-effort frames are then lost on the way.
 
 After a warm-up it measures for `--duration` seconds (default 120), printing a line with
 rolling numbers every `--report-period` seconds; `--soak N` runs N seconds with a line
-every 30 s that shows RSS growth, so a leak shows. At the end it prints a Markdown table
+every 30 s that shows each process's private-memory growth, so a leak shows. At the end it prints a Markdown table
 and writes it to `--out-md` (BENCHMARKS_e2e.md), and the raw numbers to `--json` if given.
 
-Every run uses a random ROS_DOMAIN_ID and ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST, so that
-other ROS 2 programs on the machine neither see nor disturb it.
+Every run uses a random ROS_DOMAIN_ID in which no other node shows, and
+ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST, so that other ROS 2 programs on the machine neither
+see nor disturb it; nodes that join the domain during the run are named in the report.
 """
 from __future__ import annotations
 
@@ -100,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help='seconds measured after the warm-up (default 120)')
     p.add_argument('--soak', type=float, default=None, metavar='SECONDS',
                    help=f'soak run: measure this long, a line every {SOAK_REPORT_PERIOD_S:g} s '
-                        'with RSS growth (overrides --duration)')
+                        'with memory growth per process (overrides --duration)')
     p.add_argument('--warmup', type=float, default=10.0,
                    help='seconds after every topic is flowing before measuring (default 10)')
     p.add_argument('--rate-hz', type=float, default=30.0, help='camera frame rate (default 30)')
@@ -198,7 +205,8 @@ def parse_settings(argv: Optional[Sequence[str]] = None) -> Settings:
         parser.error('--warmup and --grace must not be negative')
     if not (64 <= a.width <= 1920 and 48 <= a.height <= 1200):
         parser.error(f'--width/--height {a.width}x{a.height}: the camera takes 64..1920 x 48..1200')
-    period = a.report_period or (SOAK_REPORT_PERIOD_S if a.soak is not None else 10.0)
+    period = a.report_period if a.report_period is not None else (
+        SOAK_REPORT_PERIOD_S if a.soak is not None else 10.0)
     if period <= 0:
         parser.error('--report-period must be positive')
     if a.domain_id is not None and not 0 <= a.domain_id <= 232:
@@ -210,8 +218,7 @@ def parse_settings(argv: Optional[Sequence[str]] = None) -> Settings:
                     a.depth_encoding, a.image_reliability, a.seed, nodes, not a.no_baseline,
                     a.model.resolve() if a.model else None, a.onnx_mode, a.model_note, period,
                     a.startup_timeout, a.grace, a.shm_segment_mb, domain, a.domain_id is not None,
-                    a.out_md, a.append,
-                    a.json, a.log_dir)
+                    a.out_md, a.append, a.json, a.log_dir)
 
 
 # --- node processes ----------------------------------------------------------------------------

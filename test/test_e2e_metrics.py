@@ -203,6 +203,8 @@ def test_options_fail_fast_with_the_valid_choices(tmp_path) -> None:
         bench_e2e.parse_settings(['--duration', '0'])
     with pytest.raises(SystemExit):
         bench_e2e.parse_settings(['--shm-segment-mb', '0'])
+    with pytest.raises(SystemExit):
+        bench_e2e.parse_settings(['--report-period', '0'])
     s = bench_e2e.parse_settings([])
     assert s.nodes == ('rule',) and s.baseline and s.duration_s == 120.0 and not s.soak
     assert 1 <= s.domain_id <= 101 and s.report_period_s == 10.0
