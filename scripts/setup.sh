@@ -15,6 +15,10 @@ STAMPS="$VENV/.weld_stamps"
 PYTHON_BIN="${PYTHON:-python3.11}"
 command -v "$PYTHON_BIN" >/dev/null 2>&1 || PYTHON_BIN=python3
 
+# This machine's pip configuration names local mirrors that may be absent; pip warns once
+# per package about each. Keep real errors, drop that noise.
+quiet_pip() { python -m pip "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
+
 log() { printf '[setup %(%H:%M:%S)T] %s\n' -1 "$*"; }
 
 hash_of() { cat "$@" 2>/dev/null | sha256sum | cut -d' ' -f1; }
@@ -31,11 +35,11 @@ source "$VENV/bin/activate"
 req_hash="$(hash_of requirements.txt constraints.txt setup.py)"
 if [[ "$(cat "$STAMPS/requirements" 2>/dev/null)" != "$req_hash" ]]; then
   log "installing pinned packages (first time: about 2 minutes)"
-  python -m pip install --quiet --disable-pip-version-check --upgrade pip
-  python -m pip install --quiet --disable-pip-version-check \
+  quiet_pip install --quiet --disable-pip-version-check --upgrade pip
+  quiet_pip install --quiet --disable-pip-version-check \
     -r requirements.txt -c constraints.txt
   # The pure-Python parts (weld_training, the ROS-free core, console scripts).
-  python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+  quiet_pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
   echo "$req_hash" > "$STAMPS/requirements"
 else
   log "packages up to date"

@@ -1,0 +1,63 @@
+"""Record a labeled dataset on the cell.
+
+    ros2 launch weld_vision_ros record_dataset.launch.py bag_dir:=/data/bags/weld_2026_11_22
+    ros2 launch weld_vision_ros record_dataset.launch.py mode:=capture   # frame-by-frame
+
+mode:=stream (default) runs `ros2 bag record` on the camera topics and the label topic
+(/weld/label, published by the operator or the robot controller while recording).
+mode:=capture starts the dataset capture node instead: each call of its `~/capture`
+service writes the latest synchronized frame with the given label into the bag.
+"""
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, ExecuteProcess, OpaqueFunction
+from launch.conditions import IfCondition
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch_ros.actions import Node
+from launch_ros.substitutions import FindPackageShare
+
+PACKAGE = 'weld_vision_ros'
+RECORDED_TOPICS = (
+    '/camera/color/image_raw',
+    '/camera/aligned_depth_to_color/image_raw',
+    '/camera/color/camera_info',
+    '/weld/label',
+)
+
+ARGUMENTS = (
+    ('params_file', PathJoinSubstitution([FindPackageShare(PACKAGE), 'config', 'weld_cell.yaml']),
+     'YAML with every node\'s parameters'),
+    ('bag_dir', 'weld_dataset', 'Output bag folder (must not exist yet for stream mode)'),
+    ('storage', 'mcap', 'rosbag2 storage: mcap or sqlite3'),
+    ('mode', 'stream', 'stream: ros2 bag record; capture: the capture service node'),
+    ('use_sim_camera', 'false', 'Start the synthetic camera (to try the recording)'),
+)
+
+
+def _actions(context):
+    cfg = {name: LaunchConfiguration(name).perform(context) for name, _, _ in ARGUMENTS}
+    if cfg['mode'] not in ('stream', 'capture'):
+        raise RuntimeError(f"mode must be 'stream' or 'capture', got {cfg['mode']!r}")
+    if cfg['storage'] not in ('mcap', 'sqlite3'):
+        raise RuntimeError(f"storage must be 'mcap' or 'sqlite3', got {cfg['storage']!r}")
+    actions = [Node(package=PACKAGE, executable='synthetic_camera_node',
+                    name='synthetic_camera_node', parameters=[cfg['params_file']], output='screen',
+                    condition=IfCondition(cfg['use_sim_camera']))]
+    if cfg['mode'] == 'stream':
+        actions.append(ExecuteProcess(
+            cmd=['ros2', 'bag', 'record', '--storage', cfg['storage'], '-o', cfg['bag_dir'],
+                 *RECORDED_TOPICS],
+            output='screen'))
+    else:
+        actions.append(Node(package=PACKAGE, executable='dataset_capture_node',
+                            name='dataset_capture_node',
+                            parameters=[cfg['params_file'],
+                                        {'bag_dir': cfg['bag_dir'], 'storage': cfg['storage']}],
+                            output='screen'))
+    return actions
+
+
+def generate_launch_description():
+    return LaunchDescription(
+        [DeclareLaunchArgument(name, default_value=default, description=text)
+         for name, default, text in ARGUMENTS]
+        + [OpaqueFunction(function=_actions)])

@@ -1,0 +1,65 @@
+"""Weld-cell bringup: rule node, ONNX node (hybrid by default), optional synthetic camera.
+
+    ros2 launch weld_vision_ros weld_cell.launch.py
+    ros2 launch weld_vision_ros weld_cell.launch.py use_sim_camera:=true
+    ros2 launch weld_vision_ros weld_cell.launch.py model_path:=/opt/weld/models/v3.onnx mode:=ml
+    ros2 launch weld_vision_ros weld_cell.launch.py namespace:=cell_2 \
+        color_topic:=/cam2/color/image_raw depth_topic:=/cam2/aligned_depth_to_color/image_raw \
+        camera_info_topic:=/cam2/color/camera_info
+
+Every node reads its parameters from one YAML file (params_file, default
+config/weld_cell.yaml); the arguments below override single values. The inference
+nodes respawn if they die.
+"""
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.conditions import IfCondition
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch_ros.actions import Node
+from launch_ros.substitutions import FindPackageShare
+
+PACKAGE = 'weld_vision_ros'
+
+ARGUMENTS = (
+    ('params_file', PathJoinSubstitution([FindPackageShare(PACKAGE), 'config', 'weld_cell.yaml']),
+     'YAML with every node\'s parameters (node_name: ros__parameters: ...)'),
+    ('namespace', '', 'Namespace for all nodes and their relative topics'),
+    ('use_sim_camera', 'false', 'Start the synthetic RGB-D camera instead of a real one'),
+    ('color_topic', 'camera/color/image_raw', 'Color image topic (rgb8/bgr8)'),
+    ('depth_topic', 'camera/aligned_depth_to_color/image_raw',
+     'Depth aligned to color (16UC1 mm or 32FC1 m)'),
+    ('camera_info_topic', 'camera/color/camera_info', 'Color camera_info topic'),
+    ('model_path', '', 'ONNX model for the ONNX node; empty keeps the params file value'),
+    ('mode', 'hybrid', 'ONNX node mode: rule, ml or hybrid'),
+    ('log_level', 'info', 'Log level of every node'),
+)
+
+
+def _nodes(context):
+    cfg = {name: LaunchConfiguration(name).perform(context) for name, _, _ in ARGUMENTS}
+    params_file = cfg['params_file']
+    remaps = [('camera/color/image_raw', cfg['color_topic']),
+              ('camera/aligned_depth_to_color/image_raw', cfg['depth_topic']),
+              ('camera/color/camera_info', cfg['camera_info_topic'])]
+    ros_args = ['--ros-args', '--log-level', cfg['log_level']]
+    onnx_overrides = {'mode': cfg['mode']}
+    if cfg['model_path']:
+        onnx_overrides['model_path'] = cfg['model_path']
+    common = dict(package=PACKAGE, namespace=cfg['namespace'], output='screen', arguments=ros_args)
+    return [
+        Node(executable='synthetic_camera_node', name='synthetic_camera_node',
+             parameters=[params_file], remappings=remaps,
+             condition=IfCondition(cfg['use_sim_camera']), **common),
+        Node(executable='rule_defect_node', name='rule_defect_node', parameters=[params_file],
+             remappings=remaps, respawn=True, respawn_delay=2.0, **common),
+        Node(executable='onnx_defect_node', name='onnx_defect_node',
+             parameters=[params_file, onnx_overrides], remappings=remaps, respawn=True,
+             respawn_delay=2.0, **common),
+    ]
+
+
+def generate_launch_description():
+    return LaunchDescription(
+        [DeclareLaunchArgument(name, default_value=default, description=text)
+         for name, default, text in ARGUMENTS]
+        + [OpaqueFunction(function=_nodes)])

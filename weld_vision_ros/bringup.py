@@ -1,0 +1,130 @@
+"""In-process runner: the nodes of launch/weld_cell.launch.py, with the same YAML, in one
+process on a multi-threaded executor.
+
+For machines without the ROS 2 launch library (a pip-only desktop, CI) and for quick
+trials. `weld-vision run` starts it:
+
+    weld-vision run --params-file config/weld_cell.yaml --sim-camera --duration 20
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_PARAMS_FILE = REPO / 'config' / 'weld_cell.yaml'
+
+# Executable name (as in nodes/ and the launch files) -> (module, class). The executable,
+# the node's default name and the YAML key are the same word.
+NODE_CLASSES: dict[str, tuple[str, str]] = {
+    'synthetic_camera_node': ('weld_vision_ros.synthetic_camera_node', 'SyntheticCameraNode'),
+    'rule_defect_node': ('weld_vision_ros.rule_defect_node', 'RuleDefectNode'),
+    'onnx_defect_node': ('weld_vision_ros.onnx_defect_node', 'OnnxDefectNode'),
+    'dataset_capture_node': ('weld_vision_ros.dataset_capture_node', 'DatasetCaptureNode'),
+    'defect_monitor_node': ('weld_vision_ros.defect_monitor_node', 'DefectMonitorNode'),
+    'controller_example_node': ('weld_vision_ros.controller_example_node', 'ControllerExampleNode'),
+}
+CELL_NODES = ('rule_defect_node', 'onnx_defect_node')
+
+
+class ParamsFileError(ValueError):
+    """A parameter file that is not `node_name: ros__parameters: {...}` YAML."""
+
+
+def load_params_file(path: Path) -> dict[str, dict[str, Any]]:
+    """node name -> parameters, from a ROS 2 parameter YAML (`/**` and namespaces allowed)."""
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ParamsFileError(f'cannot read parameter file {path}: {exc}') from None
+    if not isinstance(data, dict):
+        raise ParamsFileError(f'{path}: top level must map node names to ros__parameters')
+    out: dict[str, dict[str, Any]] = {}
+    for key, body in data.items():
+        if not isinstance(body, dict) or 'ros__parameters' not in body:
+            raise ParamsFileError(f'{path}: entry {key!r} lacks ros__parameters')
+        params = body['ros__parameters'] or {}
+        if not isinstance(params, dict):
+            raise ParamsFileError(f'{path}: {key}.ros__parameters must be a mapping')
+        out[str(key).rsplit('/', 1)[-1]] = dict(params)
+    return out
+
+
+def node_class(executable: str):
+    if executable not in NODE_CLASSES:
+        raise ValueError(f'unknown node {executable!r}; known: {", ".join(NODE_CLASSES)}')
+    module, cls = NODE_CLASSES[executable]
+    return getattr(importlib.import_module(module), cls)
+
+
+def create_nodes(executables: Sequence[str], params: Mapping[str, Mapping[str, Any]],
+                 overrides: Optional[Mapping[str, Mapping[str, Any]]] = None, context=None) -> list:
+    """Instantiate the nodes with their YAML parameters (plus overrides), like a launch file."""
+    from rclpy.parameter import Parameter
+    nodes = []
+    for exe in executables:
+        values = {**params.get('**', {}), **params.get(exe, {}), **(overrides or {}).get(exe, {})}
+        kwargs = {'parameter_overrides': [Parameter(k, value=v) for k, v in values.items()]}
+        if context is not None:
+            kwargs['context'] = context
+        nodes.append(node_class(exe)(**kwargs))
+    return nodes
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog='weld-vision run', description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--params-file', type=Path, default=DEFAULT_PARAMS_FILE)
+    p.add_argument('--sim-camera', action='store_true', help='also run the synthetic camera')
+    p.add_argument('--nodes', nargs='+', default=list(CELL_NODES), choices=sorted(NODE_CLASSES),
+                   help=f'nodes to run (default: {" ".join(CELL_NODES)})')
+    p.add_argument('--model-path', default=None, help='ONNX model for the ONNX node')
+    p.add_argument('--mode', choices=('rule', 'ml', 'hybrid'), default=None,
+                   help='ONNX node mode (default: the params file value)')
+    p.add_argument('--duration', type=float, default=0.0, help='stop after this many seconds (0: Ctrl-C)')
+    p.add_argument('--threads', type=int, default=4, help='executor threads')
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    import rclpy
+    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+
+    params = load_params_file(args.params_file)
+    executables = (['synthetic_camera_node'] if args.sim_camera else []) + list(args.nodes)
+    onnx = {}
+    if args.model_path:
+        onnx['model_path'] = str(Path(args.model_path).resolve())
+    if args.mode:
+        onnx['mode'] = args.mode
+    rclpy.init()
+    nodes = []
+    ex = MultiThreadedExecutor(num_threads=args.threads)
+    try:
+        nodes = create_nodes(executables, params, {'onnx_defect_node': onnx})
+        for n in nodes:
+            ex.add_node(n)
+        print(f'[run] {", ".join(executables)} in one process '
+              f'({args.threads} executor threads, params {args.params_file})', flush=True)
+        deadline = time.monotonic() + args.duration if args.duration > 0 else float('inf')
+        while rclpy.ok() and time.monotonic() < deadline:
+            ex.spin_once(timeout_sec=0.1)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        ex.shutdown()
+        for n in nodes:
+            n.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
