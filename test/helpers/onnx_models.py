@@ -24,7 +24,7 @@ INPUT_NAME = 'image'
 OUTPUT_NAME = 'logits'
 
 
-def _tiny_net(num_classes: int, channels: int, seed: int, nan_output: bool):
+def _tiny_net(num_classes: int, channels: int, seed: int, nan_output: bool, nan_when_bright: bool):
     import torch
 
     class TinyNet(torch.nn.Module):
@@ -38,6 +38,8 @@ def _tiny_net(num_classes: int, channels: int, seed: int, nan_output: bool):
             logits = self.head(self.pool(torch.relu(self.conv(x))).flatten(1))
             if nan_output:
                 logits = logits * torch.sqrt(torch.full_like(logits, -1.0))
+            if nan_when_bright:  # finite on ordinary frames, NaN on a near-white one
+                logits = logits * torch.sqrt(1.5 - x.mean())
             return logits
 
     torch.manual_seed(seed)
@@ -50,10 +52,11 @@ def _tiny_net(num_classes: int, channels: int, seed: int, nan_output: bool):
 
 @functools.lru_cache(maxsize=None)
 def export_graph(*, num_classes: int = len(DEFAULT_CLASS_NAMES), channels: int = 3,
-                 input_size: int = INPUT_SIZE, seed: int = 0, nan_output: bool = False) -> bytes:
+                 input_size: int = INPUT_SIZE, seed: int = 0, nan_output: bool = False,
+                 nan_when_bright: bool = False) -> bytes:
     """Serialized ONNX graph of a tiny CNN (no metadata yet), exported with torch."""
     import torch
-    net = _tiny_net(num_classes, channels, seed, nan_output)
+    net = _tiny_net(num_classes, channels, seed, nan_output, nan_when_bright)
     x = torch.zeros(1, channels, input_size, input_size)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
@@ -83,9 +86,12 @@ def with_metadata(graph: bytes, metadata: Optional[dict[str, str]]) -> bytes:
     return model.SerializeToString()
 
 
-def write_model(path: Path, version: str, *, seed: int = 0, channels: str = 'rgb') -> Path:
-    """A valid model file for `version`."""
-    graph = export_graph(seed=seed, channels=3 if channels == 'rgb' else 4)
+def write_model(path: Path, version: str, *, seed: int = 0, channels: str = 'rgb',
+                nan_when_bright: bool = False) -> Path:
+    """A valid model file for `version` (nan_when_bright: one that passes validation but
+    returns NaN on a near-white frame)."""
+    graph = export_graph(seed=seed, channels=3 if channels == 'rgb' else 4,
+                         nan_when_bright=nan_when_bright)
     path.write_bytes(with_metadata(graph, contract(version, channels=channels).to_metadata()))
     return path
 
@@ -129,3 +135,11 @@ def write_bad_models(models_dir: Path, outside_dir: Path) -> list[BadModel]:
     link.symlink_to(outside_dir / 'outside_models_dir.onnx')
     bad.append(BadModel('symlink_out_of_models_dir', link, '', 'outside'))
     return bad
+
+
+def torch_logits(batch, *, seed: int = 0, channels: int = 3, num_classes: int = len(DEFAULT_CLASS_NAMES)):
+    """The exported network's logits computed by torch itself, for a (N, C, H, W) array."""
+    import torch
+    net = _tiny_net(num_classes, channels, seed, False, False)
+    with torch.no_grad():
+        return net(torch.from_numpy(batch)).numpy()

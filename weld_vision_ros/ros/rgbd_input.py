@@ -76,9 +76,12 @@ class RgbdInput:
 
     handler(frame, header, received_s) is called for each good frame, with the color
     header (to copy into outputs) and the monotonic time [s] the pair was complete.
+    callback_group: where the subscriptions' callbacks run (default: the node's), e.g. a
+    group of their own so that frames keep flowing on a multi-threaded executor while a
+    slow parameter callback runs.
     """
 
-    def __init__(self, node: Node, handler: FrameHandler) -> None:
+    def __init__(self, node: Node, handler: FrameHandler, callback_group=None) -> None:
         self._node = node
         self._handler = handler
         self.drops: Counter[str] = Counter()
@@ -91,10 +94,13 @@ class RgbdInput:
         self._intrinsics: Optional[Intrinsics] = None
         qos = camera_qos(cfg.image_reliability)
         self._subs = [
-            node.create_subscription(Image, COLOR_TOPIC, self._on_color, qos),
-            node.create_subscription(Image, DEPTH_TOPIC, self._on_depth, qos),
+            node.create_subscription(Image, COLOR_TOPIC, self._on_color, qos,
+                                     callback_group=callback_group),
+            node.create_subscription(Image, DEPTH_TOPIC, self._on_depth, qos,
+                                     callback_group=callback_group),
             # camera_info with the same QoS as the images: drivers publish it beside each frame.
-            node.create_subscription(CameraInfo, INFO_TOPIC, self._on_info, qos),
+            node.create_subscription(CameraInfo, INFO_TOPIC, self._on_info, qos,
+                                     callback_group=callback_group),
         ]
 
     @property
