@@ -79,7 +79,7 @@ class RuntimeOptions:
             raise ValueError(f'providers must name at least one of {", ".join(PROVIDERS)}')
         unknown = [p for p in self.providers if p not in PROVIDERS]
         if unknown:
-            raise ValueError(f'unknown execution provider(s) {", ".join(map(repr, unknown))}; '
+            raise ValueError(f'providers names unknown execution provider(s) {", ".join(map(repr, unknown))}; '
                              f'valid: {", ".join(PROVIDERS)}')
         if len(set(self.providers)) != len(self.providers):
             raise ValueError(f'providers lists a provider twice: {list(self.providers)}')
