@@ -29,6 +29,7 @@ setup(
     entry_points={
         'console_scripts': [
             'weld-vision = weld_vision_ros.cli:main',
+            'weld-sim = weld_vision_ros.sim_record:main',
         ],
     },
 )

@@ -52,8 +52,20 @@ def load_params_file(path: Path) -> dict[str, dict[str, Any]]:
         params = body['ros__parameters'] or {}
         if not isinstance(params, dict):
             raise ParamsFileError(f'{path}: {key}.ros__parameters must be a mapping')
-        out[str(key).rsplit('/', 1)[-1]] = dict(params)
+        out[str(key).rsplit('/', 1)[-1]] = _flatten(params)
     return out
+
+
+def _flatten(params: Mapping[str, Any], prefix: str = '') -> dict[str, Any]:
+    """Nested mappings are dotted parameter names, as ROS 2 reads them (a: {b: 1} -> a.b)."""
+    flat: dict[str, Any] = {}
+    for key, value in params.items():
+        name = f'{prefix}{key}'
+        if isinstance(value, dict):
+            flat.update(_flatten(value, name + '.'))
+        else:
+            flat[name] = value
+    return flat
 
 
 def node_class(executable: str):

@@ -1,0 +1,280 @@
+"""The rule node in its own process, fed synthetic RGB-D frames by the test process over DDS.
+
+The test process plays the camera driver (color rgb8, depth 32FC1 or 16UC1, camera_info
+with identical stamps) and the consumers (bead, verdict, debug image, diagnostics), and
+re-tunes the node through its real parameter service.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pytest
+
+pytest.importorskip('rclpy')
+
+from test.rosutil import ros_context, set_parameters, spawn_node, spin_until, stop  # noqa: E402
+from weld_vision_ros.core.depth import encode_depth_16uc1  # noqa: E402
+from weld_vision_ros.core.synthetic import default_intrinsics, render_random  # noqa: E402
+
+pytestmark = pytest.mark.ros
+
+NODE = 'weld_vision_ros.rule_defect_node'
+T0_NS = 1_700_000_000_000_000_000
+
+
+@pytest.fixture(scope='module')
+def frames():
+    """A few rendered frames (one per class that changes the verdict) and their truths."""
+    intr = default_intrinsics(640, 480)
+    out = []
+    for seed, cls in ((5, 'good'), (6, 'porosity'), (7, 'gap')):
+        out.append(render_random(np.random.default_rng(4200 + seed), intr, defect_class=cls))
+    return out
+
+
+def _ns(header) -> int:
+    return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+
+
+class Camera:
+    """Publishes RGB-D frames the way a RealSense driver does (reliable here: no loss)."""
+
+    def __init__(self, node) -> None:
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import CameraInfo, Image
+        qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        self.color = node.create_publisher(Image, 'camera/color/image_raw', qos)
+        self.depth = node.create_publisher(Image, 'camera/aligned_depth_to_color/image_raw', qos)
+        self.info = node.create_publisher(CameraInfo, 'camera/color/camera_info', qos)
+
+    def connected(self) -> bool:
+        return all(p.get_subscription_count() > 0 for p in (self.color, self.depth, self.info))
+
+    def prime(self, executor, intrinsics) -> None:
+        """camera_info ahead of the first frame: topics are not ordered against each other."""
+        from weld_vision_ros.ros.conversions import intrinsics_to_camera_info
+        self.info.publish(intrinsics_to_camera_info(intrinsics))
+        spin_until(executor, lambda: False, 0.5)
+
+    def publish(self, rgb, depth, intrinsics, stamp_ns: int, *, depth_encoding: str = '32FC1',
+                color_encoding: str = 'rgb8', with_info: bool = True, frame_id: str = 'cam_optical'):
+        from std_msgs.msg import Header
+
+        from weld_vision_ros.ros.conversions import array_to_image, intrinsics_to_camera_info, ns_to_stamp
+        header = Header(stamp=ns_to_stamp(stamp_ns), frame_id=frame_id)
+        if with_info:
+            self.info.publish(intrinsics_to_camera_info(intrinsics, header))
+        if depth_encoding == '16UC1':
+            depth_msg = array_to_image(encode_depth_16uc1(depth), '16UC1', header)
+        else:
+            depth_msg = array_to_image(depth, '32FC1', header)
+        color_msg = array_to_image(rgb, 'rgb8', header)
+        color_msg.encoding = color_encoding      # a wrong label for the same bytes, when asked
+        self.depth.publish(depth_msg)
+        self.color.publish(color_msg)
+
+
+class Listener:
+    """Everything the node publishes, as its consumers see it."""
+
+    def __init__(self, node, node_name: str) -> None:
+        from diagnostic_msgs.msg import DiagnosticArray
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import Image
+
+        from weld_vision_ros.msg import BeadMeasurement, WeldDefect
+        qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+        self.beads: dict[int, object] = {}
+        self.defects: dict[int, object] = {}
+        self.debug: list = []
+        self.diagnostics: list[dict[str, str]] = []
+        self._name = node_name
+        node.create_subscription(BeadMeasurement, 'weld/bead', lambda m: self.beads.__setitem__(_ns(m.header), m), qos)
+        node.create_subscription(WeldDefect, 'weld/defect/rule', lambda m: self.defects.__setitem__(_ns(m.header), m), qos)
+        node.create_subscription(Image, 'weld/debug_image', self.debug.append, qos)
+        node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diag, qos)
+
+    def _on_diag(self, msg) -> None:
+        from weld_vision_ros.ros.diagnostics import status_values
+        for status in msg.status:
+            if status.name.startswith(f'/{self._name}:'):
+                self.diagnostics.append(status_values(status))
+
+    def latest_diag(self) -> dict[str, str]:
+        return self.diagnostics[-1] if self.diagnostics else {}
+
+    def drops(self, reason: str) -> int:
+        return int(self.latest_diag().get(f'drop.{reason}', '0'))
+
+
+def _start(tmp_path: Path, name: str, params: Optional[dict] = None):
+    base = {'image_reliability': 'reliable'}
+    base.update(params or {})
+    return spawn_node(NODE, base, name=name, log_path=tmp_path / f'{name}.log')
+
+
+def _log(tmp_path: Path, name: str) -> str:
+    path = tmp_path / f'{name}.log'
+    return path.read_text()[-3000:] if path.exists() else ''
+
+
+def test_frames_get_measurements_and_verdicts_with_their_headers(tmp_path: Path, frames) -> None:
+    name = 'rule_node_measure'
+    proc = _start(tmp_path, name, {'publish_debug_image': True})
+    try:
+        with ros_context('rule_test_camera') as (node, ex):
+            cam, out = Camera(node), Listener(node, name)
+            assert spin_until(ex, cam.connected, 30.0), 'node did not subscribe: ' + _log(tmp_path, name)
+            cam.prime(ex, frames[0].intrinsics)
+            stamps = []
+            for i, f in enumerate(frames):
+                for encoding in ('32FC1', '16UC1'):
+                    stamp = T0_NS + (2 * i + (encoding == '16UC1')) * 100_000_000
+                    cam.publish(f.rgb, f.depth_m, f.intrinsics, stamp, depth_encoding=encoding)
+                    stamps.append((stamp, f, encoding))
+                    spin_until(ex, lambda: False, 0.05)
+            assert spin_until(ex, lambda: all(s in out.beads for s, _, _ in stamps), 30.0), \
+                (f'measurements for {sorted(out.beads)} of {[s for s, _, _ in stamps]}: {out.latest_diag()} '
+                 + _log(tmp_path, name))
+            assert spin_until(ex, lambda: all(s in out.defects for s, _, _ in stamps), 10.0)
+            for stamp, f, encoding in stamps:
+                bead, defect = out.beads[stamp], out.defects[stamp]
+                assert bead.header.frame_id == 'cam_optical' and defect.header.frame_id == 'cam_optical'
+                assert bead.valid, bead.reason
+                tol_mm = 0.5 if encoding == '32FC1' else 1.5     # 16UC1 steps in whole millimetres
+                assert bead.width_mm == pytest.approx(f.truth.width_mm, abs=tol_mm)
+                assert abs(bead.seam_angle_deg - f.truth.seam_angle_deg) < 3.0 or \
+                    abs(abs(bead.seam_angle_deg - f.truth.seam_angle_deg) - 180.0) < 3.0
+                assert defect.method == 'rule'
+                assert list(defect.class_names) == ['good', 'porosity', 'undercut', 'spatter', 'gap', 'crack']
+                assert len(defect.probabilities) == 6
+                assert math.isclose(sum(defect.probabilities), 1.0, abs_tol=1e-3)
+                assert defect.latency_ms > 0
+                if encoding == '32FC1':
+                    assert bead.height_mm == pytest.approx(f.truth.height_mm, abs=0.2)
+                    assert defect.defect_class == f.truth.defect_class
+            # The annotated image comes with the frame's header, as rgb8 at the frame's size.
+            assert spin_until(ex, lambda: len(out.debug) >= len(stamps), 10.0)
+            debug = out.debug[-1]
+            assert debug.encoding == 'rgb8' and (debug.width, debug.height) == (640, 480)
+            assert _ns(debug.header) in {s for s, _, _ in stamps}
+            # Diagnostics: rate, latency and counts, once per second.
+            assert spin_until(ex, lambda: int(out.latest_diag().get('frames_inspected', 0)) >= len(stamps), 10.0)
+            diag = out.latest_diag()
+            assert float(diag['latency_p50_ms']) > 0 and float(diag['latency_p99_ms']) >= float(diag['latency_p50_ms'])
+            assert int(diag['drops_total']) == 0
+            assert 'rate_hz' in diag
+    finally:
+        assert stop(proc) == 0, _log(tmp_path, name)
+
+
+def test_bad_inputs_are_counted_by_reason_and_the_node_keeps_answering(tmp_path: Path, frames) -> None:
+    name = 'rule_node_bad_input'
+    proc = _start(tmp_path, name)
+    f = frames[0]
+    rgb, depth, intr = f.rgb, f.depth_m, f.intrinsics
+    try:
+        with ros_context('rule_test_bad_camera') as (node, ex):
+            cam, out = Camera(node), Listener(node, name)
+            assert spin_until(ex, cam.connected, 30.0), 'node did not subscribe: ' + _log(tmp_path, name)
+
+            def expect_drop(reason: str) -> None:
+                assert spin_until(ex, lambda: out.drops(reason) >= 1, 15.0), \
+                    f'{reason} not counted: {out.latest_diag()}'
+
+            stamp = T0_NS
+            cam.publish(rgb, depth, intr, stamp, with_info=False)            # before any camera_info
+            expect_drop('no_camera_info')
+            stamp += 10**8
+            cam.publish(rgb, depth, intr, stamp, color_encoding='yuv422')     # unknown encoding
+            expect_drop('bad_color_encoding')
+            stamp += 10**8
+            small = np.ascontiguousarray(depth[::2, ::2])
+            cam.publish(rgb, small, intr, stamp)                              # RGB/depth size mismatch
+            expect_drop('size_mismatch')
+            stamp += 10**8
+            cam.publish(rgb, np.full_like(depth, np.nan), intr, stamp)        # all-NaN depth
+            expect_drop('depth_all_invalid')
+            stamp += 10**8
+            cam.publish(rgb, np.zeros_like(depth), intr, stamp, depth_encoding='16UC1')   # all-zero depth
+            assert spin_until(ex, lambda: out.drops('depth_all_invalid') >= 2, 15.0)
+            stamp += 10**9
+            cam.publish(rgb, depth, intr, stamp)                              # good
+            assert spin_until(ex, lambda: stamp in out.beads, 15.0), _log(tmp_path, name)
+            cam.publish(rgb, depth, intr, stamp - 5 * 10**8)                  # stamp going backwards
+            expect_drop('stamp_backwards')
+            assert stamp - 5 * 10**8 not in out.beads
+            # ... and the node keeps answering.
+            stamp += 10**8
+            cam.publish(rgb, depth, intr, stamp)
+            assert spin_until(ex, lambda: stamp in out.beads and stamp in out.defects, 15.0), \
+                _log(tmp_path, name)
+            assert out.beads[stamp].valid
+            diag = out.latest_diag()
+            assert int(diag['drops_total']) >= 6
+            assert proc.poll() is None, 'the node died on bad input'
+    finally:
+        assert stop(proc) == 0, _log(tmp_path, name)
+
+
+def test_no_bead_and_live_parameters(tmp_path: Path, frames) -> None:
+    name = 'rule_node_params'
+    proc = _start(tmp_path, name)
+    f = frames[0]
+    try:
+        with ros_context('rule_test_param_client') as (node, ex):
+            cam, out = Camera(node), Listener(node, name)
+            assert spin_until(ex, cam.connected, 30.0), 'node did not subscribe: ' + _log(tmp_path, name)
+            cam.prime(ex, f.intrinsics)
+            # A bare plate: invalid measurement with a reason, and no verdict for that stamp.
+            plate = np.where(np.isfinite(f.depth_m), np.float32(f.truth.plate_distance_m), np.float32(np.nan))
+            plate = plate.astype(np.float32)
+            stamp = T0_NS
+            cam.publish(f.rgb, plate, f.intrinsics, stamp)
+            assert spin_until(ex, lambda: stamp in out.beads, 20.0), _log(tmp_path, name)
+            assert not out.beads[stamp].valid and 'no bead' in out.beads[stamp].reason
+            # The verdict of the next (good) frame proves the node answered since; none came for the plate.
+            stamp_good = stamp + 10**8
+            cam.publish(f.rgb, f.depth_m, f.intrinsics, stamp_good)
+            assert spin_until(ex, lambda: stamp_good in out.defects, 20.0)
+            assert stamp not in out.defects
+            measured = out.beads[stamp_good]
+            assert measured.valid
+
+            # A live change of the weld spec is accepted and used from the next frame on.
+            target = measured.width_mm + 5.0
+            done = set_parameters(node, ex, name, {'spec.target_width_mm': target,
+                                                   'spec.width_tolerance_mm': 1.0})
+            assert all(r.successful for r in done), [r.reason for r in done]
+            stamp2 = stamp_good + 10**8
+            cam.publish(f.rgb, f.depth_m, f.intrinsics, stamp2)
+            assert spin_until(ex, lambda: stamp2 in out.beads, 20.0)
+            assert out.beads[stamp2].within_tolerance is False
+            assert out.beads[stamp2].score < measured.score or measured.score == 0.0
+            back = set_parameters(node, ex, name, {'spec.target_width_mm': measured.width_mm,
+                                                   'spec.width_tolerance_mm': 3.0})
+            assert all(r.successful for r in back)
+            stamp3 = stamp2 + 10**8
+            cam.publish(f.rgb, f.depth_m, f.intrinsics, stamp3)
+            assert spin_until(ex, lambda: stamp3 in out.beads, 20.0)
+            assert out.beads[stamp3].score > 90.0
+
+            # Out of range: refused with a reason, and the running value stays.
+            refused = set_parameters(node, ex, name, {'rules.mark_darkness': 1.5})
+            assert not refused[0].successful
+            assert 'mark_darkness' in refused[0].reason or 'range' in refused[0].reason
+            # In range alone but contradicting another threshold: refused by the config itself.
+            refused = set_parameters(node, ex, name, {'rules.mark_extent_darkness': 0.9})
+            assert not refused[0].successful and 'mark_extent_darkness' in refused[0].reason
+            # Read-only at run time.
+            refused = set_parameters(node, ex, name, {'opencv_threads': 2})
+            assert not refused[0].successful
+            stamp4 = stamp3 + 10**8
+            cam.publish(f.rgb, f.depth_m, f.intrinsics, stamp4)
+            assert spin_until(ex, lambda: stamp4 in out.defects, 20.0)
+            assert out.defects[stamp4].defect_class == 'good'
+    finally:
+        assert stop(proc) == 0, _log(tmp_path, name)

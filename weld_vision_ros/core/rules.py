@@ -1,0 +1,474 @@
+"""Rule-based defect inspection: the inspector that needs no model.
+
+`inspect(frame, config)` measures the bead (`measure.measure_bead`), runs one rule per
+defect class on the seam-aligned grids the measurement produced, and returns the bead
+measurement in millimetres together with a defect verdict:
+
+- **porosity**: dark pores on the bead. The bead's gray level is compared with a
+  background taken along the seam (a morphological closing much longer than any pore),
+  so shading across the bead does not count; marks much darker than the background are
+  kept and round ones are pores.
+- **crack**: a thin, long dark line on the bead (the same marks: long and narrow ones).
+- **undercut**: a groove below the plate just beyond a toe, on the chunk-averaged
+  cross-sections, over a minimum length along the seam.
+- **gap**: chunks of seam whose crown falls below a fraction of the bead's median crown
+  (missing or under-filled bead), over a minimum length.
+- **spatter**: small, high-contrast blobs on the plate beside the bead, counted on a
+  second, wider seam-aligned grid.
+
+Every rule reports its findings with a strength (1 = exactly at its threshold) and a
+region. The verdict turns strengths into per-class scores `s = x^k / (1 + x^k)`, takes
+`good` as the chance that no rule fired, normalises, and reports the winner with its
+probability as confidence: clear cases score above 0.9; a frame where two rules compete
+or a rule sits at its threshold scores near 0.5, which is the cue for the hybrid cascade
+to ask the learned model.
+
+Everything is NumPy/OpenCV, vectorised, and free of ROS.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+import cv2
+import numpy as np
+
+from .classes import DEFAULT_CLASS_NAMES, GOOD
+from .frames import RGBDFrame
+from .measure import BeadGeometry, MeasureConfig, MeasurementError, measure_bead
+from .results import METHOD_RULE, BeadMeasurement, DefectRegion, Verdict
+from .spec import WeldSpec, evaluate_spec
+
+POROSITY, UNDERCUT, SPATTER, GAP, CRACK = 'porosity', 'undercut', 'spatter', 'gap', 'crack'
+DEFECT_CLASSES = (POROSITY, UNDERCUT, SPATTER, GAP, CRACK)
+
+
+_K_H5 = np.ones((1, 5), np.uint8)
+_K_V5 = np.ones((5, 1), np.uint8)
+
+
+class RuleConfigError(ValueError):
+    """Rule thresholds that cannot work (out of range or contradicting each other)."""
+
+
+@dataclass(frozen=True)
+class RuleConfig:
+    """Every threshold of the rule inspector (lengths in mm unless named otherwise).
+
+    `measure` holds the measurement settings and `spec` the weld spec the bead is
+    checked against; the fields below are the defect rules' thresholds.
+    """
+
+    measure: MeasureConfig = field(default_factory=MeasureConfig)
+    spec: WeldSpec = field(default_factory=WeldSpec)
+    # porosity and crack: dark marks on the bead
+    mark_core_fraction: float = 0.75       # marks are searched for within this part of the half-width
+    mark_background_mm: float = 30.0       # along-seam reach of the bead background estimate [mm]
+    mark_darkness: float = 0.6             # relative darkness (0..1) that makes a mark
+    mark_extent_darkness: float = 0.4      # relative darkness of the pixels that belong to a mark
+    pore_min_diameter_mm: float = 0.4      # smaller marks are ignored [mm]
+    crack_min_length_mm: float = 5.0       # a crack along the seam is at least this long [mm]
+    crack_min_elongation: float = 3.5      # ... and this many times longer than wide
+    crack_transverse_angle_deg: float = 50.0   # marks this steep to the seam are transverse [deg]
+    crack_transverse_min_length_mm: float = 2.0  # a transverse crack is at least this long [mm]
+    crack_transverse_min_elongation: float = 1.7  # ... and this many times longer than wide
+    crack_max_width_mm: float = 1.5        # cracks are at most this wide on average [mm]
+    # undercut
+    undercut_search_mm: float = 2.8        # groove searched this far beyond each toe [mm]
+    undercut_min_depth_mm: float = 0.15    # shallowest groove that counts [mm]
+    undercut_noise_factor: float = 4.0     # ... or this many noise sigmas if higher
+    undercut_min_length_mm: float = 8.0    # shortest undercut along the seam [mm]
+    # gap (the crown ratio itself is measure.gap_height_ratio)
+    gap_min_length_mm: float = 3.0         # shortest under-filled stretch [mm]
+    # spatter
+    spatter_search_mm: float = 20.0        # plate searched this far beyond the toes [mm]
+    spatter_clearance_mm: float = 2.0      # ... starting this far beyond the toes [mm]
+    spatter_contrast: float = 0.6          # local contrast of a droplet (gradient / brightness)
+    spatter_min_count: int = 2             # droplets needed to call spatter
+    # verdict
+    evidence_sharpness: float = 3.0        # k in s = x^k / (1 + x^k)
+
+    def __post_init__(self) -> None:
+        positive = ('mark_background_mm', 'pore_min_diameter_mm', 'crack_min_length_mm',
+                    'crack_transverse_min_length_mm',
+                    'crack_max_width_mm', 'undercut_search_mm', 'undercut_min_depth_mm',
+                    'undercut_min_length_mm', 'gap_min_length_mm', 'spatter_search_mm',
+                    'spatter_contrast', 'evidence_sharpness')
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise RuleConfigError(f'{name} must be > 0, got {getattr(self, name)}')
+        if not 0.0 < self.mark_core_fraction <= 1.0:
+            raise RuleConfigError(f'mark_core_fraction must be in (0, 1], got {self.mark_core_fraction}')
+        if not 0.0 < self.mark_extent_darkness <= self.mark_darkness < 1.0:
+            raise RuleConfigError('need 0 < mark_extent_darkness <= mark_darkness < 1, got '
+                                  f'{self.mark_extent_darkness} and {self.mark_darkness}')
+        if self.crack_min_elongation < 1.0 or self.crack_transverse_min_elongation < 1.0:
+            raise RuleConfigError('crack elongations must be >= 1, got '
+                                  f'{self.crack_min_elongation} and {self.crack_transverse_min_elongation}')
+        if not 0.0 <= self.crack_transverse_angle_deg <= 90.0:
+            raise RuleConfigError(f'crack_transverse_angle_deg must be in [0, 90], got '
+                                  f'{self.crack_transverse_angle_deg}')
+        if self.undercut_noise_factor < 0 or self.spatter_clearance_mm < 0:
+            raise RuleConfigError('undercut_noise_factor and spatter_clearance_mm must be >= 0')
+        if self.spatter_min_count < 1:
+            raise RuleConfigError(f'spatter_min_count must be >= 1, got {self.spatter_min_count}')
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One defect instance in seam coordinates; strength 1 means exactly at threshold."""
+
+    defect_class: str
+    strength: float
+    s_range_mm: tuple[float, float]
+    t_range_mm: tuple[float, float]
+    length_mm: float
+    width_mm: float
+    depth_mm: float = 0.0
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """Everything one inspection produced (the debug view and the benchmarks read it)."""
+
+    measurement: BeadMeasurement
+    verdict: Optional[Verdict]
+    geometry: Optional[BeadGeometry]
+    findings: tuple[Finding, ...]
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+def _runs(flags: np.ndarray, max_hole: int = 1) -> list[tuple[int, int]]:
+    """[start, end) index runs of True, bridging holes of up to `max_hole` False values."""
+    idx = np.flatnonzero(flags)
+    if idx.size == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(idx) > max_hole + 1)
+    starts = np.concatenate([[idx[0]], idx[breaks + 1]])
+    ends = np.concatenate([idx[breaks], [idx[-1]]]) + 1
+    return list(zip(starts.tolist(), ends.tolist()))
+
+
+def _score(strength: float, sharpness: float) -> float:
+    if strength <= 0:
+        return 0.0
+    x = strength ** sharpness
+    return x / (1.0 + x) if math.isfinite(x) else 1.0
+
+
+def _column_arrays(geom: BeadGeometry) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Centre row, half-width [rows] and 'usable' flag of every fine-grid column."""
+    sf = geom.frame
+    n = geom.chunk_width_mm.size
+    idx = np.minimum(np.arange(sf.cols) // geom.chunk_cols, n - 1)
+    centre = (geom.chunk_centre_mm[idx] - sf.t0) / sf.dt
+    half = 0.5 * geom.chunk_width_mm[idx] / sf.dt
+    usable = geom.chunk_stat[idx] & geom.col_inside
+    return centre, half, usable
+
+
+# --- porosity and crack --------------------------------------------------------------------
+
+def find_marks(geom: BeadGeometry, cfg: RuleConfig) -> list[Finding]:
+    """Dark marks on the bead: pores (round) and cracks (long and thin)."""
+    sf = geom.frame
+    centre, half, usable = _column_arrays(geom)
+    if not usable.any():
+        return []
+    reach = cfg.mark_core_fraction * half
+    r_lo = int(max(0, np.floor((centre - reach)[usable].min()) - 2))
+    r_hi = int(min(sf.rows, np.ceil((centre + reach)[usable].max()) + 3))
+    gray = geom.gray[r_lo:r_hi]
+    k_along = max(3, int(cfg.mark_background_mm / sf.ds) | 1)
+    background = cv2.morphologyEx(gray, cv2.MORPH_CLOSE, np.ones((3, k_along), np.uint8))
+    darkness = (cv2.subtract(background, gray).astype(np.float32)
+                / np.maximum(background, 1).astype(np.float32))
+    rows = np.arange(r_lo, r_hi, dtype=np.float32)[:, None]
+    core = (np.abs(rows - centre[None, :]) < reach[None, :]) & usable[None, :]
+    seeds = (darkness > cfg.mark_darkness) & core
+    if not seeds.any():
+        return []
+    extent = ((darkness > cfg.mark_extent_darkness) & core).astype(np.uint8)
+    n_lab, labels, stats, _ = cv2.connectedComponentsWithStats(extent, connectivity=8)
+    seeded = np.unique(labels[seeds])
+    findings = []
+    cell_mm2 = sf.ds * sf.dt
+    for lab in seeded[seeded > 0][:64]:
+        x, y, w, h, area = stats[lab]
+        sub = labels[y:y + h, x:x + w] == lab
+        ys, xs = np.divmod(np.flatnonzero(sub), sub.shape[1])
+        s = (xs + x) * sf.ds
+        t = (ys + y + r_lo) * sf.dt
+        area_mm2 = area * cell_mm2
+        if 2.0 * math.sqrt(area_mm2 / math.pi) < cfg.pore_min_diameter_mm:
+            continue
+        angle_deg = 0.0
+        if xs.size >= 3:
+            cov = np.cov(np.stack([s, t]))
+            evals, evecs = np.linalg.eigh(cov)
+            length = max(math.sqrt(12.0 * max(evals[1], 0.0)), sf.ds)
+            minor = max(math.sqrt(12.0 * max(evals[0], 0.0)), sf.dt)
+            angle_deg = math.degrees(math.atan2(abs(evecs[1, 1]), abs(evecs[0, 1])))
+        else:
+            length, minor = max(w * sf.ds, sf.ds), max(h * sf.dt, sf.dt)
+        mean_width = max(area_mm2 / length, sf.dt)
+        vals = darkness[y:y + h, x:x + w][sub]
+        dark_peak = float(vals.max())
+        dark_strength = dark_peak / cfg.mark_darkness
+        if angle_deg >= cfg.crack_transverse_angle_deg:
+            crack_ratio = min(length / cfg.crack_transverse_min_length_mm,
+                              (length / mean_width) / cfg.crack_transverse_min_elongation,
+                              cfg.crack_max_width_mm / mean_width)
+        else:
+            crack_ratio = min(length / cfg.crack_min_length_mm,
+                              (length / mean_width) / cfg.crack_min_elongation,
+                              cfg.crack_max_width_mm / mean_width)
+        s_rng = (sf.s0 + x * sf.ds, sf.s0 + (x + w) * sf.ds)
+        t_rng = (sf.t0 + (y + r_lo) * sf.dt, sf.t0 + (y + h + r_lo) * sf.dt)
+        if crack_ratio >= 1.0:
+            cls, strength = CRACK, dark_strength * min(crack_ratio, 2.0)
+        else:
+            cls, strength = POROSITY, dark_strength * min(1.0 / max(crack_ratio, 1e-3), 2.0)
+        findings.append(Finding(cls, strength, s_rng, t_rng, length_mm=length, width_mm=mean_width))
+    return findings
+
+
+# --- undercut ------------------------------------------------------------------------------
+
+def find_undercuts(geom: BeadGeometry, cfg: RuleConfig) -> list[Finding]:
+    """Grooves below the plate beside either toe, over a minimum length along the seam."""
+    sf = geom.frame
+    prof = geom.profiles
+    rows, n = prof.shape
+    valid = geom.chunk_stat & _chunk_inside(geom)
+    if np.count_nonzero(valid) < 2:
+        return []
+    centre_row = (geom.chunk_centre_mm - sf.t0) / sf.dt
+    half_rows = 0.5 * geom.chunk_width_mm / sf.dt
+    v = np.arange(0.0, cfg.undercut_search_mm + 0.5 * sf.dt, sf.dt) / sf.dt       # rows beyond toe
+    noise = geom.plate.noise_mm / np.sqrt(np.maximum(geom.chunk_cols * geom.chunk_coverage, 1.0) * 3.0)
+    threshold = np.maximum(cfg.undercut_min_depth_mm, cfg.undercut_noise_factor * noise)
+    chunk_len = geom.chunk_cols * sf.ds
+    ci = np.arange(n)[:, None]
+    findings = []
+    for side in (-1.0, 1.0):
+        rf = centre_row[:, None] + side * (half_rows[:, None] + v[None, :])
+        r0 = np.clip(np.floor(rf).astype(np.intp), 0, rows - 2)
+        fr = np.clip(rf - r0, 0.0, 1.0)
+        vals = np.nan_to_num(prof[r0, ci] * (1.0 - fr) + prof[r0 + 1, ci] * fr, nan=0.0)
+        inside_win = (rf >= 0) & (rf <= rows - 1)
+        vals = np.where(inside_win, vals, 0.0)
+        sm = vals.copy()
+        sm[:, 1:-1] = (vals[:, :-2] + vals[:, 1:-1] + vals[:, 2:]) / 3.0
+        depth = -sm.min(axis=1)
+        flags = valid & (depth > threshold)
+        for a, b in _runs(flags, max_hole=1):
+            length = (b - a) * chunk_len
+            if length < cfg.undercut_min_length_mm:
+                continue
+            run_valid = valid[a:b]
+            mean_prof = sm[a:b][run_valid].mean(axis=0)
+            groove_depth = float(max(-mean_prof.min(), 0.0))
+            strength = groove_depth / float(np.median(threshold[a:b]))
+            t_toe = float(np.median(geom.chunk_centre_mm[a:b] + side * 0.5 * geom.chunk_width_mm[a:b]))
+            t_rng = tuple(sorted((t_toe, t_toe + side * cfg.undercut_search_mm)))
+            findings.append(Finding(UNDERCUT, strength, (float(geom.chunk_s_mm[a] - 0.5 * chunk_len),
+                                                         float(geom.chunk_s_mm[b - 1] + 0.5 * chunk_len)),
+                                    t_rng, length_mm=length, width_mm=cfg.undercut_search_mm,
+                                    depth_mm=groove_depth))
+    return findings
+
+
+def _chunk_inside(geom: BeadGeometry) -> np.ndarray:
+    n = geom.chunk_width_mm.size
+    m = geom.chunk_cols
+    inside = geom.col_inside[:n * m].reshape(n, m)
+    return inside.all(axis=1)
+
+
+# --- gap -----------------------------------------------------------------------------------
+
+def find_gaps(geom: BeadGeometry, cfg: RuleConfig) -> list[Finding]:
+    """Stretches where the bead is missing or under-filled."""
+    sf = geom.frame
+    inside = _chunk_inside(geom) & (geom.chunk_coverage > 0.6)
+    flags = geom.chunk_gap & inside
+    if not flags.any():
+        return []
+    chunk_len = geom.chunk_cols * sf.ds
+    ratio = np.where(geom.chunk_ok, geom.chunk_crown_mm / max(geom.crown_median_mm, 1e-6), 0.0)
+    limit = cfg.measure.gap_height_ratio
+    findings = []
+    for a, b in _runs(flags, max_hole=0):
+        length = (b - a) * chunk_len
+        if length < cfg.gap_min_length_mm:
+            continue
+        deficit = (1.0 - float(np.clip(ratio[a:b].min(), 0.0, 1.0))) / (1.0 - limit)
+        strength = deficit * min(1.0, length / cfg.gap_min_length_mm) ** 0.5
+        half = 0.5 * float(np.median(geom.chunk_width_mm[geom.chunk_stat])) if geom.chunk_stat.any() else 5.0
+        centre = float(np.median(geom.chunk_centre_mm[max(a - 2, 0):b + 2]))
+        findings.append(Finding(GAP, strength, (float(geom.chunk_s_mm[a] - 0.5 * chunk_len),
+                                                float(geom.chunk_s_mm[b - 1] + 0.5 * chunk_len)),
+                                (centre - half, centre + half), length_mm=length, width_mm=2 * half))
+    return findings
+
+
+# --- spatter -------------------------------------------------------------------------------
+
+def find_spatter(geom: BeadGeometry, gray: np.ndarray, frame: RGBDFrame,
+                 cfg: RuleConfig) -> list[Finding]:
+    """Small high-contrast blobs on the plate beside the bead (droplets).
+
+    Droplets have contrast both along and across the image rows, while the brushed
+    texture of a plate is streaked along one image axis: the lesser of the horizontal and
+    vertical local ranges keeps blobs and drops streaks. It is divided by the local
+    brightness, thresholded on the image, and the surviving pixels are mapped to seam
+    coordinates, where only those on the plate beside the bead count.
+    """
+    sf = geom.frame
+    stat = geom.chunk_stat
+    if not stat.any():
+        return []
+    # work near 0.3-0.6 mm per pixel whatever the camera resolution
+    factor = max(1, int(0.45 / max(geom.mm_per_px, 1e-6)))
+    if factor > 1:
+        gray = cv2.resize(gray, (gray.shape[1] // factor, gray.shape[0] // factor),
+                          interpolation=cv2.INTER_AREA)
+    range_h = cv2.subtract(cv2.dilate(gray, _K_H5), cv2.erode(gray, _K_H5))
+    range_v = cv2.subtract(cv2.dilate(gray, _K_V5), cv2.erode(gray, _K_V5))
+    blob = cv2.min(range_h, range_v)
+    local = cv2.blur(gray, (9, 9))
+    # blob > c (local + 10), on uint8 images (the rounding of the threshold is immaterial)
+    limit = cv2.addWeighted(local, cfg.spatter_contrast, local, 0.0, 10.0 * cfg.spatter_contrast)
+    cand = cv2.compare(blob, limit, cv2.CMP_GT)
+    cand[:3] = 0
+    cand[-3:] = 0
+    cand[:, :3] = 0
+    cand[:, -3:] = 0
+    ys, xs = np.divmod(np.flatnonzero(cand.view(bool)), cand.shape[1])
+    if ys.size == 0:
+        return []
+    response = blob[ys, xs].astype(np.float32) / (local[ys, xs].astype(np.float32) + 10.0)
+    # pixel -> seam coordinates through the inverse of the seam-frame homography
+    inv = np.linalg.inv(sf.homography)
+    xf = xs.astype(np.float64) * factor + 0.5 * (factor - 1)
+    yf = ys.astype(np.float64) * factor + 0.5 * (factor - 1)
+    w = inv[2, 0] * xf + inv[2, 1] * yf + inv[2, 2]
+    s = sf.s0 + sf.ds * (inv[0, 0] * xf + inv[0, 1] * yf + inv[0, 2]) / w
+    t = sf.t0 + sf.dt * (inv[1, 0] * xf + inv[1, 1] * yf + inv[1, 2]) / w
+    cen = np.interp(s, geom.chunk_s_mm[stat], geom.chunk_centre_mm[stat])
+    hw = np.interp(s, geom.chunk_s_mm[stat], 0.5 * geom.chunk_width_mm[stat])
+    off = np.abs(t - cen) - hw
+    # beside the measured bead only: not on it, not in the toe zone, not past a gap's end
+    measured = np.interp(s, geom.chunk_s_mm, (geom.chunk_stat | ~geom.chunk_gap).astype(float)) > 0.5
+    on_seam = (s >= geom.seam_start_mm) & (s <= geom.seam_end_mm)
+    keep = ((off > cfg.spatter_clearance_mm) & (off < cfg.spatter_clearance_mm + cfg.spatter_search_mm)
+            & measured & on_seam)
+    if not keep.any():
+        return []
+    ys, xs, s, t, response = ys[keep], xs[keep], s[keep], t[keep], response[keep]
+    # one detection per droplet: the strongest pixel of each 1.5 mm cell
+    cell = 1.5
+    order = np.argsort(-response)
+    key = np.floor(s[order] / cell).astype(np.int64) * 1_000_003 + np.floor(t[order] / cell).astype(np.int64)
+    _, first = np.unique(key, return_index=True)
+    pick = order[np.sort(first)]
+    pick = pick[np.argsort(-response[pick])][:100]
+    count_strength = min(pick.size / cfg.spatter_min_count, 3.0)
+    half = max(geom.mm_per_px, 0.5)
+    return [Finding(SPATTER, count_strength * min(float(response[i]) / cfg.spatter_contrast, 2.0) ** 0.5,
+                    (float(s[i]) - half, float(s[i]) + half), (float(t[i]) - half, float(t[i]) + half),
+                    length_mm=2 * half, width_mm=2 * half) for i in pick.tolist()]
+
+
+# --- verdict -------------------------------------------------------------------------------
+
+def class_probabilities(strengths: dict[str, float], sharpness: float,
+                        class_names: tuple[str, ...] = DEFAULT_CLASS_NAMES) -> tuple[float, ...]:
+    """Per-class probabilities aligned with `class_names` from the rules' strongest findings."""
+    scores = {c: _score(strengths.get(c, 0.0), sharpness) for c in DEFECT_CLASSES}
+    q_good = float(np.prod([1.0 - v for v in scores.values()]))
+    raw = np.array([q_good if c == GOOD else scores.get(c, 0.0) for c in class_names], dtype=np.float64)
+    total = raw.sum()
+    if total <= 0:
+        raw = np.ones(len(class_names))
+        total = raw.sum()
+    return tuple(float(v) for v in raw / total)
+
+
+def _regions(findings: list[Finding], geom: BeadGeometry, frame: RGBDFrame,
+             sharpness: float) -> tuple[DefectRegion, ...]:
+    if not findings:
+        return ()
+    intr = frame.intrinsics
+    s_rng = np.array([f.s_range_mm for f in findings])
+    t_rng = np.array([f.t_range_mm for f in findings])
+    s = s_rng[:, [0, 0, 1, 1]]
+    t = t_rng[:, [0, 1, 0, 1]]
+    x, y = geom.frame.to_pixels(s, t)
+    x0 = np.clip(np.floor(x.min(axis=1)), 0, intr.width - 1).astype(int)
+    x1 = np.clip(np.ceil(x.max(axis=1)), 0, intr.width - 1).astype(int)
+    y0 = np.clip(np.floor(y.min(axis=1)), 0, intr.height - 1).astype(int)
+    y1 = np.clip(np.ceil(y.max(axis=1)), 0, intr.height - 1).astype(int)
+    pos = s_rng.mean(axis=1) - geom.seam_start_mm
+    return tuple(DefectRegion(f.defect_class, _score(f.strength, sharpness), int(x0[i]), int(y0[i]),
+                              int(x1[i] - x0[i] + 1), int(y1[i] - y0[i] + 1), length_mm=float(f.length_mm),
+                              width_mm=float(f.width_mm), position_along_seam_mm=float(pos[i]))
+                 for i, f in enumerate(findings))
+
+
+def _measurement(geom: BeadGeometry, findings: list[Finding], spec: WeldSpec) -> BeadMeasurement:
+    stat = geom.chunk_stat
+    widths = geom.chunk_width_mm[stat]
+    heights = geom.chunk_height_mm[stat]
+    undercut = max((f.depth_mm for f in findings if f.defect_class == UNDERCUT), default=0.0)
+    width, height = float(widths.mean()), float(heights.mean())
+    check = evaluate_spec(spec, width, height, undercut)
+    return BeadMeasurement(
+        valid=True, width_mm=width, width_std_mm=float(widths.std()),
+        width_min_mm=float(widths.min()), width_max_mm=float(widths.max()), height_mm=height,
+        height_max_mm=float(heights.max()), undercut_depth_mm=float(undercut),
+        seam_length_mm=float(geom.seam_length_mm), seam_angle_deg=float(geom.seam_angle_deg),
+        within_tolerance=check.within_tolerance, score=check.score)
+
+
+def inspect_frame(frame: RGBDFrame, config: RuleConfig = RuleConfig()) -> Inspection:
+    """`inspect`, keeping the geometry and the individual findings (for debug views)."""
+    t_start = time.perf_counter()
+    gray = cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2GRAY)
+    try:
+        geom = measure_bead(frame, config.measure, gray=gray)
+    except MeasurementError as exc:
+        return Inspection(BeadMeasurement.invalid(str(exc)), None, None, ())
+    findings: list[Finding] = []
+    findings += find_gaps(geom, config)
+    findings += find_undercuts(geom, config)
+    findings += find_marks(geom, config)
+    findings += find_spatter(geom, gray, frame, config)
+    strengths: dict[str, float] = {}
+    for f in findings:
+        strengths[f.defect_class] = max(strengths.get(f.defect_class, 0.0), f.strength)
+    probs = class_probabilities(strengths, config.evidence_sharpness)
+    best = int(np.argmax(probs))
+    winner = DEFAULT_CLASS_NAMES[best]
+    shown = [f for f in findings if _score(f.strength, config.evidence_sharpness) >= 0.5]
+    verdict = Verdict(defect_class=winner, confidence=float(probs[best]), class_names=DEFAULT_CLASS_NAMES,
+                      probabilities=probs, method=METHOD_RULE,
+                      latency_ms=1000.0 * (time.perf_counter() - t_start),
+                      regions=_regions(shown, geom, frame, config.evidence_sharpness))
+    return Inspection(_measurement(geom, findings, config.spec), verdict, geom, tuple(findings))
+
+
+def inspect(frame: RGBDFrame, config: RuleConfig = RuleConfig()) -> tuple[BeadMeasurement, Optional[Verdict]]:
+    """Measure the bead and classify defects on one RGB-D frame.
+
+    Returns the bead measurement [mm] and the defect verdict (method 'rule'). When no bead
+    can be measured (no plate, no bead in view, too little depth) the measurement has
+    valid=False with the reason and the verdict is None: there is nothing to classify.
+    Raises nothing for frames that RGBDFrame accepted.
+    """
+    result = inspect_frame(frame, config)
+    return result.measurement, result.verdict

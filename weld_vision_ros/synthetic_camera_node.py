@@ -1,0 +1,189 @@
+"""Synthetic RGB-D weld camera: publishes RealSense-style topics with ground truth.
+
+Stands in for the cell's camera (to try the package, run the demo, regression-test
+models). Every frame comes out on five topics with one and the same header (stamp and
+frame_id); topic names are relative, so a namespace or remap applies:
+
+    camera/color/image_raw                    sensor_msgs/Image rgb8
+    camera/aligned_depth_to_color/image_raw   sensor_msgs/Image 32FC1 [m] or 16UC1 [mm]
+    camera/color/camera_info                  sensor_msgs/CameraInfo
+    camera/ground_truth                       weld_vision_ros/WeldGroundTruth
+    weld/label                                weld_vision_ros/WeldLabel (source 'sim'), at
+                                              the first frame of every weld
+
+The frames come from the core renderer (`core.synthetic.SyntheticWeldStream`): each weld
+has one class and `frames_per_weld` views; `weld_id` changes with every weld.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional
+
+import rclpy
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from sensor_msgs.msg import CameraInfo, Image
+from std_msgs.msg import Header
+
+from weld_vision_ros.core.classes import DEFAULT_CLASS_NAMES
+from weld_vision_ros.core.depth import encode_depth_16uc1
+from weld_vision_ros.core.synthetic import SceneError, SyntheticWeldStream, default_intrinsics
+from weld_vision_ros.msg import WeldGroundTruth, WeldLabel
+from weld_vision_ros.ros.conversions import (array_to_image, ground_truth_to_msg,
+                                             intrinsics_to_camera_info)
+from weld_vision_ros.ros.params import LiveParameters, ParamSpec
+from weld_vision_ros.ros.qos import RELIABILITY_CHOICES, camera_qos, latched_qos, results_qos
+
+COLOR_TOPIC = 'camera/color/image_raw'
+DEPTH_TOPIC = 'camera/aligned_depth_to_color/image_raw'
+INFO_TOPIC = 'camera/color/camera_info'
+TRUTH_TOPIC = 'camera/ground_truth'
+LABEL_TOPIC = 'weld/label'
+LABEL_SOURCE = 'sim'
+DEPTH_ENCODINGS = ('32FC1', '16UC1')
+SEED_MAX = 2**31 - 1
+
+PARAMS = (
+    ParamSpec('rate_hz', 10.0, 'Frame rate', unit='Hz', min_value=0.1, max_value=60.0),
+    ParamSpec('width', 640, 'Image width (intrinsics scale with it: about 69 deg horizontal FOV)',
+              unit='px', min_value=64, max_value=1920),
+    ParamSpec('height', 480, 'Image height', unit='px', min_value=48, max_value=1200),
+    ParamSpec('noise_scale', 1.0, 'Scales depth noise (0.02-0.2 mm at 1), glare dropouts and colour '
+              'noise; 0 gives clean frames', min_value=0.0, max_value=10.0),
+    ParamSpec('seed', -1, 'Random seed of the frame sequence; -1 draws one at start (logged). '
+              'Setting it restarts the sequence', min_value=-1, max_value=SEED_MAX),
+    ParamSpec('frames_per_weld', 10, 'Frames of each weld; weld_id (and maybe the class) change '
+              'after them', unit='frames', min_value=1, max_value=1_000_000),
+    ParamSpec('depth_encoding', '32FC1', "Depth encoding: 32FC1 metres (NaN = no return) or 16UC1 "
+              "millimetres (0 = no return, as a RealSense; too coarse for sub-mm relief)",
+              choices=DEPTH_ENCODINGS),
+    ParamSpec('frame_id', 'camera_color_optical_frame', 'frame_id of every published header'),
+    ParamSpec('image_reliability', 'best_effort', 'QoS reliability of the camera topics, fixed '
+              'at start: best_effort like camera drivers; reliable for recorders that must not '
+              'lose frames', choices=RELIABILITY_CHOICES, read_only=True),
+    *(ParamSpec(f'class_weights.{name}', 1.0, f'Relative frequency of {name} welds (0: never)',
+                min_value=0.0, max_value=1000.0) for name in DEFAULT_CLASS_NAMES),
+)
+
+
+@dataclass(frozen=True)
+class SimCameraConfig:
+    rate_hz: float
+    width: int
+    height: int
+    noise_scale: float
+    seed: int
+    frames_per_weld: int
+    depth_encoding: str
+    frame_id: str
+    image_reliability: str
+    class_weights: tuple[tuple[str, float], ...]
+
+    @classmethod
+    def from_values(cls, v: Mapping[str, Any]) -> 'SimCameraConfig':
+        weights = tuple((name, float(v[f'class_weights.{name}'])) for name in DEFAULT_CLASS_NAMES)
+        if sum(w for _, w in weights) <= 0:
+            raise ValueError('at least one class_weights.<class> must be positive')
+        if not str(v['frame_id']):
+            raise ValueError('frame_id must not be empty')
+        return cls(float(v['rate_hz']), int(v['width']), int(v['height']), float(v['noise_scale']),
+                   int(v['seed']), int(v['frames_per_weld']), str(v['depth_encoding']),
+                   str(v['frame_id']), str(v['image_reliability']), weights)
+
+
+class SyntheticCameraNode(Node):
+    def __init__(self, **kwargs) -> None:
+        super().__init__('synthetic_camera_node', **kwargs)
+        self.params = LiveParameters(self, PARAMS, SimCameraConfig.from_values, on_change=self._on_params)
+        cfg = self.params.config
+        # Camera streams: sensor-data QoS (keep last, best effort by default) like a camera
+        # driver: a subscriber that falls behind gets the newest frame, not a backlog.
+        image_qos = camera_qos(cfg.image_reliability)
+        self._color_pub = self.create_publisher(Image, COLOR_TOPIC, image_qos)
+        self._depth_pub = self.create_publisher(Image, DEPTH_TOPIC, image_qos)
+        self._info_pub = self.create_publisher(CameraInfo, INFO_TOPIC, image_qos)
+        # Ground truth is what scorers compare verdicts with: reliable, deep enough to hold
+        # the frames still in flight through the pipeline.
+        self._truth_pub = self.create_publisher(WeldGroundTruth, TRUTH_TOPIC, results_qos(depth=50))
+        # The label holds until the next one: latched, so a recorder that starts late still
+        # gets the current label.
+        self._label_pub = self.create_publisher(WeldLabel, LABEL_TOPIC, latched_qos())
+        self.frames_published = 0
+        self.frames_failed = 0
+        self._stream = self._make_stream(cfg)
+        self._timer = self.create_timer(1.0 / cfg.rate_hz, self._tick)
+        self.get_logger().info(
+            f'synthetic camera: {cfg.width}x{cfg.height} at {cfg.rate_hz:g} Hz, seed {self._stream.seed}, '
+            f'{cfg.frames_per_weld} frames per weld, depth {cfg.depth_encoding}')
+
+    def _make_stream(self, cfg: SimCameraConfig) -> SyntheticWeldStream:
+        seed = cfg.seed
+        if seed < 0:
+            seed = int(self.get_clock().now().nanoseconds % SEED_MAX)
+        return SyntheticWeldStream(seed, default_intrinsics(cfg.width, cfg.height),
+                                   class_weights=dict(cfg.class_weights), noise_scale=cfg.noise_scale,
+                                   frames_per_weld=cfg.frames_per_weld)
+
+    def _on_params(self, cfg: SimCameraConfig, changed: frozenset) -> None:
+        if 'seed' in changed:
+            self._stream = self._make_stream(cfg)
+            self.get_logger().info(f'restarted the frame sequence with seed {self._stream.seed}')
+        else:
+            stream = self._stream
+            stream.intrinsics = default_intrinsics(cfg.width, cfg.height)
+            stream.class_weights = dict(cfg.class_weights)
+            stream.noise_scale = cfg.noise_scale
+            stream.frames_per_weld = cfg.frames_per_weld
+        if 'rate_hz' in changed:
+            self.destroy_timer(self._timer)
+            self._timer = self.create_timer(1.0 / cfg.rate_hz, self._tick)
+
+    def _tick(self) -> None:
+        cfg = self.params.config
+        header = Header(stamp=self.get_clock().now().to_msg(), frame_id=cfg.frame_id)
+        try:
+            frame, new_weld = self._stream.next_frame()
+        except SceneError as exc:       # the ROS boundary: count, log, keep publishing
+            self.frames_failed += 1
+            self.get_logger().warning(f'frame not rendered ({self.frames_failed} so far): {exc}',
+                                      throttle_duration_sec=5.0)
+            return
+        if cfg.depth_encoding == '16UC1':
+            depth = array_to_image(encode_depth_16uc1(frame.depth_m), '16UC1', header)
+        else:
+            depth = array_to_image(frame.depth_m, '32FC1', header)
+        color = array_to_image(frame.rgb, 'rgb8', header)
+        info = intrinsics_to_camera_info(frame.intrinsics, header)
+        truth = ground_truth_to_msg(frame.truth, header)
+        if new_weld:
+            # The label first, with the frame's stamp: "the latest label at or before the
+            # frame" then holds for every frame of the weld.
+            self._label_pub.publish(WeldLabel(header=header, label=frame.truth.defect_class,
+                                              weld_id=frame.truth.weld_id, source=LABEL_SOURCE))
+        self._color_pub.publish(color)
+        self._depth_pub.publish(depth)
+        self._info_pub.publish(info)
+        self._truth_pub.publish(truth)
+        self.frames_published += 1
+
+    @property
+    def weld_id(self) -> str:
+        return self._stream.weld_id
+
+
+def main(args: Optional[list[str]] = None) -> None:
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = SyntheticCameraNode()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == '__main__':
+    main()
