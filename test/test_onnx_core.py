@@ -198,7 +198,10 @@ class StubRules:
 
     def __call__(self, frame):
         self.calls += 1
-        return BeadMeasurement(valid=True, width_mm=4.0), rule_verdict('gap', self.confidences[frame.stamp_ns])
+        conf = self.confidences[frame.stamp_ns]
+        if conf is None:  # no bead measured: no rule verdict
+            return BeadMeasurement.invalid('no bead in view'), None
+        return BeadMeasurement(valid=True, width_mm=4.0), rule_verdict('gap', conf)
 
 
 class StubModel:
@@ -287,6 +290,22 @@ def test_no_model_or_ml_failure_falls_back_to_the_rule_verdict():
     cascade.config = CascadeConfig('ml')
     r = cascade.run(make_frame(2))
     assert r.final.method == 'rule' and r.ml_invoked and cascade.stats.fallbacks['ml_error'] == 2
+
+
+def test_a_frame_without_rule_verdict_goes_to_the_model_or_gets_none():
+    rules = StubRules({1: None})
+    cascade = HybridCascade(rules, CascadeConfig('hybrid'), StubModel('m1', cls='gap'))
+    r = cascade.run(make_frame(1))
+    assert r.ml_invoked and r.rule is None and not r.bead.valid
+    assert (r.final.method, r.final.defect_class, r.final.model_version, r.final.regions) == \
+        ('hybrid', 'gap', 'm1', ())
+    cascade.swap_classifier(None)
+    r = cascade.run(make_frame(1))
+    assert r.final is None and r.fallback == 'no model loaded'
+    cascade.config = CascadeConfig('rule')
+    assert cascade.run(make_frame(1)).final is None
+    assert cascade.stats.no_verdict == 2 and cascade.stats.frames == 3
+    assert sum(cascade.stats.by_method.values()) == 1
 
 
 def test_a_frame_is_served_by_one_model_even_if_a_swap_happens_during_it():

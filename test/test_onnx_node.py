@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from test.helpers.onnx_models import sha256_file, write_bad_models, write_model
+from test.helpers.onnx_node_stub_rules import LOAD_DELAY_ENV
 from test.rosutil import call_service, ros_context, set_parameters, spawn_node, spin_until, stop
 
 pytestmark = pytest.mark.ros
@@ -56,6 +57,8 @@ class Rig:
         self.intr = Intrinsics(120.0, 120.0, WIDTH / 2, HEIGHT / 2, WIDTH, HEIGHT)
         self.sent: dict[int, dict] = {}
         self.final: dict[int, list] = defaultdict(list)
+        self.arrival_s: dict[int, float] = {}
+        self.calls: dict[str, tuple[float, float]] = {}
         self.ml: dict[int, list] = defaultdict(list)
         self.diag: list[dict] = []
         self.confidence = lambda i: 0.2
@@ -97,6 +100,7 @@ class Rig:
 
     def _on_final(self, msg):
         self.final[self._stamp(msg)].append(msg)
+        self.arrival_s.setdefault(self._stamp(msg), time.monotonic())
 
     def _on_ml(self, msg):
         self.ml[self._stamp(msg)].append(msg)
@@ -124,8 +128,13 @@ class Rig:
         return sorted(s for s, info in self.sent.items() if info['phase'] == phase)
 
     def set(self, phase, values, atomic=True):
-        """Set parameters (atomically, as a deploy does) and label later frames with phase."""
+        """Set parameters (atomically, as a deploy does) and label later frames with phase.
+
+        A frame is published just before the request, so one is always in flight with it.
+        """
         self.phase = f'during {phase}'
+        self._tick()
+        t_sent = time.monotonic()
         try:
             if atomic:
                 result = set_atomically(self.node, self.ex, NODE, values)
@@ -133,7 +142,12 @@ class Rig:
                 result = set_parameters(self.node, self.ex, NODE, values)[0]
         finally:
             self.phase = phase
+            self.calls[phase] = (t_sent, time.monotonic())
         return result
+
+    def answered_between(self, t0, t1):
+        """Final verdicts that arrived in [t0, t1], in stamp order."""
+        return [self.final[s][0] for s in sorted(self.arrival_s) if t0 <= self.arrival_s[s] <= t1]
 
     def finish(self, timeout_s=20.0, since=0):
         """Stop the camera, and wait until every tracked frame has its final verdict."""
@@ -165,9 +179,17 @@ def get_parameter(node, ex, target, name):
     return parameter_value_to_python(answer.values[0])
 
 
-def start_node(models_dir, tmp_path, **params):
-    values = {'models_dir': str(models_dir), 'image_reliability': 'reliable', **params}
-    return spawn_node(STUB_NODE_MODULE, values, log_path=tmp_path / 'onnx_node.log')
+def start_node(models_dir, tmp_path, load_delay_s=0.0, **params):
+    # Reliable camera QoS and a queue that covers a few seconds of frames: a loaded CI
+    # machine may stall the node that long, and every frame must still be answered.
+    values = {'models_dir': str(models_dir), 'image_reliability': 'reliable',
+              'image_queue_depth': 100, **params}
+    import os
+    os.environ[LOAD_DELAY_ENV] = str(load_delay_s)  # the child inherits it
+    try:
+        return spawn_node(STUB_NODE_MODULE, values, log_path=tmp_path / 'onnx_node.log')
+    finally:
+        del os.environ[LOAD_DELAY_ENV]
 
 
 def node_log(tmp_path):
@@ -177,7 +199,8 @@ def node_log(tmp_path):
 def test_models_deploy_through_the_parameter_service_and_bad_ones_are_refused(models, tmp_path):
     models_dir, bad = models
     v2 = models_dir / 'v2.onnx'
-    proc = start_node(models_dir, tmp_path, mode='ml', model_path='v1.onnx')
+    # Every model load takes 0.6 s longer (a large model): frames keep coming meanwhile.
+    proc = start_node(models_dir, tmp_path, load_delay_s=0.6, mode='ml', model_path='v1.onnx')
     try:
         with ros_context() as (node, ex):
             rig = Rig(node, ex)
@@ -244,7 +267,16 @@ def test_models_deploy_through_the_parameter_service_and_bad_ones_are_refused(mo
         msg = rig.final[s][0]
         assert msg.method == 'ml' and abs(sum(msg.probabilities) - 1) < 1e-4
         assert msg.header.frame_id == 'camera_color_optical_frame' and msg.latency_ms > 0
-    assert sum(1 for s in tracked if rig.sent[s]['phase'].startswith('during')) > 0
+    assert sum(1 for s in tracked if rig.sent[s]['phase'].startswith('during')) >= len(bad) + 2
+    # While v2 was loading (0.6 s and more), the node kept answering frames with v1.
+    t_sent, t_answered = rig.calls['v2']
+    assert t_answered - t_sent >= 0.6
+    during = rig.answered_between(t_sent + 0.05, t_answered - 0.05)
+    assert len(during) >= 2 and {m.model_version for m in during} == {'weld-v1'}, \
+        [m.model_version for m in during]
+    t_sent, t_answered = rig.calls['v2 after nan_output']  # and with v2 while a bad one loaded
+    during = rig.answered_between(t_sent + 0.05, t_answered - 0.05)
+    assert len(during) >= 2 and {m.model_version for m in during} == {'weld-v2'}
 
     assert diag['model_version'] == 'weld-v2' and diag['model_sha256'] == sha256_file(v2)
     assert diag['swaps_accepted'] == '1' and diag['swaps_refused'] == str(len(bad) + 1)
@@ -346,5 +378,5 @@ def test_modes_switch_at_run_time_and_hybrid_falls_back_to_rules(models, tmp_pat
     # Unloaded: back to the rules.
     assert all(final.method == 'rule' for _, final, _ in answers('unloaded'))
     assert diag_end['rule_fallback_reason'] == 'no model loaded' and diag_end['model_version'] == ''
-    assert int(diag_end['frames_rule']) + int(diag_end['frames_ml']) + int(diag_end['frames_hybrid']) \
-        == int(diag_end['frames'])
+    assert sum(int(diag_end[k]) for k in ('frames_rule', 'frames_ml', 'frames_hybrid',
+                                          'frames_without_verdict')) == int(diag_end['frames'])

@@ -4,10 +4,17 @@ models deployed through the parameter service without stopping the line.
 Subscribes to the synchronized RGB-D input (RgbdInput) and publishes:
   weld/defect/ml     WeldDefect, method 'ml', for every frame the model ran on
   weld/defect        the final verdict of the current mode (rule, ml or hybrid; see
-                     core.cascade for the combination rule and the rule fallback)
+                     core.cascade for the combination rule and the rule fallback); a
+                     frame with no measurable bead that the model did not classify
+                     gets none, as on the rule node
   ~/active_model     std_msgs/String, latched: JSON identity of the model now serving
   /diagnostics       once per second: frames, per-method counts, ML invocation ratio,
                      latency p50/p99, swaps accepted/refused, model version, fallback state
+
+The rule core (core.rules.inspect) runs in this process with the rule node's parameters
+(measure.*, rules.*, spec.*: the same names, descriptions and ranges, so one YAML section
+can serve both nodes). This node does not republish the rule node's outputs (weld/bead,
+weld/defect/rule): run the rule node beside it for those.
 
 Model swap: setting `model_path` (and/or `model_sha256`, `providers`, `intra_op_threads`)
 with any SetParameters client loads and validates the model inside the parameter
@@ -25,6 +32,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping, Optional
 
+import cv2
 import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
@@ -78,6 +86,9 @@ PARAMS = (
               'reloads the model', unit='threads', min_value=0, max_value=64),
     ParamSpec('diagnostics_period_s', 1.0, 'Period of the /diagnostics status', unit='s',
               min_value=0.1, max_value=60.0, read_only=True),
+    ParamSpec('opencv_threads', 1, 'OpenCV worker threads of the node process (1 keeps the '
+              'latency steady beside other nodes), fixed at start', unit='threads',
+              min_value=1, max_value=64, read_only=True),
 )
 
 
@@ -89,6 +100,7 @@ class OnnxNodeConfig:
     cascade: CascadeConfig
     runtime: RuntimeOptions
     diagnostics_period_s: float
+    opencv_threads: int
 
     @classmethod
     def from_values(cls, v: Mapping[str, Any]) -> 'OnnxNodeConfig':
@@ -101,13 +113,23 @@ class OnnxNodeConfig:
                    cascade=CascadeConfig(str(v['mode']), float(v['hybrid_threshold'])),
                    runtime=RuntimeOptions(tuple(str(p).strip().lower() for p in v['providers']),
                                           int(v['intra_op_threads'])),
-                   diagnostics_period_s=float(v['diagnostics_period_s']))
+                   diagnostics_period_s=float(v['diagnostics_period_s']),
+                   opencv_threads=int(v['opencv_threads']))
 
 
-def _default_rule_fn(node: Node) -> RuleFn:
-    """The rule core, with its parameters declared on this node."""
-    from weld_vision_ros.ros.rule_core import declare_rule_core
-    return declare_rule_core(node)
+def _rule_config(values: Mapping[str, Any]):
+    """The rule core's RuleConfig from the measure.*/rules.*/spec.* values, built exactly as
+    the rule node builds it (its own switches at their defaults)."""
+    from weld_vision_ros.rule_defect_node import NODE_PARAMS, NodeConfig
+    return NodeConfig.from_values({**{s.name: s.default for s in NODE_PARAMS}, **values}).rules
+
+
+def _declare_rule_core(node: Node) -> tuple[LiveParameters, RuleFn]:
+    """The rule core with its parameters (the rule node's) declared on `node`."""
+    from weld_vision_ros.core.rules import inspect
+    from weld_vision_ros.rule_defect_node import RULE_PARAMS
+    params = LiveParameters(node, RULE_PARAMS, _rule_config)
+    return params, lambda frame: inspect(frame, params.config)
 
 
 class OnnxDefectNode(Node):
@@ -125,7 +147,11 @@ class OnnxDefectNode(Node):
         self.params = LiveParameters(self, PARAMS, OnnxNodeConfig.from_values,
                                      on_change=self._on_params, check=self._check_params)
         cfg = self.params.config
-        self.cascade = HybridCascade(rule_fn or _default_rule_fn(self), cfg.cascade)
+        cv2.setNumThreads(cfg.opencv_threads)
+        self.rule_params: Optional[LiveParameters] = None
+        if rule_fn is None:
+            self.rule_params, rule_fn = _declare_rule_core(self)
+        self.cascade = HybridCascade(rule_fn, cfg.cascade)
         self.latency = RollingLatency()
         self.ml_latency = RollingLatency()
 
@@ -216,7 +242,8 @@ class OnnxDefectNode(Node):
         if result.ml is not None:
             self.ml_latency.add(result.ml.latency_ms)
             self._ml_pub.publish(verdict_to_msg(replace(result.ml, latency_ms=latency_ms), header))
-        self._final_pub.publish(verdict_to_msg(replace(result.final, latency_ms=latency_ms), header))
+        if result.final is not None:
+            self._final_pub.publish(verdict_to_msg(replace(result.final, latency_ms=latency_ms), header))
         self.latency.add(latency_ms)
         if result.fallback:
             self.get_logger().warning(f'rule verdict published in place of the model: '
@@ -237,6 +264,7 @@ class OnnxDefectNode(Node):
             'frames_rule': s.by_method.get('rule', 0),
             'frames_ml': s.by_method.get('ml', 0),
             'frames_hybrid': s.by_method.get('hybrid', 0),
+            'frames_without_verdict': s.no_verdict,
             'ml_invocations': s.ml_invocations,
             'ml_invocation_ratio': s.ml_invocation_ratio,
             'ml_errors': s.ml_errors,

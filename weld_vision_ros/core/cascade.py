@@ -9,6 +9,11 @@ Modes:
           decides the class, the confidence and the probabilities, and the rule's regions
           of that class are kept (the model classifies whole frames and localises nothing).
           The result carries method 'hybrid', and the model's version when it decided.
+          A frame on which the rules measured no bead (no rule verdict) counts as unsure.
+
+No bead, no model: like the rule node, a frame whose bead cannot be measured gets no
+verdict from the rules (a 'good' would pass an uninspected seam); when the model does not
+decide it either, `final` is None and nothing is published for that frame.
 
 Fallback: in 'ml' and 'hybrid' mode, when no model is loaded or the model fails on a
 frame (InferenceError), the frame gets the rule verdict unchanged (method 'rule', so a
@@ -35,7 +40,7 @@ DEFAULT_HYBRID_THRESHOLD = 0.70
 FALLBACK_NO_MODEL = 'no_model'
 FALLBACK_ML_ERROR = 'ml_error'
 
-RuleFn = Callable[[RGBDFrame], tuple[BeadMeasurement, Verdict]]
+RuleFn = Callable[[RGBDFrame], tuple[BeadMeasurement, Optional[Verdict]]]
 
 
 class Classifier(Protocol):
@@ -66,12 +71,13 @@ class CascadeConfig:
 class CascadeResult:
     """One frame's outcome.
 
-    final: the verdict to publish. ml: the model's own verdict when it ran and succeeded.
-    rule, bead: the rule core's outputs when the rules ran. fallback: why the rule
-    verdict stands in for the model ('' when it does not), e.g. 'no model loaded'.
+    final: the verdict to publish (None: nobody could classify the frame, see above).
+    ml: the model's own verdict when it ran and succeeded. rule, bead: the rule core's
+    outputs when the rules ran (rule is None when no bead was measured). fallback: why the
+    rule result stands in for the model ('' when it does not), e.g. 'no model loaded'.
     """
 
-    final: Verdict
+    final: Optional[Verdict]
     ml: Optional[Verdict] = None
     rule: Optional[Verdict] = None
     bead: Optional[BeadMeasurement] = None
@@ -81,11 +87,13 @@ class CascadeResult:
 
 @dataclass
 class CascadeStats:
-    """Counts since start. by_method counts final verdicts; fallbacks counts by kind."""
+    """Counts since start. by_method counts final verdicts; fallbacks counts by kind;
+    no_verdict counts frames that got no verdict at all."""
 
     frames: int = 0
     ml_invocations: int = 0
     ml_errors: int = 0
+    no_verdict: int = 0
     by_method: Counter = None  # type: ignore[assignment]
     fallbacks: Counter = None  # type: ignore[assignment]
 
@@ -99,13 +107,14 @@ class CascadeStats:
         return self.ml_invocations / self.frames if self.frames else 0.0
 
 
-def combine(rule: Verdict, ml: Verdict) -> Verdict:
-    """Hybrid verdict for a frame the rules were unsure about: the model decides."""
+def combine(rule: Optional[Verdict], ml: Verdict) -> Verdict:
+    """Hybrid verdict for a frame the rules were unsure about (or had no verdict on): the
+    model decides; the rule's regions of the decided class are kept."""
+    regions = () if rule is None else tuple(r for r in rule.regions if r.defect_class == ml.defect_class)
     return Verdict(defect_class=ml.defect_class, confidence=ml.confidence,
                    class_names=ml.class_names, probabilities=ml.probabilities,
                    method=METHOD_HYBRID, model_version=ml.model_version,
-                   latency_ms=rule.latency_ms + ml.latency_ms,
-                   regions=tuple(r for r in rule.regions if r.defect_class == ml.defect_class))
+                   latency_ms=(rule.latency_ms if rule else 0.0) + ml.latency_ms, regions=regions)
 
 
 class HybridCascade:
@@ -162,7 +171,7 @@ class HybridCascade:
             bead, rule = self._rule_fn(frame)
             if classifier is None:
                 result = CascadeResult(final=rule, rule=rule, bead=bead, fallback='no model loaded')
-            elif rule.confidence >= config.hybrid_threshold:
+            elif rule is not None and rule.confidence >= config.hybrid_threshold:
                 result = CascadeResult(final=replace(rule, method=METHOD_HYBRID), rule=rule, bead=bead)
             else:
                 ml, error = self._try_ml(classifier, frame)
@@ -172,8 +181,9 @@ class HybridCascade:
                 else:
                     result = CascadeResult(final=combine(rule, ml), ml=ml, rule=rule, bead=bead,
                                            ml_invoked=True)
-        result = replace(result, final=replace(result.final,
-                                               latency_ms=(time.perf_counter() - t0) * 1000.0))
+        if result.final is not None:
+            result = replace(result, final=replace(result.final,
+                                                   latency_ms=(time.perf_counter() - t0) * 1000.0))
         self._count(result)
         return result
 
@@ -191,7 +201,10 @@ class HybridCascade:
     def _count(self, result: CascadeResult) -> None:
         s = self.stats
         s.frames += 1
-        s.by_method[result.final.method] += 1
+        if result.final is None:
+            s.no_verdict += 1
+        else:
+            s.by_method[result.final.method] += 1
         if result.ml_invoked:
             s.ml_invocations += 1
         if result.ml_invoked and result.ml is None:
