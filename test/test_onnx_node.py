@@ -55,6 +55,7 @@ class Rig:
         self.pub_depth = node.create_publisher(Image, 'camera/aligned_depth_to_color/image_raw', qos)
         self.pub_info = node.create_publisher(CameraInfo, 'camera/color/camera_info', qos)
         self.intr = Intrinsics(120.0, 120.0, WIDTH / 2, HEIGHT / 2, WIDTH, HEIGHT)
+        self.make_frame = self._stub_frame  # i -> (rgb, depth_m, intrinsics, info)
         self.sent: dict[int, dict] = {}
         self.final: dict[int, list] = defaultdict(list)
         self.arrival_s: dict[int, float] = {}
@@ -80,19 +81,21 @@ class Rig:
         i = self._i
         self._i += 1
         stamp_ns = 1_700_000_000_000_000_000 + i * 50_000_000
-        conf = self.confidence(i)
-        white = self.white(i)
+        rgb, depth, intr, info = self.make_frame(i)
+        header = Header(stamp=ns_to_stamp(stamp_ns), frame_id='camera_color_optical_frame')
+        self.pub_info.publish(intrinsics_to_camera_info(intr, header))
+        self.pub_color.publish(array_to_image(rgb, 'rgb8', header))
+        self.pub_depth.publish(array_to_image(depth, '32FC1', header))
+        self.sent[stamp_ns] = {'i': i, 'phase': self.phase, **info}
+
+    def _stub_frame(self, i):
+        conf, white = self.confidence(i), self.white(i)
         rgb = (np.full((HEIGHT, WIDTH, 3), 250, np.uint8) if white
                else self._rng.integers(0, 200, (HEIGHT, WIDTH, 3), dtype=np.uint8))
         rgb[0, 0, 0] = round(conf * 255)
         depth = np.full((HEIGHT, WIDTH), 0.3, np.float32)
         depth[:, WIDTH // 2 - 5:WIDTH // 2 + 5] = 0.298
-        header = Header(stamp=ns_to_stamp(stamp_ns), frame_id='camera_color_optical_frame')
-        self.pub_info.publish(intrinsics_to_camera_info(self.intr, header))
-        self.pub_color.publish(array_to_image(rgb, 'rgb8', header))
-        self.pub_depth.publish(array_to_image(depth, '32FC1', header))
-        self.sent[stamp_ns] = {'i': i, 'confidence': rgb[0, 0, 0] / 255.0, 'phase': self.phase,
-                               'white': white}
+        return rgb, depth, self.intr, {'confidence': rgb[0, 0, 0] / 255.0, 'white': white}
 
     @staticmethod
     def _stamp(msg):
@@ -380,3 +383,66 @@ def test_modes_switch_at_run_time_and_hybrid_falls_back_to_rules(models, tmp_pat
     assert diag_end['rule_fallback_reason'] == 'no model loaded' and diag_end['model_version'] == ''
     assert sum(int(diag_end[k]) for k in ('frames_rule', 'frames_ml', 'frames_hybrid',
                                           'frames_without_verdict')) == int(diag_end['frames'])
+
+
+def test_real_node_runs_the_rule_core_in_process_and_asks_the_model_where_it_is_unsure(models, tmp_path):
+    """The installed entry point (real rules) on synthetic weld frames."""
+    from weld_vision_ros.core.frames import RGBDFrame
+    from weld_vision_ros.core.rules import inspect
+    from weld_vision_ros.core.synthetic import default_intrinsics, render_random
+    models_dir, _ = models
+    rng = np.random.default_rng(11)
+    intr = default_intrinsics(320, 240)
+    scenes = [render_random(rng, intr) for _ in range(12)]
+    expected = [inspect(RGBDFrame(f.rgb, f.depth_m, f.intrinsics))[1] for f in scenes]
+    # A threshold between two of the scenes' rule confidences, so both branches are taken.
+    confidences = sorted(v.confidence for v in expected if v is not None)
+    assert len(set(confidences)) >= 2
+    k = len(confidences) // 2
+    while confidences[k - 1] == confidences[k]:
+        k += 1
+    threshold = 0.5 * (confidences[k - 1] + confidences[k])
+    values = {'models_dir': str(models_dir), 'image_reliability': 'reliable',
+              'image_queue_depth': 100, 'mode': 'rule', 'model_path': 'v1.onnx'}
+    proc = spawn_node('weld_vision_ros.onnx_defect_node', values, log_path=tmp_path / 'onnx_node.log')
+    try:
+        with ros_context() as (node, ex):
+            rig = Rig(node, ex)
+            rig.make_frame = lambda i: (scenes[i % len(scenes)].rgb, scenes[i % len(scenes)].depth_m,
+                                        intr, {'scene': i % len(scenes)})
+            since = rig.wait_ready(timeout_s=60.0)
+            refused = rig.set('rule', {'rules.mark_darkness': 5.0}, atomic=False)
+            rig.run_for(len(scenes) / RATE_HZ + 0.3)
+            assert rig.set('hybrid', {'mode': 'hybrid', 'hybrid_threshold': threshold}).successful
+            rig.run_for(len(scenes) / RATE_HZ + 0.3)
+            rig.publishing = False
+            tracked = [s for s in rig.sent if s >= since]
+            spin_until(ex, lambda: all(s in rig.final or expected[rig.sent[s]['scene']] is None
+                                       for s in tracked), 30.0)
+            rig.run_for(1.0)
+    finally:
+        stop(proc)
+    assert not refused.successful and 'rules.mark_darkness' in refused.reason
+    checked = {'rule': 0, 'hybrid': 0}
+    for s in tracked:
+        phase, want = rig.sent[s]['phase'], expected[rig.sent[s]['scene']]
+        got, ml = rig.final.get(s, []), rig.ml.get(s, [])
+        if phase == 'rule':
+            if want is None:  # no bead measured: no verdict, as on the rule node
+                assert got == [] and ml == []
+            else:
+                assert len(got) == 1 and got[0].method == 'rule' and ml == []
+                assert (got[0].defect_class, got[0].model_version) == (want.defect_class, '')
+                assert got[0].confidence == pytest.approx(want.confidence, abs=1e-5)
+            checked['rule'] += 1
+        elif phase == 'hybrid':
+            assert len(got) == 1 and got[0].method == 'hybrid', node_log(tmp_path)
+            if want is not None and want.confidence >= threshold:  # rules sure: their verdict stands
+                assert ml == [] and (got[0].defect_class, got[0].model_version) == (want.defect_class, '')
+            else:  # rules unsure (or no bead): the model decides
+                assert len(ml) == 1 and got[0].model_version == 'weld-v1'
+                assert got[0].defect_class == ml[0].defect_class
+            checked['hybrid'] += 1
+    assert checked['rule'] >= len(scenes) // 2 and checked['hybrid'] >= len(scenes) // 2
+    asked = [s for s in tracked if rig.sent[s]['phase'] == 'hybrid' and s in rig.ml]
+    assert 0 < len(asked) < checked['hybrid']

@@ -1,9 +1,10 @@
 """Tiny defect models for tests, exported the way training exports them.
 
 `torch.onnx.export` of a small CNN, then the weld.* contract written into the model's
-metadata_props (ModelContract.to_metadata). Broken variants (wrong input shape, class
-count that disagrees with the metadata, NaN output, no metadata, truncated, not ONNX)
-are made from real exports, so the node sees what a faulty export would give it.
+metadata_props (ModelContract.to_metadata). Broken variants (an input shape or a class
+count that disagrees with the metadata, NaN output, no metadata, truncated, not ONNX) are
+made from real exports, so the node sees what a faulty export would give it. Exports are
+cached per process: a handful serve every test.
 """
 from __future__ import annotations
 
@@ -58,13 +59,13 @@ def export_graph(*, num_classes: int = len(DEFAULT_CLASS_NAMES), channels: int =
     import torch
     net = _tiny_net(num_classes, channels, seed, nan_output, nan_when_bright)
     x = torch.zeros(1, channels, input_size, input_size)
+    buf = io.BytesIO()
+    # As weld_training.export does it: TorchScript exporter, opset 17, dynamic batch axis.
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
-        program = torch.onnx.export(net, (x,), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                                    dynamo=True, external_data=False, verbose=False)
-    buf = io.BytesIO()
-    import onnx
-    onnx.save_model(program.model_proto, buf)
+        torch.onnx.export(net, (x,), buf, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                          opset_version=17, dynamo=False, do_constant_folding=True,
+                          dynamic_axes={INPUT_NAME: {0: 'batch'}, OUTPUT_NAME: {0: 'batch'}})
     return buf.getvalue()
 
 
@@ -120,10 +121,12 @@ def write_bad_models(models_dir: Path, outside_dir: Path) -> list[BadModel]:
 
     add('not_onnx', b'name,width_mm\nweld_1,4.2\n' * 20, 'ONNX')
     add('truncated', good[:len(good) // 2], 'ONNX')
-    add('wrong_input_shape', with_metadata(export_graph(input_size=48),
-                                           contract('bad-shape').to_metadata()), 'input')
-    add('class_count_mismatch', with_metadata(export_graph(num_classes=4),
-                                              contract('bad-classes').to_metadata()), 'class')
+    # A 64x64 graph whose metadata says it was trained at 48x48.
+    add('wrong_input_shape', with_metadata(export_graph(), contract('bad-shape', input_size=48)
+                                           .to_metadata()), 'input')
+    # A 6-class graph whose metadata names 4 classes.
+    add('class_count_mismatch', with_metadata(export_graph(), contract(
+        'bad-classes', class_names=DEFAULT_CLASS_NAMES[:4]).to_metadata()), 'class')
     add('nan_output', with_metadata(export_graph(nan_output=True),
                                     contract('bad-nan').to_metadata()), 'finite')
     add('outside_models_dir', with_metadata(export_graph(), contract('bad-outside').to_metadata()),
