@@ -30,6 +30,7 @@ setup(
         'console_scripts': [
             'weld-vision = weld_vision_ros.cli:main',
             'weld-sim = weld_vision_ros.sim_record:main',
+            'weld-train = weld_training.cli:main',
         ],
     },
 )

@@ -55,9 +55,9 @@ class MeasureConfig:
     min_bead_area_mm2: float = 60.0       # smallest raised blob accepted as a bead [mm^2]
     min_seam_length_mm: float = 15.0      # shortest bead accepted [mm]
     along_step_mm: float = 0.5            # profile spacing along the seam [mm]
-    across_step_mm: float = 0.2           # sample spacing across the seam [mm]
+    across_step_mm: float = 0.25          # sample spacing across the seam [mm]
     max_profiles: int = 1200              # cap on profiles per frame (along_step grows)
-    window_margin_mm: float = 5.0         # profile half-width beyond the coarse bead edge [mm]
+    window_margin_mm: float = 4.5         # profile half-width beyond the coarse bead edge [mm]
     chunk_mm: float = 4.0                 # profiles averaged per chunk along the seam [mm]
     gap_height_ratio: float = 0.6         # chunk crown below this x median crown: under-filled
     gap_margin_mm: float = 5.0            # bead left out of the statistics beside a gap [mm]
@@ -455,7 +455,9 @@ def _profiles(frame: RGBDFrame, cfg: MeasureConfig, plate: Plate, seam: SeamFram
     if n_chunks < 2:
         raise MeasurementError('no bead in view: the seam is too short to profile')
     finite = np.isfinite(elevation)
-    e0 = np.where(finite, elevation, np.float32(0.0))
+    e0 = cv2.patchNaNs(elevation.copy(), 0.0)
+    if e0 is None:                        # older OpenCV patches in place and returns nothing
+        e0 = np.where(finite, elevation, np.float32(0.0))
     used = slice(0, n_chunks * m)
     sums = cv2.resize(e0[:, used], (n_chunks, rows), interpolation=cv2.INTER_AREA)
     counts = cv2.resize(finite[:, used].astype(np.float32), (n_chunks, rows), interpolation=cv2.INTER_AREA)
@@ -464,7 +466,7 @@ def _profiles(frame: RGBDFrame, cfg: MeasureConfig, plate: Plate, seam: SeamFram
     coverage = counts.mean(axis=0)
 
     # crown: the highest point of the lightly smoothed profile
-    smooth = cv2.blur(np.nan_to_num(prof, nan=-1e3), (1, 3))
+    smooth = cv2.blur(np.where(np.isnan(prof), np.float32(-1e3), prof), (1, 3))
     peak_row = np.argmax(smooth, axis=0)
     ci = np.arange(n_chunks)
     crown0 = smooth[peak_row, ci]
@@ -489,11 +491,17 @@ def _profiles(frame: RGBDFrame, cfg: MeasureConfig, plate: Plate, seam: SeamFram
     width = (u @ widths) / float(u @ u)
     centre_row = centre_rows.mean(axis=0)
     # crown height: the cap model fitted to the upper profile
-    rr = np.arange(rows, dtype=np.float32)[:, None]
-    uu = (rr - centre_row[None, :]) * (2.0 * seam.dt) / np.maximum(width[None, :], 1e-3)
+    # only the rows that can hold the upper half of a cap: the band around the crowns
+    reach = 0.5 * float(width[ok].max()) / seam.dt + 1.0
+    r_lo = max(0, int(centre_row[ok].min() - reach))
+    r_hi = min(rows, int(centre_row[ok].max() + reach) + 1)
+    band = prof[r_lo:r_hi]
+    rr = np.arange(r_lo, r_hi, dtype=np.float32)[:, None]
+    uu = (rr - centre_row[None, :].astype(np.float32)) * np.float32(2.0 * seam.dt) \
+        / np.maximum(width[None, :], 1e-3).astype(np.float32)
     g = np.maximum(1.0 - uu * uu, 0.0) ** np.float32(p)
-    use = (g > 0.5) & np.isfinite(prof)
-    num = np.where(use, np.nan_to_num(prof) * g, 0.0).sum(axis=0)
+    use = (g > 0.5) & ~np.isnan(band)
+    num = np.where(use, band * g, 0.0).sum(axis=0)
     den = np.where(use, g * g, 0.0).sum(axis=0)
     height = np.where(den > 0, num / np.maximum(den, 1e-9), crown0)
 
@@ -551,7 +559,9 @@ def _fit_exponent(widths: np.ndarray) -> float:
     """Cap exponent p that best explains the ratios of level widths (levels, chunks)."""
     if widths.shape[1] == 0:
         return 1.0
-    ratio = np.median(widths / np.maximum(widths[2:3], 1e-6), axis=1)          # (levels,)
+    ratios = np.sort(widths / np.maximum(widths[2:3], 1e-6), axis=1)         # (levels, chunks)
+    k = ratios.shape[1]
+    ratio = 0.5 * (ratios[:, (k - 1) // 2] + ratios[:, k // 2])                # median per level
     model = _RATIO_TABLE
     err = ((model - ratio[None, :]) ** 2).sum(axis=1)
     i = int(np.argmin(err))

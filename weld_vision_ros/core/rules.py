@@ -376,8 +376,9 @@ def find_spatter(geom: BeadGeometry, gray: np.ndarray, frame: RGBDFrame,
     key = np.floor(s[order] / cell).astype(np.int64) * 1_000_003 + np.floor(t[order] / cell).astype(np.int64)
     _, first = np.unique(key, return_index=True)
     pick = order[np.sort(first)]
-    pick = pick[np.argsort(-response[pick])][:100]
-    count_strength = min(pick.size / cfg.spatter_min_count, 3.0)
+    count = pick.size
+    pick = pick[np.argsort(-response[pick])][:40]         # the 40 strongest are reported
+    count_strength = min(count / cfg.spatter_min_count, 3.0)
     half = max(geom.mm_per_px, 0.5)
     return [Finding(SPATTER, count_strength * min(float(response[i]) / cfg.spatter_contrast, 2.0) ** 0.5,
                     (float(s[i]) - half, float(s[i]) + half), (float(t[i]) - half, float(t[i]) + half),

@@ -1,0 +1,333 @@
+#!/usr/bin/env python3
+"""Benchmark of the rule inspector against the seeds' approach, on synthetic frames.
+
+    python benchmarks/bench_rules.py                 # full run, a few minutes on 2 cores
+    python benchmarks/bench_rules.py --frames 120 --speed-frames 12   # quick look
+
+Accuracy: `--frames` frames (classes in turn, every scene random: seam angle, distance,
+tilt, bead, lighting, noise) rendered with seeds from `--seed-base` on. The rules were
+tuned on seeds 10_000-10_239 and checked on 20_000-20_599; the default seed base
+(7_000_000) was never looked at while tuning. Width and height errors are against the
+renderer's truth (for 'gap', the truth leaves the gap out, as the measurement does).
+
+Speed: the core alone (`inspect`) on one thread (OpenCV and BLAS limited to 1), median
+and p99 per frame at 640x480 and 1280x720, on frames rendered beforehand.
+
+Baseline, in the same run: the seeds' approach as their evaluator ran it: HSV threshold
+(value above mean + 1.5 sd, low saturation), morphological opening, a per-column scan of the mask for
+the bead width in pixels, mm from the median depth; classes from simple thresholds on that
+mask (its thresholds set on the tuning seeds, like the rules').
+
+Writes the tables to --out-md (BENCHMARKS_rules.md) and the confusion matrices to
+--out-png (docs/rule_confusion.png).
+"""
+from __future__ import annotations
+
+import os
+
+for _var in ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS'):
+    os.environ.setdefault(_var, '1')
+
+import argparse  # noqa: E402
+import multiprocessing as mp  # noqa: E402
+import platform  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Optional  # noqa: E402
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from weld_vision_ros.core.classes import DEFAULT_CLASS_NAMES  # noqa: E402
+from weld_vision_ros.core.frames import RGBDFrame  # noqa: E402
+from weld_vision_ros.core.rules import RuleConfig, inspect  # noqa: E402
+from weld_vision_ros.core.synthetic import default_intrinsics, render_random  # noqa: E402
+
+CLASSES = DEFAULT_CLASS_NAMES
+TUNING_SEEDS = 'tuning 10_000-10_239, validation 20_000-20_599'
+
+
+# --- the seeds' approach ------------------------------------------------------------------------
+
+@dataclass
+class BaselineResult:
+    defect_class: str
+    width_mm: float
+    height_mm: float
+
+
+@dataclass(frozen=True)
+class BaselineThresholds:
+    # set by a grid search on the tuning seeds 10_000-10_179 (best of 320 combinations)
+    thin_fraction: float = 0.2        # columns under half the median width -> gap
+    spatter_blobs: int = 8            # small bright blobs beside the bead -> spatter
+    dark_pixels: int = 10             # dark pixels on the bead -> porosity / crack
+    dark_ring: float = 0.1            # dark fraction of the ring around the bead -> undercut
+
+
+def seed_baseline(frame: RGBDFrame, th: BaselineThresholds = BaselineThresholds(),
+                  features: Optional[dict] = None) -> BaselineResult:
+    """HSV threshold, opening, per-column width scan of the mask (a Python loop over columns,
+    as the seeds' evaluator had it), and threshold classes on the mask."""
+    hsv = cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2HSV)
+    value, sat = hsv[..., 2], hsv[..., 1]
+    # the bead is the bright, unsaturated metal: value well above the plate's
+    v_mean, v_std = cv2.meanStdDev(value)
+    threshold = float(v_mean[0, 0] + 1.5 * v_std[0, 0])
+    mask = ((value > threshold) & (sat < 90)).astype(np.uint8)
+    mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((5, 5), np.uint8))
+    # the bead: the largest blob of the mask; small blobs beside it are spatter candidates
+    n_lab, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    if n_lab <= 1:
+        return BaselineResult('good', 0.0, 0.0)
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    small_blobs = int(np.count_nonzero(areas < 60))
+    mask = (labels == int(np.argmax(areas)) + 1).astype(np.uint8)
+    depth = frame.depth_m
+    plate_m = float(np.nanmedian(depth))
+    mm_per_px = frame.intrinsics.mm_per_px(plate_m)
+    widths = []
+    for x in range(mask.shape[1]):
+        rows = np.nonzero(mask[:, x])[0]
+        widths.append(float(rows[-1] - rows[0] + 1) if rows.size else 0.0)
+    widths = np.array(widths)
+    present = widths > 0
+    if not present.any():
+        return BaselineResult('good', 0.0, 0.0)
+    width_px = float(np.median(widths[present]))
+    width_mm = width_px * mm_per_px
+    on = mask > 0
+    crown = np.nanpercentile(depth[on], 5) if on.any() else plate_m
+    off = np.nanmedian(depth[~on]) if (~on).any() else plate_m
+    height_mm = 1000.0 * float(off - crown)
+    # simple threshold classes
+    v = value.astype(np.float32)
+    bead_v = float(np.median(v[on]))
+    dark_in = on & (v < 0.5 * bead_v)
+    ring = cv2.dilate(mask, np.ones((7, 7), np.uint8)).astype(bool) & ~on
+    plate_v = float(np.median(v[~on]))
+    span = np.flatnonzero(present)
+    inner = widths[span[0]:span[-1] + 1]
+    thin = float(np.mean(inner < 0.5 * width_px)) if inner.size else 0.0
+    n_dark = int(np.count_nonzero(dark_in))
+    ring_dark = float(np.mean(v[ring] < 0.6 * plate_v)) if ring.any() else 0.0
+    if features is not None:
+        features.update(thin=thin, blobs=small_blobs, dark=n_dark, ring=ring_dark)
+    if thin > th.thin_fraction:
+        cls = 'gap'
+    elif small_blobs >= th.spatter_blobs:
+        cls = 'spatter'
+    elif n_dark > th.dark_pixels:
+        dark = dark_in.astype(np.uint8)
+        n_d, _, st_d, _ = cv2.connectedComponentsWithStats(dark, connectivity=8)
+        elongated = any(max(w, h) > 4 * max(1, min(w, h)) for _, _, w, h, _ in st_d[1:])
+        cls = 'crack' if elongated else 'porosity'
+    elif ring_dark > th.dark_ring:
+        cls = 'undercut'
+    else:
+        cls = 'good'
+    return BaselineResult(cls, width_mm, height_mm)
+
+
+# --- accuracy ----------------------------------------------------------------------------------
+
+def _render(seed: int, width: int, height: int):
+    cls = CLASSES[seed % len(CLASSES)]
+    f = render_random(np.random.default_rng(seed), default_intrinsics(width, height), defect_class=cls)
+    return RGBDFrame(f.rgb, f.depth_m, f.intrinsics, stamp_ns=seed), f.truth
+
+
+def _evaluate(args: tuple[int, int, int]) -> dict:
+    seed, width, height = args
+    cv2.setNumThreads(1)
+    frame, truth = _render(seed, width, height)
+    bead, verdict = inspect(frame, RuleConfig())
+    base = seed_baseline(frame)
+    return dict(seed=seed, truth=truth.defect_class, pred=verdict.defect_class if verdict else 'none',
+                conf=verdict.confidence if verdict else 0.0, valid=bead.valid,
+                w=bead.width_mm, h=bead.height_mm, uc=bead.undercut_depth_mm,
+                w_true=truth.width_mm, h_true=truth.height_mm, uc_true=truth.undercut_depth_mm,
+                angle=bead.seam_angle_deg, angle_true=truth.seam_angle_deg,
+                base_pred=base.defect_class, base_w=base.width_mm, base_h=base.height_mm)
+
+
+def confusion(truth: list[str], pred: list[str]) -> np.ndarray:
+    m = np.zeros((len(CLASSES), len(CLASSES)), dtype=int)
+    for t, p in zip(truth, pred):
+        if p in CLASSES:
+            m[CLASSES.index(t), CLASSES.index(p)] += 1
+    return m
+
+
+def prf(m: np.ndarray, n_per_class: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    tp = np.diag(m).astype(float)
+    precision = tp / np.maximum(m.sum(axis=0), 1)
+    recall = tp / np.maximum(n_per_class, 1)           # unanswered frames count as misses
+    f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
+    return precision, recall, f1
+
+
+# --- speed -------------------------------------------------------------------------------------
+
+def time_per_frame(fn, frames: list[RGBDFrame], repeats: int) -> np.ndarray:
+    for f in frames[:3]:                               # warm-up (first calls import and allocate)
+        fn(f)
+    times = []
+    for _ in range(repeats):
+        for f in frames:
+            t0 = time.perf_counter()
+            fn(f)
+            times.append(1000.0 * (time.perf_counter() - t0))
+    return np.array(times)
+
+
+def speed(width: int, height: int, n_frames: int, repeats: int, base_repeats: int) -> dict:
+    frames = [_render(9_000_000 + i, width, height)[0] for i in range(n_frames)]
+    cfg = RuleConfig()
+    rule = time_per_frame(lambda f: inspect(f, cfg), frames, repeats)
+    base = time_per_frame(seed_baseline, frames, base_repeats)
+    return dict(size=f'{width}x{height}', rule_med=float(np.median(rule)), rule_p99=float(np.percentile(rule, 99)),
+                base_med=float(np.median(base)), base_p99=float(np.percentile(base, 99)),
+                n_rule=rule.size, n_base=base.size)
+
+
+# --- report ------------------------------------------------------------------------------------
+
+def save_confusion_png(path: Path, rule_m: np.ndarray, base_m: np.ndarray, n: int) -> None:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5.2))
+    for ax, m, title in ((axes[0], rule_m, 'rule inspector'), (axes[1], base_m, "seeds' HSV baseline")):
+        norm = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
+        ax.imshow(norm, cmap='Blues', vmin=0, vmax=1)
+        for i in range(m.shape[0]):
+            for j in range(m.shape[1]):
+                ax.text(j, i, str(m[i, j]), ha='center', va='center',
+                        color='white' if norm[i, j] > 0.6 else 'black', fontsize=9)
+        ax.set_xticks(range(len(CLASSES)), CLASSES, rotation=35, ha='right')
+        ax.set_yticks(range(len(CLASSES)), CLASSES)
+        ax.set_xlabel('predicted')
+        ax.set_ylabel('true')
+        ax.set_title(f'{title} ({n} unseen synthetic frames)')
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def markdown(acc: dict, speeds: list[dict], args, elapsed_s: float) -> str:
+    n = acc['n']
+    lines = ['# Rule inspector benchmark', '',
+             f'`python benchmarks/bench_rules.py` ({args.frames} frames, seeds from {args.seed_base}; '
+             f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores, '
+             f'OpenCV {cv2.__version__}, NumPy {np.__version__}; {elapsed_s:.0f} s).', '',
+             f'Rules tuned on other seeds ({TUNING_SEEDS}).', '',
+             '## Accuracy', '',
+             '| metric | rule inspector | seeds\' baseline | target |', '|---|---|---|---|',
+             f'| width MAE [mm] | {acc["w_mae"]:.3f} | {acc["base_w_mae"]:.3f} | <= 0.2 |',
+             f'| height MAE [mm] | {acc["h_mae"]:.3f} | {acc["base_h_mae"]:.3f} | <= 0.1 |',
+             f'| macro-F1 | {acc["f1"].mean():.3f} | {acc["base_f1"].mean():.3f} | >= 0.85 |',
+             f'| accuracy | {acc["accuracy"]:.3f} | {acc["base_accuracy"]:.3f} | |',
+             f'| frames measured (valid bead) | {acc["valid"]}/{n} | | |',
+             f'| undercut depth MAE, undercut frames [mm] | {acc["uc_mae"]:.3f} | | |',
+             f'| seam angle MAE [deg] | {acc["angle_mae"]:.3f} | | |',
+             f'| width MAE, p95 of abs error [mm] | {acc["w_p95"]:.3f} | | |',
+             '', '| class | precision | recall | F1 | baseline P | baseline R | baseline F1 |',
+             '|---|---|---|---|---|---|---|']
+    for i, c in enumerate(CLASSES):
+        lines.append(f'| {c} | {acc["p"][i]:.3f} | {acc["r"][i]:.3f} | {acc["f1"][i]:.3f} | '
+                     f'{acc["base_p"][i]:.3f} | {acc["base_r"][i]:.3f} | {acc["base_f1"][i]:.3f} |')
+    lines += ['', 'Confusion matrices (rows true, columns predicted): `docs/rule_confusion.png`.', '',
+              f'Verdict confidence: median {acc["conf_med"]:.2f}; frames under 0.70 (the cascade asks the '
+              f'model there): {acc["low_conf"]} of {n}, of which {acc["low_conf_wrong"]} wrong; wrong '
+              f'verdicts at or above 0.70: {acc["high_conf_wrong"]}.', '',
+              '## Speed (core only, one thread)', '',
+              '| image | rule median [ms] | rule p99 [ms] | baseline median [ms] | baseline p99 [ms] | speed-up (median) |',
+              '|---|---|---|---|---|---|']
+    for s in speeds:
+        lines.append(f'| {s["size"]} | {s["rule_med"]:.2f} | {s["rule_p99"]:.2f} | {s["base_med"]:.2f} | '
+                     f'{s["base_p99"]:.2f} | {s["base_med"] / s["rule_med"]:.1f}x |')
+    lines += ['', f'Target: <= 5 ms median at 640x480. Timings: {speeds[0]["n_rule"]} rule and '
+              f'{speeds[0]["n_base"]} baseline calls per size, wall clock on a shared machine (other '
+              'processes running): compare within one run.', '']
+    return '\n'.join(lines)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--frames', type=int, default=600, help='accuracy frames (default 600)')
+    p.add_argument('--seed-base', type=int, default=7_000_000,
+                   help='first accuracy seed; keep clear of the tuning seeds (10_000-20_599)')
+    p.add_argument('--workers', type=int, default=min(2, os.cpu_count() or 1),
+                   help='processes for the accuracy part')
+    p.add_argument('--speed-frames', type=int, default=40, help='distinct frames per speed size')
+    p.add_argument('--speed-repeats', type=int, default=5, help='passes over them for the rules')
+    p.add_argument('--out-md', type=Path, default=REPO / 'BENCHMARKS_rules.md')
+    p.add_argument('--out-png', type=Path, default=REPO / 'docs' / 'rule_confusion.png')
+    args = p.parse_args(argv)
+    if args.frames < len(CLASSES) or args.speed_frames < 3:
+        p.error(f'--frames must be >= {len(CLASSES)} and --speed-frames >= 3')
+    if args.seed_base <= 20_599 and args.seed_base + args.frames > 10_000:
+        p.error('--seed-base overlaps the tuning/validation seeds 10_000-20_599; pick another range')
+    t_start = time.perf_counter()
+    cv2.setNumThreads(1)
+
+    print(f'accuracy: {args.frames} frames at 640x480 on {args.workers} process(es) ...', flush=True)
+    jobs = [(args.seed_base + i, 640, 480) for i in range(args.frames)]
+    if args.workers > 1:
+        with mp.get_context('fork').Pool(args.workers) as pool:
+            rows = pool.map(_evaluate, jobs, chunksize=8)
+    else:
+        rows = [_evaluate(j) for j in jobs]
+    truth = [r['truth'] for r in rows]
+    n_per_class = np.array([truth.count(c) for c in CLASSES])
+    rule_m = confusion(truth, [r['pred'] for r in rows])
+    base_m = confusion(truth, [r['base_pred'] for r in rows])
+    p_, r_, f1 = prf(rule_m, n_per_class)
+    bp, br, bf1 = prf(base_m, n_per_class)
+    valid = [r for r in rows if r['valid']]
+    w_err = np.array([abs(r['w'] - r['w_true']) for r in valid])
+    h_err = np.array([abs(r['h'] - r['h_true']) for r in valid])
+    uc = [abs(r['uc'] - r['uc_true']) for r in valid if r['truth'] == 'undercut']
+    ang = [abs((r['angle'] - r['angle_true'] + 90.0) % 180.0 - 90.0) for r in valid]
+    conf = np.array([r['conf'] for r in rows])
+    wrong = np.array([r['pred'] != r['truth'] for r in rows])
+    acc = dict(n=len(rows), valid=len(valid), w_mae=float(w_err.mean()), h_mae=float(h_err.mean()),
+               w_p95=float(np.percentile(w_err, 95)), uc_mae=float(np.mean(uc)) if uc else float('nan'),
+               angle_mae=float(np.mean(ang)),
+               base_w_mae=float(np.mean([abs(r['base_w'] - r['w_true']) for r in rows])),
+               base_h_mae=float(np.mean([abs(r['base_h'] - r['h_true']) for r in rows])),
+               p=p_, r=r_, f1=f1, base_p=bp, base_r=br, base_f1=bf1,
+               accuracy=float(np.trace(rule_m)) / len(rows), base_accuracy=float(np.trace(base_m)) / len(rows),
+               conf_med=float(np.median(conf)), low_conf=int(np.count_nonzero(conf < 0.7)),
+               low_conf_wrong=int(np.count_nonzero((conf < 0.7) & wrong)),
+               high_conf_wrong=int(np.count_nonzero((conf >= 0.7) & wrong)))
+    print(f'  rule: width MAE {acc["w_mae"]:.3f} mm, height MAE {acc["h_mae"]:.3f} mm, '
+          f'macro-F1 {f1.mean():.3f}; baseline: width MAE {acc["base_w_mae"]:.2f} mm, '
+          f'macro-F1 {bf1.mean():.3f}', flush=True)
+    save_confusion_png(args.out_png, rule_m, base_m, len(rows))
+
+    speeds = []
+    for width, height in ((640, 480), (1280, 720)):
+        print(f'speed at {width}x{height} ...', flush=True)
+        speeds.append(speed(width, height, args.speed_frames, args.speed_repeats, base_repeats=1))
+        s = speeds[-1]
+        print(f'  rule median {s["rule_med"]:.2f} ms, p99 {s["rule_p99"]:.2f} ms; baseline median '
+              f'{s["base_med"]:.2f} ms', flush=True)
+
+    text = markdown(acc, speeds, args, time.perf_counter() - t_start)
+    args.out_md.write_text(text)
+    print()
+    print(text)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

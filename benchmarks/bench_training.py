@@ -1,0 +1,264 @@
+"""Training benchmark: extraction frames/s, CPU training images/s, held-out macro-F1 in a time budget.
+
+1. Records synthetic bags with the synthetic camera (weld_vision_ros.core.synthetic): a
+   training pool (sqlite3 and mcap bags) and, from another seed, a held-out test set.
+2. `extract`: bags -> dataset folder, timed (frames/s).
+3. `train`: the default model (mobilenet_v3_small, RGB-D, 128x128) on 2 CPU threads with a
+   wall-clock budget (15 min by default); the epoch count is set from a short throughput
+   probe so that the cosine schedule ends inside the budget.
+4. Exports the best checkpoint to ONNX and runs the held-out frames, read straight from
+   their bags at full resolution, through onnxruntime with the model's own contract and
+   the shared preprocess, exactly as the ONNX node would. Reports macro-F1 (target >= 0.95).
+
+Writes a table to stdout and to BENCHMARKS_training.md (and the raw numbers to
+benchmarks/results/bench_training.json). `--quick` runs a small version in a few minutes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+
+from weld_vision_ros.core.classes import DEFAULT_CLASS_NAMES  # noqa: E402
+
+TARGET_MACRO_F1 = 0.95
+
+
+def synthetic_source():
+    try:
+        from weld_vision_ros.core import synthetic
+    except ImportError as exc:
+        sys.exit(f'bench_training: the synthetic camera (weld_vision_ros.core.synthetic) is not available: {exc}')
+    return synthetic
+
+
+def record(out: Path, n_welds_per_class: int, frames_per_weld: int, size: tuple[int, int], seed: int,
+           n_bags: int, prefix: str) -> int:
+    """Record welds of every class into n_bags bags (alternating sqlite3 / mcap); return frames written."""
+    from weld_training.bags import write_bag
+
+    synthetic = synthetic_source()
+    rng = np.random.default_rng(seed)
+    intr = synthetic.default_intrinsics(*size)
+    welds = [(f'{prefix}-{c}-{i:03d}', c) for i in range(n_welds_per_class) for c in DEFAULT_CLASS_NAMES]
+    order = rng.permutation(len(welds))
+    per_bag = [[welds[j] for j in order[b::n_bags]] for b in range(n_bags)]
+    period_ns, total = 33_333_333, 0
+    for b, bag_welds in enumerate(per_bag):
+        t = 1_760_000_000_000_000_000 + seed * 10**15 + b * 10**13
+        frames, labels = [], []
+        for weld_id, label in bag_welds:
+            labels.append({'stamp_ns': t, 'label': label, 'weld_id': weld_id, 'source': 'sim'})
+            weld = synthetic.sample_scene(rng, defect_class=label)
+            for k in range(frames_per_weld):
+                # Each frame is another view of the same weld: bead and materials kept,
+                # view, light and defect instances drawn anew.
+                scene = weld if k == 0 else synthetic.sample_scene(rng, defect_class=label, weld=weld)
+                f = synthetic.render(scene, intr, rng)
+                frames.append({'stamp_ns': t, 'rgb': f.rgb, 'depth_m': f.depth_m, 'intrinsics': f.intrinsics})
+                t += period_ns
+            t += period_ns
+        write_bag(out / f'{prefix}_{b:02d}', frames, labels=labels, storage='mcap' if b % 2 else 'sqlite3')
+        total += len(frames)
+    return total
+
+
+def probe_images_per_s(cfg: dict, seconds: float = 20.0) -> float:
+    """Training images/s of the configured model on random inputs (forward + backward + step)."""
+    import torch
+
+    from weld_training.models import build_model
+    from weld_training.train import preset_from_config
+
+    torch.set_num_threads(int(cfg['train']['threads']) or torch.get_num_threads())
+    preset = preset_from_config(cfg)
+    model = build_model(cfg['model']['name'], len(DEFAULT_CLASS_NAMES), preset.num_channels)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    bs = int(cfg['train']['batch_size'])
+    x = torch.randn(bs, preset.num_channels, preset.input_height, preset.input_width)
+    y = torch.randint(0, len(DEFAULT_CLASS_NAMES), (bs,))
+    model.train()
+    n, start = 0, None
+    while True:
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if start is None:  # first step warms up
+            start = time.perf_counter()
+            continue
+        n += bs
+        if time.perf_counter() - start > seconds:
+            return n / (time.perf_counter() - start)
+
+
+def heldout_metrics(onnx_path: Path, bag_root: Path) -> dict:
+    """Metrics of the exported model on held-out bags, run as the ONNX node runs it."""
+    import onnxruntime as ort
+
+    from weld_training.bags import find_bags, iter_bag_frames
+    from weld_training.evaluate import classification_metrics, softmax
+    from weld_vision_ros.core.model_contract import ModelContract
+    from weld_vision_ros.core.preprocess import preprocess
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 2
+    sess = ort.InferenceSession(str(onnx_path), opts, providers=['CPUExecutionProvider'])
+    contract = ModelContract.from_metadata(sess.get_modelmeta().custom_metadata_map)
+    ys, outs, batch, labels = [], [], [], []
+
+    def flush():
+        if batch:
+            outs.append(sess.run([contract.output_name], {contract.input_name: np.stack(batch)})[0])
+            ys.extend(labels)
+            batch.clear(), labels.clear()
+
+    for bag in find_bags([bag_root]):
+        for f in iter_bag_frames(bag):
+            batch.append(preprocess(f.rgb, f.depth_m, contract.preprocess))
+            labels.append(list(contract.class_names).index(f.label))
+            if len(batch) == 64:
+                flush()
+    flush()
+    logits = np.concatenate(outs)
+    return classification_metrics(np.array(ys), softmax(logits.astype(np.float64)), contract.class_names)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--quick', action='store_true', help='small run (a few minutes) to check the benchmark works')
+    p.add_argument('--minutes', type=float, default=None, help='training budget [min] (default 15; quick 2)')
+    p.add_argument('--work', default=str(REPO / 'runs' / 'bench_training'), help='scratch folder')
+    p.add_argument('--size', default='320x240', help='rendered frame size WxH [px]')
+    p.add_argument('--welds-per-class', type=int, default=None)
+    p.add_argument('--frames-per-weld', type=int, default=None)
+    p.add_argument('--input-size', default='128', help='network input: N or WxH [px]')
+    p.add_argument('--store-side', type=int, default=160, help='longer side of the stored dataset frames [px]')
+    p.add_argument('--channels', default='rgbd', choices=('rgb', 'rgbd'))
+    p.add_argument('--output', default=str(REPO / 'BENCHMARKS_training.md'))
+    args = p.parse_args(argv)
+
+    import shutil
+
+    import torch
+
+    from weld_training import train as train_mod
+    from weld_training.config import load_config
+    from weld_training.dataset import extract_dataset
+    from weld_training.export import export_model
+
+    minutes = args.minutes if args.minutes is not None else (2.0 if args.quick else 15.0)
+    welds = args.welds_per_class or (6 if args.quick else 40)
+    per_weld = args.frames_per_weld or (6 if args.quick else 12)
+    size = tuple(int(v) for v in args.size.split('x'))
+    wh = [int(v) for v in args.input_size.split('x')]
+    input_size = wh[0] if len(wh) == 1 else wh
+    work = Path(args.work)
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    torch.set_num_threads(2)
+
+    t0 = time.perf_counter()
+    n_pool = record(work / 'bags', welds, per_weld, size, seed=1, n_bags=4, prefix='pool')
+    n_held = record(work / 'heldout', max(3, welds // 4), per_weld, size, seed=2, n_bags=2, prefix='held')
+    record_s = time.perf_counter() - t0
+    print(f'recorded {n_pool} pool + {n_held} held-out frames at {size[0]}x{size[1]} in {record_s:.0f} s')
+
+    t0 = time.perf_counter()
+    manifest = extract_dataset([work / 'bags'], work / 'ds', min_samples_per_class=10, progress=False,
+                               max_side_px=args.store_side, fractions={'train': 0.85, 'val': 0.15, 'test': 0.0}, seed=0)
+    extract_s = time.perf_counter() - t0
+    extract_fps = manifest['stats']['frames'] / extract_s
+
+    cfg = load_config(updates=[{
+        'seed': 0, 'output_dir': str(work / 'run'), 'device': 'cpu',
+        'data': {'dataset': str(work / 'ds')},
+        'model': {'name': 'mobilenet_v3_small', 'channels': args.channels, 'input_size': input_size},
+        'train': {'threads': 2, 'batch_size': 32, 'progress': False, 'patience': 0, 'cache': True,
+                  'time_budget_min': minutes, 'epochs': 1},
+        'evaluate': {'split': 'val'}}])
+    probe = probe_images_per_s(cfg, 10.0 if args.quick else 20.0)
+    n_train = sum(1 for f in manifest['frames'] if f['split'] == 'train')
+    n_val = len(manifest['frames']) - n_train
+    # Validation costs about a third of a training image per image; keep 20 % slack (shared CPUs).
+    per_epoch_s = (n_train + n_val / 3 + 20 * 32 / 3) / probe
+    cfg['train']['epochs'] = max(2, int(0.8 * minutes * 60 / per_epoch_s))
+    print(f'probe: {probe:.1f} train images/s -> {cfg["train"]["epochs"]} epochs of {n_train} frames '
+          f'in {minutes:g} min')
+    summary = train_mod.main(cfg)
+
+    exported = export_model(work / 'run' / 'best.pt', work / 'run' / 'model.onnx', work / 'ds',
+                            metrics=None, parity_samples=16)
+    held = heldout_metrics(work / 'run' / 'model.onnx', work / 'heldout')
+
+    results = {
+        'date_utc': datetime.now(timezone.utc).isoformat(timespec='seconds'),
+        'machine': f'{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch threads 2',
+        'torch': torch.__version__, 'quick': args.quick,
+        'frames': {'pool': n_pool, 'heldout': n_held, 'size': f'{size[0]}x{size[1]}',
+                   'welds_per_class': welds, 'frames_per_weld': per_weld},
+        'extract': {'frames': manifest['stats']['frames'], 'seconds': extract_s, 'frames_per_s': extract_fps,
+                    'store_side': args.store_side},
+        'train': {'model': 'mobilenet_v3_small', 'channels': args.channels,
+                  'input': 'x'.join(str(v) for v in (wh if len(wh) == 2 else wh * 2)),
+                  'budget_min': minutes, 'epochs_planned': cfg['train']['epochs'],
+                  'epochs_run': summary['epochs_run'], 'seconds': summary['seconds'],
+                  'images_per_s': summary['images_per_s'], 'probe_images_per_s': probe,
+                  'best_val_macro_f1': summary['best_metric'], 'stop_reason': summary['stop_reason']},
+        'export': {'parity_max_abs_diff': exported['parity']['max_abs_diff']},
+        'heldout': {k: held[k] for k in ('samples', 'accuracy', 'balanced_accuracy', 'macro_f1', 'roc_auc_macro')},
+        'heldout_per_class_f1': {c: v['f1'] for c, v in held['per_class'].items()},
+    }
+    table = format_table(results)
+    print(table)
+    if not args.quick:
+        Path(args.output).write_text(table)
+    out = REPO / 'benchmarks' / 'results'
+    out.mkdir(exist_ok=True)
+    (out / ('bench_training_quick.json' if args.quick else 'bench_training.json')).write_text(
+        json.dumps(results, indent=1))
+    return 0
+
+
+def format_table(r: dict) -> str:
+    t, h, e = r['train'], r['heldout'], r['extract']
+    ok = 'met' if h['macro_f1'] >= TARGET_MACRO_F1 else 'NOT met'
+    lines = [
+        '# Training benchmark', '',
+        f'Measured {r["date_utc"]} on {r["machine"]} (torch {r["torch"]}), '
+        f'`python benchmarks/bench_training.py{" --quick" if r["quick"] else ""}`.', '',
+        f'Synthetic recordings: {r["frames"]["pool"]} training-pool frames '
+        f'({r["frames"]["welds_per_class"]} welds per class x {r["frames"]["frames_per_weld"]} frames, '
+        f'{r["frames"]["size"]}, 4 bags, sqlite3 + mcap) and {r["frames"]["heldout"]} held-out frames '
+        f'recorded from another seed.', '',
+        '| measure | value |', '| --- | --- |',
+        f'| dataset extraction (bags -> dataset folder, frames stored at {e["store_side"]} px) | '
+        f'{e["frames_per_s"]:.1f} frames/s ({e["frames"]} frames in {e["seconds"]:.1f} s) |',
+        f'| training throughput, CPU, 2 threads ({t["model"]}, {t["channels"]}, {t["input"]}, '
+        f'batch 32, with augmentation) | {t["images_per_s"]:.1f} images/s |',
+        f'| training time used (budget {t["budget_min"]:g} min) | {t["seconds"] / 60:.1f} min, '
+        f'{t["epochs_run"]} epochs ({t["stop_reason"]}) |',
+        f'| best validation macro-F1 | {t["best_val_macro_f1"]:.4f} |',
+        f'| **held-out macro-F1** (ONNX model, node preprocessing, full-resolution bag frames) | '
+        f'**{h["macro_f1"]:.4f}** on {h["samples"]} frames (target >= {TARGET_MACRO_F1}: {ok}) |',
+        f'| held-out accuracy / balanced accuracy / ROC-AUC | {h["accuracy"]:.4f} / '
+        f'{h["balanced_accuracy"]:.4f} / {h["roc_auc_macro"]:.4f} |',
+        f'| ONNX parity (max abs logit diff vs PyTorch) | {r["export"]["parity_max_abs_diff"]:.2e} |', '',
+        'Held-out F1 per class: ' + ', '.join(f'{c} {v:.3f}' for c, v in r['heldout_per_class_f1'].items()),
+        '']
+    return '\n'.join(lines)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,251 @@
+"""The rule inspector's core without ROS: plate fit, bead measurement, defect rules, spec.
+
+Two kinds of input: an analytic test surface built here (a tilted plate with a cap-shaped
+ridge of known width and height, independent of the renderer), and frames of the
+synthetic renderer with their ground truth.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+
+from weld_vision_ros.core.camera import Intrinsics
+from weld_vision_ros.core.classes import DEFAULT_CLASS_NAMES
+from weld_vision_ros.core.debug_view import draw_inspection
+from weld_vision_ros.core.frames import FrameError, RGBDFrame
+from weld_vision_ros.core.measure import MeasureConfig, MeasureConfigError, fit_plate, measure_bead
+from weld_vision_ros.core.rules import (RuleConfig, RuleConfigError, class_probabilities, inspect,
+                                        inspect_frame)
+from weld_vision_ros.core.spec import WeldSpec, WeldSpecError, evaluate_spec
+from weld_vision_ros.core.synthetic import (Crack, GapSegment, Pit, UndercutSegment, default_intrinsics,
+                                            render, sample_scene)
+
+INTR = default_intrinsics(640, 480)
+
+
+# --- an analytic scene, independent of the renderer ------------------------------------------
+
+def ridge_frame(width_mm: float = 8.0, height_mm: float = 2.0, exponent: float = 1.0,
+                angle_deg: float = 30.0, tilt_deg: float = 4.0, distance_m: float = 0.22,
+                noise_mm: float = 0.05, intr: Intrinsics = INTR, seed: int = 0) -> RGBDFrame:
+    """A tilted plate with a straight ridge e = H (1 - u^2)^p across the image.
+
+    Each pixel ray meets the plate at plate coordinates (s, t); the depth is that of the
+    point on the ray at elevation e(t) above the plate (as a depth camera sees a relief).
+    """
+    rng = np.random.default_rng(seed)
+    tau, phi = math.radians(tilt_deg), math.radians(35.0)
+    n = np.array([math.sin(tau) * math.cos(phi), math.sin(tau) * math.sin(phi), -math.cos(tau)])
+    d = distance_m * 1000.0 * math.cos(tau)               # perpendicular camera-plate distance [mm]
+    theta = math.radians(angle_deg)
+    g = np.array([math.cos(theta), math.sin(theta), 0.0])
+    g -= g.dot(n) * n
+    g /= np.linalg.norm(g)
+    b = np.cross(n, g)
+    origin = np.array([0.0, 0.0, distance_m * 1000.0])
+    xn = (np.arange(intr.width) - intr.cx) / intr.fx
+    yn = (np.arange(intr.height) - intr.cy) / intr.fy
+    rays = np.stack(np.broadcast_arrays(xn[None, :], yn[:, None], np.ones((1, 1))), axis=-1)
+    z0 = d / -(rays @ n)                                   # plate hit along each ray [mm]
+    hit = rays * z0[..., None]
+    t = (hit - origin) @ b
+    u = 2.0 * t / width_mm
+    elev = height_mm * np.maximum(1.0 - u * u, 0.0) ** exponent
+    depth_mm = z0 * (1.0 - elev / d) + rng.normal(0.0, noise_mm, z0.shape)
+    gray = np.where(elev > 0, 170, 90).astype(np.uint8)
+    rgb = np.repeat(gray[..., None], 3, axis=2)
+    return RGBDFrame(rgb=rgb, depth_m=(depth_mm / 1000.0).astype(np.float32), intrinsics=intr)
+
+
+def test_plate_fit_recovers_a_tilted_plane_despite_outliers() -> None:
+    rng = np.random.default_rng(3)
+    normal = np.array([0.08, -0.05, -1.0])
+    normal /= np.linalg.norm(normal)
+    distance = 0.25
+    pts = rng.uniform(-0.1, 0.1, (4000, 3))
+    pts -= np.outer(pts @ normal - distance, normal)          # onto the plane
+    pts += np.outer(rng.normal(0.0, 0.0001, 4000), normal)   # 0.1 mm noise
+    pts[:600] -= np.outer(rng.uniform(0.002, 0.004, 600), normal)   # 15 %: a raised bead
+    plate = fit_plate(pts)
+    assert abs(float(plate.normal @ normal)) > 0.99999
+    assert plate.distance_m == pytest.approx(distance, abs=2e-5)
+    assert plate.noise_mm == pytest.approx(0.1, rel=0.25)
+    assert 0.8 < plate.inlier_fraction < 0.9
+
+
+@pytest.mark.parametrize('width_mm, height_mm, exponent, angle_deg', [
+    (8.0, 2.0, 1.0, 30.0), (5.5, 1.2, 1.4, -75.0), (11.0, 3.0, 0.65, 88.0), (7.0, 1.6, 0.9, 0.0)])
+def test_analytic_ridge_is_measured_in_millimetres(width_mm, height_mm, exponent, angle_deg) -> None:
+    frame = ridge_frame(width_mm, height_mm, exponent, angle_deg)
+    geom = measure_bead(frame)
+    stat = geom.chunk_stat
+    assert geom.chunk_width_mm[stat].mean() == pytest.approx(width_mm, abs=0.15)
+    assert geom.chunk_height_mm[stat].mean() == pytest.approx(height_mm, abs=0.06)
+    assert geom.profile_exponent == pytest.approx(exponent, abs=0.15)
+    diff = (geom.seam_angle_deg - angle_deg + 90.0) % 180.0 - 90.0    # directions are modulo 180
+    assert abs(diff) < 1.5
+
+
+def test_measurement_does_not_depend_on_resolution() -> None:
+    low = inspect(ridge_frame(intr=default_intrinsics(640, 480)))[0]
+    high = inspect(ridge_frame(intr=default_intrinsics(1280, 720)))[0]
+    assert high.width_mm == pytest.approx(low.width_mm, abs=0.15)
+    assert high.height_mm == pytest.approx(low.height_mm, abs=0.06)
+    assert high.seam_length_mm == pytest.approx(low.seam_length_mm, rel=0.05)
+
+
+# --- synthetic frames with ground truth --------------------------------------------------------
+
+def synthetic(seed: int, defect_class: str, noise_scale: float = 1.0, intr: Intrinsics = INTR, **changes):
+    rng = np.random.default_rng(seed)
+    scene = sample_scene(rng, defect_class, noise_scale=noise_scale)
+    if changes:
+        scene = dataclasses.replace(scene, **changes)
+    f = render(scene, intr, rng)
+    return RGBDFrame(f.rgb, f.depth_m, f.intrinsics, stamp_ns=seed), f
+
+
+@pytest.mark.parametrize('seed', [31, 32, 33, 34, 35])
+def test_good_welds_are_measured_against_ground_truth(seed: int) -> None:
+    frame, truth_frame = synthetic(seed, 'good')
+    truth = truth_frame.truth
+    bead, verdict = inspect(frame)
+    assert bead.valid, bead.reason
+    assert bead.width_mm == pytest.approx(truth.width_mm, abs=0.25)
+    assert bead.height_mm == pytest.approx(truth.height_mm, abs=0.12)
+    assert bead.width_min_mm <= bead.width_mm <= bead.width_max_mm
+    assert bead.height_max_mm >= bead.height_mm
+    assert bead.seam_length_mm == pytest.approx(truth_frame.seam_length_mm, rel=0.03)
+    diff = (bead.seam_angle_deg - truth.seam_angle_deg + 90.0) % 180.0 - 90.0
+    assert abs(diff) < 1.0
+    assert bead.undercut_depth_mm == 0.0
+    assert verdict.defect_class == 'good' and verdict.confidence > 0.7
+    assert verdict.class_names == DEFAULT_CLASS_NAMES
+    assert sum(verdict.probabilities) == pytest.approx(1.0)
+    assert verdict.confidence == pytest.approx(max(verdict.probabilities))
+    assert verdict.method == 'rule' and verdict.regions == ()
+
+
+def _overlaps(region, truth_regions) -> bool:
+    for t in truth_regions:
+        if (region.x_px < t.x_px + t.width_px and t.x_px < region.x_px + region.width_px
+                and region.y_px < t.y_px + t.height_px and t.y_px < region.y_px + region.height_px):
+            return True
+    return False
+
+
+CLEAR = {
+    'porosity': dict(pits=(Pit(0.4, 0.0, 1.0, 1.0), Pit(0.7, 0.5, 0.8, 0.8))),
+    'crack': dict(cracks=(Crack(0.5, 0.0, 3.0, 15.0, 0.5, 0.6, 0.2, 0.1, 0.0),)),
+    'undercut': dict(undercuts=(UndercutSegment(1, 0.2, 0.6, 0.8, 1.5),)),
+    'gap': dict(gaps=(GapSegment(0.5, 20.0, 0.0, 1.5, 2.0),)),
+    'spatter': {},
+}
+
+
+@pytest.mark.parametrize('defect_class', sorted(CLEAR))
+@pytest.mark.parametrize('seed', [51, 52])
+def test_each_defect_class_is_found_and_located_on_clear_examples(defect_class: str, seed: int) -> None:
+    frame, truth_frame = synthetic(seed, defect_class, noise_scale=0.5, **CLEAR[defect_class])
+    bead, verdict = inspect(frame)
+    assert bead.valid, bead.reason
+    assert verdict.defect_class == defect_class, verdict.probabilities
+    assert verdict.confidence > 0.7
+    mine = [r for r in verdict.regions if r.defect_class == defect_class]
+    assert mine, 'no region for the verdict'
+    assert any(_overlaps(r, truth_frame.truth.regions) for r in mine)
+    for r in mine:
+        assert 0 <= r.x_px < INTR.width and 0 <= r.y_px < INTR.height
+        assert 0.0 <= r.position_along_seam_mm <= bead.seam_length_mm + 5.0
+        assert 0.0 < r.confidence <= 1.0
+    if defect_class == 'undercut':
+        assert bead.undercut_depth_mm == pytest.approx(0.8, abs=0.25)
+    else:
+        assert bead.undercut_depth_mm == 0.0
+    if defect_class == 'gap':     # the gap is left out of the bead statistics, as in the truth
+        assert bead.width_mm == pytest.approx(truth_frame.truth.width_mm, abs=0.3)
+
+
+def test_a_bare_plate_has_no_bead_and_no_verdict() -> None:
+    frame, f = synthetic(61, 'good')
+    plate = np.where(np.isfinite(f.depth_m), np.float32(f.truth.plate_distance_m), np.float32(np.nan))
+    bead, verdict = inspect(RGBDFrame(f.rgb, plate.astype(np.float32), f.intrinsics))
+    assert not bead.valid and bead.reason.startswith('no bead in view')
+    assert verdict is None
+
+
+def test_unusable_depth_gives_a_reason_not_an_exception() -> None:
+    frame, f = synthetic(62, 'good')
+    empty = np.full(f.depth_m.shape, np.nan, np.float32)
+    bead, verdict = inspect(RGBDFrame(f.rgb, empty, f.intrinsics))
+    assert not bead.valid and 'valid' in bead.reason and verdict is None
+    noise = np.random.default_rng(0).uniform(0.1, 2.0, f.depth_m.shape).astype(np.float32)
+    bead, verdict = inspect(RGBDFrame(f.rgb, noise, f.intrinsics))
+    assert not bead.valid and verdict is None
+
+
+def test_invalid_inputs_and_settings_raise_specific_errors() -> None:
+    rgb = np.zeros((480, 640, 3), np.uint8)
+    with pytest.raises(FrameError, match='differ in size'):
+        RGBDFrame(rgb, np.zeros((240, 320), np.float32), INTR)
+    with pytest.raises(FrameError, match='float32'):
+        RGBDFrame(rgb, np.zeros((480, 640), np.uint16), INTR)
+    with pytest.raises(RuleConfigError, match='mark_extent_darkness'):
+        RuleConfig(mark_darkness=0.3, mark_extent_darkness=0.5)
+    with pytest.raises(RuleConfigError, match='spatter_min_count'):
+        RuleConfig(spatter_min_count=0)
+    with pytest.raises(MeasureConfigError, match='gap_height_ratio'):
+        MeasureConfig(gap_height_ratio=1.5)
+    with pytest.raises(WeldSpecError, match='tolerances'):
+        WeldSpec(width_tolerance_mm=0.0)
+
+
+def test_spec_scores_distance_from_target_in_tolerance_units() -> None:
+    spec = WeldSpec(target_width_mm=8.0, width_tolerance_mm=2.0, target_height_mm=2.0,
+                    height_tolerance_mm=1.0, max_undercut_mm=0.5)
+    on = evaluate_spec(spec, 8.0, 2.0, 0.0)
+    assert on.within_tolerance and on.score == pytest.approx(100.0)
+    edge = evaluate_spec(spec, 10.0, 2.0, 0.0)
+    assert edge.within_tolerance and edge.score == pytest.approx(50.0) and edge.worst == 'width'
+    out = evaluate_spec(spec, 8.0, 3.5, 0.0)
+    assert not out.within_tolerance and out.score == pytest.approx(25.0) and out.worst == 'height'
+    undercut = evaluate_spec(spec, 8.0, 2.0, 0.75)
+    assert not undercut.within_tolerance and undercut.worst == 'undercut'
+    assert evaluate_spec(spec, 30.0, 2.0, 0.0).score == 0.0
+
+
+def test_measured_bead_is_checked_against_the_configured_spec() -> None:
+    frame = ridge_frame(width_mm=8.0, height_mm=2.0)
+    ok, _ = inspect(frame, RuleConfig(spec=WeldSpec(target_width_mm=8.0, target_height_mm=2.0)))
+    assert ok.within_tolerance and ok.score > 90.0
+    wide, _ = inspect(frame, RuleConfig(spec=WeldSpec(target_width_mm=12.0, width_tolerance_mm=1.0)))
+    assert not wide.within_tolerance and wide.score < 10.0
+
+
+def test_probabilities_follow_the_rules_evidence() -> None:
+    quiet = class_probabilities({}, 3.0)
+    assert quiet[0] == pytest.approx(1.0)
+    clear = class_probabilities({'crack': 3.0}, 3.0)
+    assert int(np.argmax(clear)) == DEFAULT_CLASS_NAMES.index('crack') and max(clear) > 0.9
+    torn = class_probabilities({'crack': 2.0, 'porosity': 2.0}, 3.0)
+    assert max(torn) < 0.7                        # two rules disagree: low confidence
+    at_threshold = class_probabilities({'gap': 1.0}, 3.0)
+    assert max(at_threshold) == pytest.approx(0.5)
+    for probs in (quiet, clear, torn, at_threshold):
+        assert sum(probs) == pytest.approx(1.0) and len(probs) == len(DEFAULT_CLASS_NAMES)
+
+
+def test_debug_view_draws_on_a_copy() -> None:
+    frame, _ = synthetic(53, 'porosity', noise_scale=0.5, **CLEAR['porosity'])
+    result = inspect_frame(frame)
+    before = frame.rgb.copy()
+    img = draw_inspection(frame.rgb, result)
+    assert img.shape == frame.rgb.shape and img.dtype == np.uint8
+    assert np.array_equal(frame.rgb, before)
+    assert np.count_nonzero(np.any(img != frame.rgb, axis=2)) > 1000
+    no_bead = inspect_frame(RGBDFrame(frame.rgb, np.full(frame.depth_m.shape, np.nan, np.float32),
+                                      frame.intrinsics))
+    assert draw_inspection(frame.rgb, no_bead).shape == frame.rgb.shape

@@ -1,0 +1,134 @@
+"""Training augmentation on raw frames, before the shared preprocessing.
+
+Geometric transforms (flips, rotation, scale, shift) are one affine warp applied
+identically to RGB and depth, so the relief channel stays registered with the colour;
+depth is warped with nearest-neighbour sampling so that no-return (NaN) pixels are not
+smeared into their neighbours. Photometric transforms (brightness, contrast,
+saturation, gamma, blur, noise) touch RGB only: depth is a measurement, not an
+appearance. Rare classes are augmented harder: strength scales with
+sqrt(count of the largest class / count of the class), capped at `max_boost`.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Mapping, Optional, Sequence
+
+import cv2
+import numpy as np
+
+
+class AugmentError(ValueError):
+    """Augmentation settings out of range."""
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Base augmentation strengths (for the most frequent class).
+
+    rotate_deg: max rotation [deg]. scale: max relative zoom. shift: max shift as a
+    fraction of the image size. hflip, vflip: probabilities. brightness, contrast,
+    saturation: max relative change. gamma: max log-gamma change. blur_p: probability of
+    a Gaussian blur. noise_std: RGB noise std [0..255 units]. max_boost: cap on the
+    rare-class multiplier (1 disables class-dependent strength).
+    """
+
+    enabled: bool = True
+    hflip: float = 0.5
+    vflip: float = 0.5
+    rotate_deg: float = 15.0
+    scale: float = 0.10
+    shift: float = 0.06
+    brightness: float = 0.20
+    contrast: float = 0.20
+    saturation: float = 0.20
+    gamma: float = 0.15
+    blur_p: float = 0.15
+    noise_std: float = 3.0
+    max_boost: float = 2.0
+
+    def __post_init__(self) -> None:
+        for name in ('hflip', 'vflip', 'blur_p'):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise AugmentError(f'augment.{name} is a probability in [0, 1], got {v}')
+        for name in ('rotate_deg', 'scale', 'shift', 'brightness', 'contrast', 'saturation',
+                     'gamma', 'noise_std'):
+            if getattr(self, name) < 0:
+                raise AugmentError(f'augment.{name} must be >= 0, got {getattr(self, name)}')
+        if self.scale >= 1 or self.shift >= 0.5:
+            raise AugmentError(f'augment.scale must be < 1 and augment.shift < 0.5, got '
+                               f'{self.scale} and {self.shift}')
+        if self.max_boost < 1:
+            raise AugmentError(f'augment.max_boost must be >= 1, got {self.max_boost}')
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> 'AugmentConfig':
+        valid = set(asdict(cls()))
+        unknown = set(d) - valid
+        if unknown:
+            raise AugmentError(f'unknown augment option(s) {sorted(unknown)}; valid: {", ".join(sorted(valid))}')
+        return cls(**d)
+
+
+def class_boosts(counts: Sequence[int], max_boost: float) -> np.ndarray:
+    """Augmentation multiplier per class: sqrt(max count / count), in [1, max_boost]."""
+    c = np.maximum(np.asarray(counts, np.float64), 1.0)
+    return np.clip(np.sqrt(c.max() / c), 1.0, max_boost)
+
+
+class Augmenter:
+    """Random train-time transform of (rgb, depth_m) with class-dependent strength."""
+
+    def __init__(self, config: AugmentConfig, class_counts: Optional[Sequence[int]] = None) -> None:
+        self.config = config
+        self.boosts = (class_boosts(class_counts, config.max_boost) if class_counts is not None
+                       else None)
+
+    def strength(self, label: int) -> float:
+        return 1.0 if self.boosts is None else float(self.boosts[label])
+
+    def __call__(self, rgb: np.ndarray, depth_m: np.ndarray, label: int,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        if not self.config.enabled:
+            return rgb, depth_m
+        k = self.strength(label)
+        rgb, depth_m = self.geometric(rgb, depth_m, k, rng)
+        return self.photometric(rgb, k, rng), depth_m
+
+    def geometric(self, rgb: np.ndarray, depth_m: np.ndarray, k: float,
+                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        c = self.config
+        h, w = rgb.shape[:2]
+        if rng.random() < c.hflip:
+            rgb, depth_m = rgb[:, ::-1], depth_m[:, ::-1]
+        if rng.random() < c.vflip:
+            rgb, depth_m = rgb[::-1], depth_m[::-1]
+        angle = rng.uniform(-1, 1) * min(c.rotate_deg * k, 180.0)
+        zoom = 1.0 + rng.uniform(-1, 1) * min(c.scale * k, 0.5)
+        shift = min(c.shift * k, 0.45)
+        m = cv2.getRotationMatrix2D((w / 2.0, h / 2.0), angle, zoom)
+        m[0, 2] += rng.uniform(-1, 1) * shift * w
+        m[1, 2] += rng.uniform(-1, 1) * shift * h
+        rgb = cv2.warpAffine(np.ascontiguousarray(rgb), m, (w, h), flags=cv2.INTER_LINEAR,
+                             borderMode=cv2.BORDER_REFLECT_101)
+        depth_m = cv2.warpAffine(np.ascontiguousarray(depth_m), m, (w, h), flags=cv2.INTER_NEAREST,
+                                 borderMode=cv2.BORDER_REFLECT_101)
+        return rgb, depth_m
+
+    def photometric(self, rgb: np.ndarray, k: float, rng: np.random.Generator) -> np.ndarray:
+        c = self.config
+        x = rgb.astype(np.float32) * np.float32(1 / 255)
+        x *= np.float32(1.0 + rng.uniform(-1, 1) * c.brightness * k)
+        mean = np.float32(x.mean())
+        x = (x - mean) * np.float32(1.0 + rng.uniform(-1, 1) * c.contrast * k) + mean
+        gray = x.mean(axis=2, keepdims=True)
+        x = (x - gray) * np.float32(1.0 + rng.uniform(-1, 1) * c.saturation * k) + gray
+        np.clip(x, 0.0, 1.0, out=x)
+        if c.gamma > 0:
+            x **= np.float32(np.exp(rng.uniform(-1, 1) * c.gamma * k))
+        if rng.random() < min(c.blur_p * k, 1.0):
+            x = cv2.GaussianBlur(x, (0, 0), sigmaX=float(rng.uniform(0.3, 1.0)))
+        x *= np.float32(255.0)
+        if c.noise_std > 0:
+            x += rng.normal(0.0, c.noise_std * k, size=x.shape).astype(np.float32)
+        return np.clip(x, 0, 255).astype(np.uint8)
