@@ -5,13 +5,14 @@
     python benchmarks/bench_onnx.py --model runs/weld/model.onnx   # a trained export
     python benchmarks/bench_onnx.py --frames 24 --repeats 100      # quick look
 
-Model: without --model, the training default architecture (weld_training/configs/
-default.yaml: model name, channels, input size) built by weld_training.models.build_model
-with random weights (no trained model exists yet), exported the way weld_training.export
-does (TorchScript exporter, opset 17, dynamic batch) with the weld.* contract. int8: static
-QDQ quantization with per-channel int8 weights and uint8 activations, as the training
-export's --quantize does, calibrated here on preprocessed synthetic frames. With --model,
-its sibling <stem>.int8.onnx is used when it exists.
+Models: without --model, the training default architecture (weld_training/configs/
+default.yaml: model name, channels, input size) and the same architecture at the
+preprocessing preset's default (RGB, 224 px), built by weld_training.models.build_model with
+random weights (no trained model exists yet) and exported the way weld_training.export does
+(TorchScript exporter, opset 17, dynamic batch) with the weld.* contract. int8: static QDQ
+quantization with per-channel int8 weights and uint8 activations, as the training export's
+--quantize does, calibrated here on preprocessed synthetic frames. With --model, its
+sibling <stem>.int8.onnx is used when it exists. The cascade runs the first model.
 
 ML latency per frame: OnnxClassifier.classify on 640x480 synthetic frames = the shared
 preprocessing (resize, relief channel, normalisation) + inference, intra_op_threads=1,
@@ -195,40 +196,49 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     if args.model is None:
         d = training_defaults()
-        size = d['input_size'] if isinstance(d['input_size'], int) else d['input_size'][0]
-        print(f'[bench] exporting {d["name"]} ({d["channels"]}, {size} px, random weights)', flush=True)
-        fp32_path = export_default_model(work, d['name'], d['channels'], int(size), float(d['depth_range_mm']))
+        size = int(d['input_size'] if isinstance(d['input_size'], int) else d['input_size'][0])
+        variants = [(d['channels'], size, 'the training defaults'), ('rgb', 224, 'the preset defaults')]
+        fp32_paths = []
+        for channels, px, why in variants:
+            print(f'[bench] exporting {d["name"]} ({channels}, {px} px, random weights)', flush=True)
+            fp32_paths.append(export_default_model(work, d['name'], channels, px, float(d['depth_range_mm'])))
         models_dir = work
-        source = (f'`{d["name"]}`, {d["channels"]}, {size}x{size} px (the training defaults), '
-                  'random weights, exported like `weld_training.export`')
+        source = ('`' + d['name'] + '` with random weights, exported like `weld_training.export`, at '
+                  + ' and at '.join(f'{c}, {px}x{px} px ({why})' for c, px, why in variants))
     else:
-        fp32_path = args.model.resolve()
-        models_dir = fp32_path.parent
+        fp32_paths = [args.model.resolve()]
+        models_dir = fp32_paths[0].parent
         source = f'`{args.model}`'
-    fp32 = load_classifier(str(fp32_path), models_dir=str(models_dir), options=ONE_CORE)
-    int8_path = fp32_path.with_name(fp32_path.stem + '.int8.onnx')
-    if args.model is None:
-        print('[bench] static int8 quantization (QDQ), calibrated on 32 synthetic frames', flush=True)
-        quantize_int8(fp32, int8_path, calibration)
-    int8 = load_classifier(str(int8_path), models_dir=str(models_dir), options=ONE_CORE) \
-        if int8_path.exists() else None
+    pairs = []
+    for fp32_path in fp32_paths:
+        fp32 = load_classifier(str(fp32_path), models_dir=str(models_dir), options=ONE_CORE)
+        int8_path = fp32_path.with_name(fp32_path.stem + '.int8.onnx')
+        if args.model is None:
+            print(f'[bench] static int8 quantization of {fp32.version}', flush=True)
+            quantize_int8(fp32, int8_path, calibration)
+        int8 = load_classifier(str(int8_path), models_dir=str(models_dir), options=ONE_CORE) \
+            if int8_path.exists() else None
+        pairs.append((fp32, int8))
 
-    rows = []
-    models = [('fp32', fp32)] + ([('int8', int8)] if int8 is not None else [])
-    for label, clf in models:
-        print(f'[bench] latency {label}', flush=True)
-        prep = timed(clf.input_tensor, frames, args.repeats)
-        total = timed(clf.classify, frames, args.repeats)
-        batches = [clf.input_tensor(f) for f in frames]
-        infer = timed(lambda i: clf.probabilities(batches[i.stamp_ns]), frames, args.repeats)
-        rows.append((label, clf, stats(prep), stats(infer), stats(total)))
-    agreement = ''
-    if int8 is not None:
-        p32 = np.array([fp32.classify(f).probabilities for f in frames])
-        p8 = np.array([int8.classify(f).probabilities for f in frames])
-        agreement = (f'int8 vs fp32 on the {len(frames)} frames: top-1 agreement '
-                     f'{np.mean(p32.argmax(1) == p8.argmax(1)):.2f}, largest probability difference '
-                     f'{np.abs(p32 - p8).max():.3f} (random weights: a check of the quantized graph, not of accuracy)')
+    rows, notes = [], []
+    for fp32, int8 in pairs:
+        for label, clf in [('fp32', fp32)] + ([('int8', int8)] if int8 is not None else []):
+            print(f'[bench] latency {clf.version}', flush=True)
+            prep = timed(clf.input_tensor, frames, args.repeats)
+            total = timed(clf.classify, frames, args.repeats)
+            batches = [clf.input_tensor(f) for f in frames]
+            infer = timed(lambda f: clf.probabilities(batches[f.stamp_ns]), frames, args.repeats)
+            rows.append((label, clf, stats(prep), stats(infer), stats(total)))
+        if int8 is not None:
+            p32 = np.array([fp32.classify(f).probabilities for f in frames])
+            p8 = np.array([int8.classify(f).probabilities for f in frames])
+            notes.append(f'`{fp32.version}`: int8 / fp32 inference median '
+                         f'{rows[-1][3][0] / rows[-2][3][0]:.2f}x; on the {len(frames)} frames top-1 '
+                         f'agreement {np.mean(p32.argmax(1) == p8.argmax(1)):.2f}, largest probability '
+                         f'difference {np.abs(p32 - p8).max():.3f}.')
+        elif args.model is not None:
+            notes.append(f'No int8 model beside {args.model} ({int8_path.name}): export with --quantize for one.')
+    fp32 = pairs[0][0]
 
     print('[bench] cascade modes', flush=True)
     cascade = {mode: cascade_cost(mode, fp32, frames, args.threshold) for mode in ('ml', 'rule', 'hybrid')}
@@ -263,13 +273,15 @@ def main(argv: Optional[list[str]] = None) -> int:
         lines.append(f'| {label} (`{clf.version}`) | {clf.info.size_bytes / 1e6:.2f} MB | '
                      f'{prep[0]:.2f} / {prep[1]:.2f} | {infer[0]:.2f} / {infer[1]:.2f} | '
                      f'{total[0]:.2f} / {total[1]:.2f} |')
-    if len(rows) == 2:
-        lines += ['', f'int8 / fp32 classify median: {rows[1][4][0] / rows[0][4][0]:.2f}x. {agreement}']
-    elif args.model is not None:
-        lines += ['', f'No int8 model beside {args.model} ({int8_path.name}): export with --quantize for one.']
+    lines += [''] + [f'- {n}' for n in notes] + [
+        '- Random weights: the int8 comparison checks the quantized graph, not accuracy; the '
+        'training export reports int8 accuracy on real frames.',
+        '- Preprocessing runs on the full camera frame: resize, and for rgbd the relief channel '
+        '(median depth of the frame, then resize).']
     lines += [
         '',
-        f'## Hybrid (threshold {args.threshold:.2f}) against ml-only and rule-only, per frame, one core',
+        f'## Hybrid (threshold {args.threshold:.2f}) against ml-only and rule-only, per frame, one core '
+        f'(model `{fp32.version}`)',
         '',
         '| mode | median [ms] | p99 [ms] | mean [ms] | model asked on | cost / ml-only (median) |',
         '|---|---|---|---|---|---|',
@@ -280,13 +292,15 @@ def main(argv: Optional[list[str]] = None) -> int:
         lines.append(f'| {mode} | {med:.2f} | {p99:.2f} | {mean:.2f} | {100 * ratio:.0f} % of frames | '
                      f'{med / ml_med:.2f}x |')
     unsure = np.mean(~(rule_conf >= args.threshold))
+    rule_med, hybrid_med = stats(cascade['rule'][0])[0], stats(cascade['hybrid'][0])[0]
     lines += [
         '',
         f'The rules were unsure (confidence < {args.threshold:.2f}, or no bead measured) on '
         f'{100 * unsure:.0f} % of these frames. Hybrid always pays for the rule core and adds the '
-        'model on the unsure frames, so per frame it costs more than ml-only whenever the rule core '
-        'is slower than the model; what it buys is the rule verdict (measured, explainable, with '
-        'regions) on the frames the rules are sure about.',
+        f'model on the unsure frames: here the rule core ({rule_med:.2f} ms) is '
+        f'{"cheaper" if rule_med < ml_med else "dearer"} than the model ({ml_med:.2f} ms), so hybrid '
+        f'costs {hybrid_med / ml_med:.2f}x ml-only per frame (median), and its verdicts on the frames '
+        'the rules are sure about come with measurements and regions.',
         '',
     ]
     args.out_md.write_text('\n'.join(lines))

@@ -3,6 +3,7 @@ refusal of bad models while the old one keeps serving, no lost frame during swap
 mode switching, the hybrid cascade and its rule fallback, diagnostics."""
 import json
 import time
+from pathlib import Path
 from collections import defaultdict
 
 import numpy as np
@@ -197,6 +198,32 @@ def start_node(models_dir, tmp_path, load_delay_s=0.0, **params):
 
 def node_log(tmp_path):
     return (tmp_path / 'onnx_node.log').read_text()[-3000:]
+
+
+def test_every_parameter_is_described_documented_and_valid_in_the_params_file():
+    import yaml
+
+    from weld_vision_ros.onnx_defect_node import PARAMS, OnnxNodeConfig
+    from weld_vision_ros.ros.rgbd_input import INPUT_PARAMS
+    from weld_vision_ros.rule_defect_node import RULE_PARAMS
+    repo = Path(__file__).resolve().parent.parent
+    doc = (repo / 'docs' / 'onnx_node.md').read_text()
+    for spec in PARAMS + INPUT_PARAMS:
+        assert spec.description and f'`{spec.name}`' in doc, f'{spec.name} missing from docs/onnx_node.md'
+        d = spec.descriptor()
+        if isinstance(spec.default, (int, float)) and not isinstance(spec.default, bool):
+            assert d.integer_range or d.floating_point_range, f'{spec.name} has no range'
+    declared = {s.name: s for s in PARAMS + INPUT_PARAMS + RULE_PARAMS}
+    values = {s.name: s.default for s in PARAMS}
+    OnnxNodeConfig.from_values(values)
+    params = yaml.safe_load((repo / 'config' / 'weld_cell.yaml').read_text())['onnx_defect_node']['ros__parameters']
+    for name, value in params.items():
+        assert name in declared, f'{name} in weld_cell.yaml is not a parameter of onnx_defect_node'
+        assert declared[name].check(value) is None, name
+        values[name] = value
+    OnnxNodeConfig.from_values({k: v for k, v in values.items() if k in {s.name for s in PARAMS}})
+    with pytest.raises(ValueError, match='model_sha256'):
+        OnnxNodeConfig.from_values({**values, 'model_sha256': 'abc'})
 
 
 def test_models_deploy_through_the_parameter_service_and_bad_ones_are_refused(models, tmp_path):
