@@ -189,6 +189,9 @@ class OnnxDefectNode(Node):
                                     'valid model_path is set')
         self.cascade.swap_classifier(classifier)
         self._announce(classifier, cfg)
+        serving = (f'model {classifier.version} ({classifier.info.path}, providers '
+                   f'{",".join(classifier.info.providers)})' if classifier else 'no model')
+        self.get_logger().info(f'ready: {cfg.cascade.mode} mode, serving {serving}')
 
     def _check_params(self, cfg: OnnxNodeConfig, changed: frozenset) -> None:
         """Runs before a set is accepted: load and validate the model it names."""
