@@ -473,3 +473,31 @@ def test_real_node_runs_the_rule_core_in_process_and_asks_the_model_where_it_is_
     assert checked['rule'] >= len(scenes) // 2 and checked['hybrid'] >= len(scenes) // 2
     asked = [s for s in tracked if rig.sent[s]['phase'] == 'hybrid' and s in rig.ml]
     assert 0 < len(asked) < checked['hybrid']
+
+
+def test_an_unexpected_error_while_loading_is_a_refusal_not_a_crash(tmp_path):
+    import rclpy
+    from rclpy.parameter import Parameter
+
+    from test.helpers.onnx_node_stub_rules import stub_rules
+    from weld_vision_ros.onnx_defect_node import OnnxDefectNode
+
+    def loader(*args, **kwargs):
+        raise MemoryError('cannot allocate the session')
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    try:
+        node = OnnxDefectNode(rule_fn=stub_rules, loader=loader, context=ctx, parameter_overrides=[
+            Parameter('models_dir', value=str(tmp_path)), Parameter('model_path', value='a.onnx')])
+        values = node.diagnostics_values()
+        assert node.cascade.classifier is None and values['rule_fallback_active']
+        assert 'refused at start' in values['rule_fallback_reason'] and 'MemoryError' in values['rule_fallback_reason']
+        (result,) = node.set_parameters([Parameter('model_path', value='b.onnx')])
+        assert not result.successful and 'MemoryError' in result.reason
+        assert node.swaps_refused == 1 and node.get_parameter('model_path').value == 'a.onnx'
+        (result,) = node.set_parameters([Parameter('mode', value='rule')])  # other sets still work
+        assert result.successful and node.cascade.config.mode == 'rule'
+        node.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=ctx)

@@ -174,10 +174,16 @@ class OnnxDefectNode(Node):
 
     # --- model loading -------------------------------------------------------------------
     def _load(self, cfg: OnnxNodeConfig) -> Optional[OnnxClassifier]:
+        """The validated model `cfg` names (None for an empty model_path)."""
         if not cfg.model_path:
             return None
-        return self._loader(cfg.model_path, models_dir=cfg.models_dir,
-                            expected_sha256=cfg.model_sha256, options=cfg.runtime)
+        try:
+            return self._loader(cfg.model_path, models_dir=cfg.models_dir,
+                                expected_sha256=cfg.model_sha256, options=cfg.runtime)
+        except ModelValidationError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the ROS boundary: a model must not crash the node
+            raise ModelValidationError(f'unexpected error while validating the model: {exc!r}') from None
 
     def _load_initial(self, cfg: OnnxNodeConfig) -> None:
         try:

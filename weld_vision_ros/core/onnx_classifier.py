@@ -240,6 +240,8 @@ class OnnxClassifier:
         except _ort_errors() as exc:
             raise InferenceError(f'model {self.version} failed: {exc}') from None
         out = np.asarray(out)
+        if out.dtype.kind not in 'fiu':
+            raise InferenceError(f'model {self.version} returned {out.dtype} values, expected numbers')
         n = len(self.contract.class_names)
         if out.ndim != 2 or out.shape != (batch.shape[0], n):
             raise InferenceError(f'model {self.version} returned shape {out.shape}, expected '
