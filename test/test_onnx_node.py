@@ -134,9 +134,13 @@ class Rig:
     def set(self, phase, values, atomic=True):
         """Set parameters (atomically, as a deploy does) and label later frames with phase.
 
-        A frame is published just before the request, so one is always in flight with it.
+        Frames published until the answer are labelled 'during <phase>'. Before the request
+        goes out, the node catches up with every frame published so far (so no frame of the
+        previous phase is processed under the new settings); then one frame is published
+        just before the request, so one is always in flight with it.
         """
         self.phase = f'during {phase}'
+        self.drain()
         self._tick()
         t_sent = time.monotonic()
         try:
@@ -148,6 +152,14 @@ class Rig:
             self.phase = phase
             self.calls[phase] = (t_sent, time.monotonic())
         return result
+
+    def drain(self, timeout_s=20.0):
+        """Until the node answers a frame published from now on. It processes frames in
+        order, so then it has processed every frame published before."""
+        first_new = self._i
+        assert spin_until(self.ex, lambda: any(info['i'] >= first_new and s in self.final
+                                               for s, info in self.sent.items()), timeout_s), \
+            f'the node answered no new frame in {timeout_s} s'
 
     def answered_between(self, t0, t1):
         """Final verdicts that arrived in [t0, t1], in stamp order."""
