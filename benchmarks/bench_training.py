@@ -1,7 +1,7 @@
 """Training benchmark: extraction frames/s, CPU training images/s, held-out macro-F1 in a time budget.
 
-1. Records synthetic bags with the synthetic camera (weld_vision_ros.core.synthetic): a
-   training pool (sqlite3 and mcap bags) and, from another seed, a held-out test set.
+1. Records synthetic bags with `weld-sim record` (the synthetic camera's recorder): a
+   training pool (sqlite3 and mcap bags) and, from other seeds, a held-out test set.
 2. `extract`: bags -> dataset folder, timed (frames/s).
 3. `train`: the default model (mobilenet_v3_small, RGB-D, 128x128) on 2 CPU threads with a
    wall-clock budget (15 min by default); the epoch count is set from a short throughput
@@ -34,42 +34,19 @@ from weld_vision_ros.core.classes import DEFAULT_CLASS_NAMES  # noqa: E402
 TARGET_MACRO_F1 = 0.95
 
 
-def synthetic_source():
+def record(out: Path, frames: int, frames_per_weld: int, size: tuple[int, int], seed: int, n_bags: int) -> int:
+    """Record n_bags synthetic bags with `weld-sim record` (alternating sqlite3 / mcap); return frames."""
     try:
-        from weld_vision_ros.core import synthetic
+        from weld_vision_ros.sim_record import RecordOptions, record as sim_record
     except ImportError as exc:
-        sys.exit(f'bench_training: the synthetic camera (weld_vision_ros.core.synthetic) is not available: {exc}')
-    return synthetic
-
-
-def record(out: Path, n_welds_per_class: int, frames_per_weld: int, size: tuple[int, int], seed: int,
-           n_bags: int, prefix: str) -> int:
-    """Record welds of every class into n_bags bags (alternating sqlite3 / mcap); return frames written."""
-    from weld_training.bags import write_bag
-
-    synthetic = synthetic_source()
-    rng = np.random.default_rng(seed)
-    intr = synthetic.default_intrinsics(*size)
-    welds = [(f'{prefix}-{c}-{i:03d}', c) for i in range(n_welds_per_class) for c in DEFAULT_CLASS_NAMES]
-    order = rng.permutation(len(welds))
-    per_bag = [[welds[j] for j in order[b::n_bags]] for b in range(n_bags)]
-    period_ns, total = 33_333_333, 0
-    for b, bag_welds in enumerate(per_bag):
-        t = 1_760_000_000_000_000_000 + seed * 10**15 + b * 10**13
-        frames, labels = [], []
-        for weld_id, label in bag_welds:
-            labels.append({'stamp_ns': t, 'label': label, 'weld_id': weld_id, 'source': 'sim'})
-            weld = synthetic.sample_scene(rng, defect_class=label)
-            for k in range(frames_per_weld):
-                # Each frame is another view of the same weld: bead and materials kept,
-                # view, light and defect instances drawn anew.
-                scene = weld if k == 0 else synthetic.sample_scene(rng, defect_class=label, weld=weld)
-                f = synthetic.render(scene, intr, rng)
-                frames.append({'stamp_ns': t, 'rgb': f.rgb, 'depth_m': f.depth_m, 'intrinsics': f.intrinsics})
-                t += period_ns
-            t += period_ns
-        write_bag(out / f'{prefix}_{b:02d}', frames, labels=labels, storage='mcap' if b % 2 else 'sqlite3')
-        total += len(frames)
+        sys.exit(f'bench_training: the synthetic camera (weld-sim record) is not available: {exc}')
+    total = 0
+    for b in range(n_bags):
+        summary = sim_record(RecordOptions(
+            out=out / f'bag_{seed}_{b:02d}', frames=frames // n_bags, storage='mcap' if b % 2 else 'sqlite3',
+            seed=seed * 100 + b, frames_per_weld=frames_per_weld, width=size[0], height=size[1],
+            depth_encoding='16UC1' if b % 2 else '32FC1', start_ns=1_767_225_600_000_000_000 + b * 10**13))
+        total += summary.frames
     return total
 
 
@@ -169,9 +146,10 @@ def main(argv=None) -> int:
     work.mkdir(parents=True)
     torch.set_num_threads(2)
 
+    load_before = os.getloadavg()
     t0 = time.perf_counter()
-    n_pool = record(work / 'bags', welds, per_weld, size, seed=1, n_bags=4, prefix='pool')
-    n_held = record(work / 'heldout', max(3, welds // 4), per_weld, size, seed=2, n_bags=2, prefix='held')
+    n_pool = record(work / 'bags', welds * 6 * per_weld, per_weld, size, seed=1, n_bags=4)
+    n_held = record(work / 'heldout', max(3, welds // 4) * 6 * per_weld, per_weld, size, seed=2, n_bags=2)
     record_s = time.perf_counter() - t0
     print(f'recorded {n_pool} pool + {n_held} held-out frames at {size[0]}x{size[1]} in {record_s:.0f} s')
 
@@ -190,6 +168,7 @@ def main(argv=None) -> int:
         'evaluate': {'split': 'val'}}])
     probe = probe_images_per_s(cfg, 10.0 if args.quick else 20.0)
     n_train = sum(1 for f in manifest['frames'] if f['split'] == 'train')
+    print(f'extracted {manifest["stats"]["frames"]} frames in {extract_s:.1f} s ({extract_fps:.1f} frames/s)')
     n_val = len(manifest['frames']) - n_train
     # Validation costs about a third of a training image per image; keep 20 % slack (shared CPUs).
     per_epoch_s = (n_train + n_val / 3 + 20 * 32 / 3) / probe
@@ -206,6 +185,8 @@ def main(argv=None) -> int:
         'date_utc': datetime.now(timezone.utc).isoformat(timespec='seconds'),
         'machine': f'{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch threads 2',
         'torch': torch.__version__, 'quick': args.quick,
+        'load_average': {'start': [round(v, 2) for v in load_before],
+                         'end': [round(v, 2) for v in os.getloadavg()]},
         'frames': {'pool': n_pool, 'heldout': n_held, 'size': f'{size[0]}x{size[1]}',
                    'welds_per_class': welds, 'frames_per_weld': per_weld},
         'extract': {'frames': manifest['stats']['frames'], 'seconds': extract_s, 'frames_per_s': extract_fps,
@@ -237,11 +218,13 @@ def format_table(r: dict) -> str:
     lines = [
         '# Training benchmark', '',
         f'Measured {r["date_utc"]} on {r["machine"]} (torch {r["torch"]}), '
-        f'`python benchmarks/bench_training.py{" --quick" if r["quick"] else ""}`.', '',
-        f'Synthetic recordings: {r["frames"]["pool"]} training-pool frames '
-        f'({r["frames"]["welds_per_class"]} welds per class x {r["frames"]["frames_per_weld"]} frames, '
-        f'{r["frames"]["size"]}, 4 bags, sqlite3 + mcap) and {r["frames"]["heldout"]} held-out frames '
-        f'recorded from another seed.', '',
+        f'`python benchmarks/bench_training.py{" --quick" if r["quick"] else ""}`. '
+        f'Load average (1/5/15 min) at the start {r["load_average"]["start"]}, at the end '
+        f'{r["load_average"]["end"]}: the 2 cores were shared with other work, so throughput is a floor.', '',
+        f'Synthetic recordings (`weld-sim record`): {r["frames"]["pool"]} training-pool frames '
+        f'(about {r["frames"]["welds_per_class"]} welds per class x {r["frames"]["frames_per_weld"]} frames, '
+        f'classes drawn at random, {r["frames"]["size"]}, 4 bags, sqlite3 + mcap) and {r["frames"]["heldout"]} '
+        f'held-out frames recorded from other seeds.', '',
         '| measure | value |', '| --- | --- |',
         f'| dataset extraction (bags -> dataset folder, frames stored at {e["store_side"]} px) | '
         f'{e["frames_per_s"]:.1f} frames/s ({e["frames"]} frames in {e["seconds"]:.1f} s) |',
