@@ -44,6 +44,7 @@ from weld_vision_ros.core.cascade import (DEFAULT_HYBRID_THRESHOLD, MODE_HYBRID,
 from weld_vision_ros.core.frames import RGBDFrame
 from weld_vision_ros.core.onnx_classifier import (PROVIDERS, ModelValidationError, OnnxClassifier,
                                                   RuntimeOptions, load_classifier, normalize_sha256)
+from weld_vision_ros.core.rules import RuleConfig
 from weld_vision_ros.core.stats import RollingLatency
 from weld_vision_ros.msg import WeldDefect
 from weld_vision_ros.ros.conversions import verdict_to_msg
@@ -117,7 +118,7 @@ class OnnxNodeConfig:
                    opencv_threads=int(v['opencv_threads']))
 
 
-def _rule_config(values: Mapping[str, Any]):
+def _rule_config(values: Mapping[str, Any]) -> RuleConfig:
     """The rule core's RuleConfig from the measure.*/rules.*/spec.* values, built exactly as
     the rule node builds it (its own switches at their defaults)."""
     from weld_vision_ros.rule_defect_node import NODE_PARAMS, NodeConfig
