@@ -113,7 +113,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     executables = (['synthetic_camera_node'] if args.sim_camera else []) + list(args.nodes)
     onnx = {}
     if args.model_path:
+        # The node loads models only from models_dir: the model's own folder, as the demo does.
         onnx['model_path'] = str(Path(args.model_path).resolve())
+        onnx['models_dir'] = str(Path(args.model_path).resolve().parent)
     if args.mode:
         onnx['mode'] = args.mode
     rclpy.init()

@@ -78,17 +78,22 @@ class LiveParameters(Generic[C]):
     """Parameters of one node (or one part of it) and the frozen config built from them.
 
     build: values by name -> config; raises ValueError for combinations that do not make
-    sense (its message becomes the refusal reason). on_change(config, changed_names) runs
-    after a set was accepted. Parameters not in `specs` are left to other callbacks.
+    sense (its message becomes the refusal reason). check(config, changed_names), when
+    given, runs on a proposed config before it is accepted, for checks that need work
+    (e.g. loading and validating the model a set names); a ValueError it raises refuses
+    the set with its message. on_change(config, changed_names) runs after a set was
+    accepted. Parameters not in `specs` are left to other callbacks.
     """
 
     def __init__(self, node: Node, specs: Sequence[ParamSpec],
                  build: Callable[[Mapping[str, Any]], C],
-                 on_change: Optional[Callable[[C, frozenset], None]] = None) -> None:
+                 on_change: Optional[Callable[[C, frozenset], None]] = None,
+                 check: Optional[Callable[[C, frozenset], None]] = None) -> None:
         self._node = node
         self._specs = {s.name: s for s in specs}
         self._build = build
         self._on_change = on_change
+        self._check = check
         self._values: dict[str, Any] = {}
         for spec in specs:
             value = node.declare_parameter(spec.name, spec.default, spec.descriptor()).value
@@ -122,6 +127,8 @@ class LiveParameters(Generic[C]):
             return SetParametersResult(successful=True)
         try:
             config = self._build(proposed)
+            if self._check is not None:
+                self._check(config, frozenset(changed))
         except (ValueError, TypeError) as exc:
             return SetParametersResult(successful=False, reason=str(exc))
         self._values, self.config = proposed, config

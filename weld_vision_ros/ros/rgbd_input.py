@@ -45,6 +45,11 @@ INPUT_PARAMS = (
               'QoS reliability of the camera subscriptions, fixed at start; best_effort '
               'matches camera drivers, reliable suits bag playback', choices=RELIABILITY_CHOICES,
               read_only=True),
+    ParamSpec('image_queue_depth', 5,
+              'Camera messages queued per subscription, fixed at start: small with best_effort '
+              '(only the newest frames matter); larger with reliable, so that a stall of the node '
+              '(a loaded CPU) shorter than depth / frame rate loses no frame', unit='messages',
+              min_value=1, max_value=1000, read_only=True),
     ParamSpec('depth_scale_m', 0.001, 'Size of one 16UC1 depth unit (RealSense/Orbbec: 0.001)',
               unit='m', min_value=1e-6, max_value=1.0),
     ParamSpec('sync_tolerance_ms', 0.0,
@@ -61,11 +66,13 @@ class InputConfig:
     depth_scale_m: float
     sync_tolerance_ms: float
     sync_queue_size: int
+    image_queue_depth: int = 5
 
     @classmethod
     def from_values(cls, v: Mapping[str, Any]) -> 'InputConfig':
         return cls(str(v['image_reliability']), float(v['depth_scale_m']),
-                   float(v['sync_tolerance_ms']), int(v['sync_queue_size']))
+                   float(v['sync_tolerance_ms']), int(v['sync_queue_size']),
+                   int(v['image_queue_depth']))
 
 
 FrameHandler = Callable[[RGBDFrame, Any, float], None]
@@ -76,9 +83,12 @@ class RgbdInput:
 
     handler(frame, header, received_s) is called for each good frame, with the color
     header (to copy into outputs) and the monotonic time [s] the pair was complete.
+    callback_group: where the subscriptions' callbacks run (default: the node's), e.g. a
+    group of their own so that frames keep flowing on a multi-threaded executor while a
+    slow parameter callback runs.
     """
 
-    def __init__(self, node: Node, handler: FrameHandler) -> None:
+    def __init__(self, node: Node, handler: FrameHandler, callback_group=None) -> None:
         self._node = node
         self._handler = handler
         self.drops: Counter[str] = Counter()
@@ -89,12 +99,15 @@ class RgbdInput:
         self._sync = self._make_sync(cfg)
         self._info: Optional[CameraInfo] = None
         self._intrinsics: Optional[Intrinsics] = None
-        qos = camera_qos(cfg.image_reliability)
+        qos = camera_qos(cfg.image_reliability, depth=cfg.image_queue_depth)
         self._subs = [
-            node.create_subscription(Image, COLOR_TOPIC, self._on_color, qos),
-            node.create_subscription(Image, DEPTH_TOPIC, self._on_depth, qos),
+            node.create_subscription(Image, COLOR_TOPIC, self._on_color, qos,
+                                     callback_group=callback_group),
+            node.create_subscription(Image, DEPTH_TOPIC, self._on_depth, qos,
+                                     callback_group=callback_group),
             # camera_info with the same QoS as the images: drivers publish it beside each frame.
-            node.create_subscription(CameraInfo, INFO_TOPIC, self._on_info, qos),
+            node.create_subscription(CameraInfo, INFO_TOPIC, self._on_info, qos,
+                                     callback_group=callback_group),
         ]
 
     @property

@@ -1,0 +1,314 @@
+#!/usr/bin/env python3
+"""Benchmark of the ONNX classifier and the hybrid cascade on one CPU core.
+
+    python benchmarks/bench_onnx.py                    # default model, about 1-2 minutes
+    python benchmarks/bench_onnx.py --model runs/weld/model.onnx   # a trained export
+    python benchmarks/bench_onnx.py --frames 24 --repeats 100      # quick look
+
+Models: without --model, the training default architecture (weld_training/configs/
+default.yaml: model name, channels, input size) and the same architecture at the
+preprocessing preset's default (RGB, 224 px), built by weld_training.models.build_model with
+random weights (no trained model exists yet) and exported the way weld_training.export does
+(TorchScript exporter, opset 17, dynamic batch) with the weld.* contract. int8: static QDQ
+quantization with per-channel int8 weights and uint8 activations, as the training export's
+--quantize does, calibrated here on preprocessed synthetic frames. With --model, its
+sibling <stem>.int8.onnx is used when it exists. The cascade runs the first model.
+
+ML latency per frame: OnnxClassifier.classify on 640x480 synthetic frames = the shared
+preprocessing (resize, relief channel, normalisation) + inference, intra_op_threads=1,
+OpenCV on one thread; median and p99 over --repeats passes.
+
+Hybrid against ml-only: HybridCascade with the real rule core (default RuleConfig) and
+the fp32 model on --frames synthetic frames (classes in turn): per-frame cost of each
+mode (median, p99) and the share of frames on which hybrid asked the model.
+
+Writes the tables to --out-md (BENCHMARKS_onnx.md).
+"""
+from __future__ import annotations
+
+import os
+
+for _var in ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS'):
+    os.environ.setdefault(_var, '1')
+
+import argparse  # noqa: E402
+import platform  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from dataclasses import replace  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Callable, Optional  # noqa: E402
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from weld_vision_ros.core.cascade import CascadeConfig, HybridCascade  # noqa: E402
+from weld_vision_ros.core.classes import DEFAULT_CLASS_NAMES  # noqa: E402
+from weld_vision_ros.core.frames import RGBDFrame  # noqa: E402
+from weld_vision_ros.core.model_contract import ModelContract  # noqa: E402
+from weld_vision_ros.core.onnx_classifier import (OnnxClassifier, RuntimeOptions,  # noqa: E402
+                                                  load_classifier)
+from weld_vision_ros.core.preprocess import PreprocessPreset  # noqa: E402
+from weld_vision_ros.core.rules import RuleConfig, inspect  # noqa: E402
+from weld_vision_ros.core.synthetic import default_intrinsics, render_random  # noqa: E402
+
+ONE_CORE = RuntimeOptions(providers=('cpu',), intra_op_threads=1)
+
+
+def training_defaults() -> dict:
+    import yaml
+    return yaml.safe_load((REPO / 'weld_training' / 'configs' / 'default.yaml').read_text())['model']
+
+
+def _set_contract(path: Path, contract: ModelContract) -> None:
+    import onnx
+    proto = onnx.load(str(path))
+    del proto.metadata_props[:]
+    onnx.helper.set_model_props(proto, contract.to_metadata())
+    onnx.save(proto, str(path))
+
+
+def export_default_model(out_dir: Path, name: str, channels: str, input_size: int,
+                         depth_range_mm: float) -> Path:
+    """The training default architecture with random weights, exported with the contract."""
+    import torch
+
+    from weld_training.models import build_model
+    torch.manual_seed(0)
+    preset = replace(PreprocessPreset.for_channels(channels, input_size), depth_range_mm=depth_range_mm)
+    model = build_model(name, len(DEFAULT_CLASS_NAMES), in_channels=preset.num_channels).eval()
+    path = out_dir / f'{name}_{channels}_{input_size}.onnx'
+    example = torch.zeros(1, preset.num_channels, input_size, input_size)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        torch.onnx.export(model, (example,), str(path), input_names=['image'], output_names=['logits'],
+                          opset_version=17, dynamo=False, do_constant_folding=True,
+                          dynamic_axes={'image': {0: 'batch'}, 'logits': {0: 'batch'}})
+    _set_contract(path, ModelContract(
+        class_names=DEFAULT_CLASS_NAMES, preprocess=preset, input_name='image', output_name='logits',
+        output_kind='logits', model_version=f'{name}-{channels}-{input_size}-random', metrics={}))
+    return path
+
+
+def quantize_int8(fp32: OnnxClassifier, out_path: Path, calibration: list[RGBDFrame]) -> Path:
+    """Static QDQ int8 (per-channel int8 weights, uint8 activations), contract carried over."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._items = iter([fp32.input_tensor(f) for f in calibration])
+
+        def get_next(self):
+            x = next(self._items, None)
+            return None if x is None else {fp32.contract.input_name: x}
+
+    prepped = out_path.with_suffix('.prep.onnx')
+    quant_pre_process(fp32.info.path, str(prepped), skip_symbolic_shape=True)
+    try:
+        quantize_static(str(prepped), str(out_path), Reader(), quant_format=QuantFormat.QDQ,
+                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    finally:
+        prepped.unlink(missing_ok=True)
+    _set_contract(out_path, replace(fp32.contract, model_version=fp32.contract.model_version + '-int8'))
+    return out_path
+
+
+def render_frames(n: int, width: int, height: int, seed: int) -> list[RGBDFrame]:
+    rng = np.random.default_rng(seed)
+    intr = default_intrinsics(width, height)
+    frames = []
+    for i in range(n):
+        f = render_random(rng, intr, DEFAULT_CLASS_NAMES[i % len(DEFAULT_CLASS_NAMES)])
+        frames.append(RGBDFrame(f.rgb, f.depth_m, f.intrinsics, stamp_ns=i))
+    return frames
+
+
+def timed(fn: Callable[[RGBDFrame], object], frames: list[RGBDFrame], repeats: int) -> np.ndarray:
+    """(2, repeats) array: wall-clock and process CPU time [ms] of each call of fn, cycling
+    through `frames` after a short warm-up. On a shared machine the wall clock includes
+    time spent waiting for a core; the CPU time does not."""
+    for f in frames[:3]:
+        fn(f)
+    out = []
+    for r in range(repeats):
+        f = frames[r % len(frames)]
+        t0, c0 = time.perf_counter(), time.process_time()
+        fn(f)
+        out.append(((time.perf_counter() - t0) * 1000.0, (time.process_time() - c0) * 1000.0))
+    return np.asarray(out).T
+
+
+def stats(ms: np.ndarray) -> tuple[float, float, float]:
+    """(median, p99, CPU median) [ms] of a timed() result."""
+    return float(np.median(ms[0])), float(np.percentile(ms[0], 99)), float(np.median(ms[1]))
+
+
+def cascade_cost(mode: str, classifier: Optional[OnnxClassifier], frames: list[RGBDFrame],
+                 threshold: float) -> tuple[np.ndarray, float]:
+    config = RuleConfig()
+    cascade = HybridCascade(lambda f: inspect(f, config), CascadeConfig(mode, threshold), classifier)
+    ms = timed(cascade.run, frames, len(frames) * 2)
+    return ms, cascade.stats.ml_invocations / cascade.stats.frames
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path('/proc/cpuinfo').read_text().splitlines():
+            if line.startswith('model name'):
+                return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or 'unknown'
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--model', type=Path, default=None, help='an exported model (default: see above)')
+    p.add_argument('--frames', type=int, default=60, help='synthetic frames (default 60)')
+    p.add_argument('--repeats', type=int, default=300, help='timed classify calls per model (default 300)')
+    p.add_argument('--width', type=int, default=640)
+    p.add_argument('--height', type=int, default=480)
+    p.add_argument('--threshold', type=float, default=0.70, help='hybrid threshold (default 0.70)')
+    p.add_argument('--seed', type=int, default=5_000_000, help='synthetic frame seed')
+    p.add_argument('--out-md', type=Path, default=REPO / 'BENCHMARKS_onnx.md')
+    args = p.parse_args(argv)
+    if args.frames < 6 or args.repeats < 10:
+        p.error('--frames must be >= 6 and --repeats >= 10')
+    cv2.setNumThreads(1)
+    load_start = os.getloadavg()
+    t_start = time.perf_counter()
+
+    work = Path(tempfile.mkdtemp(prefix='bench_onnx_'))
+    print(f'[bench] rendering {args.frames} synthetic frames {args.width}x{args.height}', flush=True)
+    frames = render_frames(args.frames, args.width, args.height, args.seed)
+    calibration = render_frames(32, args.width, args.height, args.seed + 1)
+
+    if args.model is None:
+        d = training_defaults()
+        size = int(d['input_size'] if isinstance(d['input_size'], int) else d['input_size'][0])
+        variants = [(d['channels'], size, 'the training defaults'), ('rgb', 224, 'the preset defaults')]
+        fp32_paths = []
+        for channels, px, why in variants:
+            print(f'[bench] exporting {d["name"]} ({channels}, {px} px, random weights)', flush=True)
+            fp32_paths.append(export_default_model(work, d['name'], channels, px, float(d['depth_range_mm'])))
+        models_dir = work
+        source = ('`' + d['name'] + '` with random weights, exported like `weld_training.export`, at '
+                  + ' and at '.join(f'{c}, {px}x{px} px ({why})' for c, px, why in variants))
+    else:
+        fp32_paths = [args.model.resolve()]
+        models_dir = fp32_paths[0].parent
+        source = f'`{args.model}`'
+    pairs = []
+    for fp32_path in fp32_paths:
+        fp32 = load_classifier(str(fp32_path), models_dir=str(models_dir), options=ONE_CORE)
+        int8_path = fp32_path.with_name(fp32_path.stem + '.int8.onnx')
+        if args.model is None:
+            print(f'[bench] static int8 quantization of {fp32.version}', flush=True)
+            quantize_int8(fp32, int8_path, calibration)
+        int8 = load_classifier(str(int8_path), models_dir=str(models_dir), options=ONE_CORE) \
+            if int8_path.exists() else None
+        pairs.append((fp32, int8))
+
+    rows, notes = [], []
+    for fp32, int8 in pairs:
+        for label, clf in [('fp32', fp32)] + ([('int8', int8)] if int8 is not None else []):
+            print(f'[bench] latency {clf.version}', flush=True)
+            prep = timed(clf.input_tensor, frames, args.repeats)
+            total = timed(clf.classify, frames, args.repeats)
+            batches = [clf.input_tensor(f) for f in frames]
+            infer = timed(lambda f: clf.probabilities(batches[f.stamp_ns]), frames, args.repeats)
+            rows.append((label, clf, stats(prep), stats(infer), stats(total)))
+        if int8 is not None:
+            p32 = np.array([fp32.classify(f).probabilities for f in frames])
+            p8 = np.array([int8.classify(f).probabilities for f in frames])
+            notes.append(f'`{fp32.version}`: int8 / fp32 inference median '
+                         f'{rows[-1][3][0] / rows[-2][3][0]:.2f}x (CPU time '
+                         f'{rows[-1][3][2] / rows[-2][3][2]:.2f}x); on the {len(frames)} frames top-1 '
+                         f'agreement {np.mean(p32.argmax(1) == p8.argmax(1)):.2f}, largest probability '
+                         f'difference {np.abs(p32 - p8).max():.3f}.')
+        elif args.model is not None:
+            notes.append(f'No int8 model beside {args.model} ({int8_path.name}): export with --quantize for one.')
+    fp32 = pairs[0][0]
+
+    print('[bench] cascade modes', flush=True)
+    cascade = {mode: cascade_cost(mode, fp32, frames, args.threshold) for mode in ('ml', 'rule', 'hybrid')}
+    # The worst case for hybrid: rules unsure on (nearly) every frame.
+    cascade['hybrid, threshold 1.0'] = cascade_cost('hybrid', fp32, frames, 1.0)
+    rule_conf = []
+    for f in frames:
+        _, v = inspect(f, RuleConfig())
+        rule_conf.append(v.confidence if v is not None else float('nan'))
+    rule_conf = np.asarray(rule_conf)
+
+    load_end = os.getloadavg()
+    ml_med = stats(cascade['ml'][0])[0]
+    lines = [
+        '# ONNX classifier and hybrid cascade: benchmark',
+        '',
+        f'`python benchmarks/bench_onnx.py{" " + " ".join(argv) if argv else ""}`: {cpu_name()}, '
+        f'{os.cpu_count()} logical CPUs, Python {platform.python_version()}, onnxruntime '
+        f'{__import__("onnxruntime").__version__}; everything on ONE thread (intra_op_threads=1, '
+        f'OpenCV and BLAS 1 thread). Load average {load_start[0]:.1f} at the start and '
+        f'{load_end[0]:.1f} at the end (a shared machine: other work ran beside it); '
+        f'{time.perf_counter() - t_start:.0f} s in all.',
+        '',
+        f'Model: {source}. Frames: {args.frames} synthetic {args.width}x{args.height} RGB-D frames '
+        f'(`render_random`, classes in turn, seed {args.seed}).',
+        '',
+        '## ML latency per frame (preprocess + inference), one core',
+        '',
+        'Wall clock median / p99, and the median CPU time of the process (the wall clock includes '
+        'waiting for a core on this shared machine, the CPU time does not).',
+        '',
+        '| model | file size | preprocess [ms] | inference [ms] | classify = both [ms] | classify CPU [ms] |',
+        '|---|---|---|---|---|---|',
+    ]
+    for label, clf, prep, infer, total in rows:
+        lines.append(f'| {label} (`{clf.version}`) | {clf.info.size_bytes / 1e6:.2f} MB | '
+                     f'{prep[0]:.2f} / {prep[1]:.2f} | {infer[0]:.2f} / {infer[1]:.2f} | '
+                     f'{total[0]:.2f} / {total[1]:.2f} | {total[2]:.2f} |')
+    lines += [''] + [f'- {n}' for n in notes] + [
+        '- Random weights: the int8 comparison checks the quantized graph, not accuracy; the '
+        'training export reports int8 accuracy on real frames.',
+        '- Preprocessing runs on the full camera frame: resize, and for rgbd the relief channel '
+        '(median depth of the frame, then resize).']
+    lines += [
+        '',
+        f'## Hybrid (threshold {args.threshold:.2f}) against ml-only and rule-only, per frame, one core '
+        f'(model `{fp32.version}`)',
+        '',
+        '| mode | median [ms] | p99 [ms] | CPU median [ms] | model asked on | cost / ml-only (median) |',
+        '|---|---|---|---|---|---|',
+    ]
+    for mode in cascade:
+        ms, ratio = cascade[mode]
+        med, p99, cpu = stats(ms)
+        lines.append(f'| {mode} | {med:.2f} | {p99:.2f} | {cpu:.2f} | {100 * ratio:.0f} % of frames | '
+                     f'{med / ml_med:.2f}x |')
+    unsure = np.mean(~(rule_conf >= args.threshold))
+    rule_med, hybrid_med = stats(cascade['rule'][0])[0], stats(cascade['hybrid'][0])[0]
+    lines += [
+        '',
+        f'The rules were unsure (confidence < {args.threshold:.2f}, or no bead measured) on '
+        f'{100 * unsure:.0f} % of these frames. Hybrid always pays for the rule core and adds the '
+        f'model on the unsure frames: here the rule core ({rule_med:.2f} ms) is '
+        f'{"cheaper" if rule_med < ml_med else "dearer"} than the model ({ml_med:.2f} ms), so hybrid '
+        f'costs {hybrid_med / ml_med:.2f}x ml-only per frame (median), and its verdicts on the frames '
+        'the rules are sure about come with measurements and regions.',
+        '',
+    ]
+    args.out_md.write_text('\n'.join(lines))
+    print('\n'.join(lines))
+    print(f'[bench] wrote {args.out_md}', flush=True)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

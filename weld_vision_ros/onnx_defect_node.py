@@ -1,0 +1,330 @@
+"""ONNX defect node: the trained model on the cell, alone or behind the rules (hybrid), with
+models deployed through the parameter service without stopping the line.
+
+Subscribes to the synchronized RGB-D input (RgbdInput) and publishes:
+  weld/defect/ml     WeldDefect, method 'ml', for every frame the model ran on
+  weld/defect        the final verdict of the current mode (rule, ml or hybrid; see
+                     core.cascade for the combination rule and the rule fallback); a
+                     frame with no measurable bead that the model did not classify
+                     gets none, as on the rule node
+  ~/active_model     std_msgs/String, latched: JSON identity of the model now serving
+  /diagnostics       once per second: frames, per-method counts, ML invocation ratio,
+                     latency p50/p99, swaps accepted/refused, model version, fallback state
+
+The rule core (core.rules.inspect) runs in this process with the rule node's parameters
+(measure.*, rules.*, spec.*: the same names, descriptions and ranges, so one YAML section
+can serve both nodes). This node does not republish the rule node's outputs (weld/bead,
+weld/defect/rule): run the rule node beside it for those.
+
+Model swap: setting `model_path` (and/or `model_sha256`, `providers`, `intra_op_threads`)
+with any SetParameters client loads and validates the model inside the parameter
+callback, so the answer carries successful=false and the reason when it is refused. The
+node runs on a multi-threaded executor: the parameter services stay in the node's default
+callback group, the camera subscriptions and the diagnostics timer in a group of their
+own, so frames keep being served by the old model while the new one loads. A validated
+model replaces the old one in one reference assignment; each frame reads that reference
+once, so it is served entirely by one model, and a refused model changes nothing.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Mapping, Optional
+
+import cv2
+import rclpy
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from std_msgs.msg import String
+
+from weld_vision_ros.core.cascade import (DEFAULT_HYBRID_THRESHOLD, MODE_HYBRID, MODES,
+                                          CascadeConfig, HybridCascade, RuleFn)
+from weld_vision_ros.core.frames import RGBDFrame
+from weld_vision_ros.core.onnx_classifier import (PROVIDERS, ModelValidationError, OnnxClassifier,
+                                                  RuntimeOptions, load_classifier, normalize_sha256)
+from weld_vision_ros.core.rules import RuleConfig
+from weld_vision_ros.core.stats import RollingLatency
+from weld_vision_ros.msg import WeldDefect
+from weld_vision_ros.ros.conversions import verdict_to_msg
+from weld_vision_ros.ros.diagnostics import OK, WARN, make_array, make_status
+from weld_vision_ros.ros.params import LiveParameters, ParamSpec
+from weld_vision_ros.ros.qos import latched_qos, results_qos
+from weld_vision_ros.ros.rgbd_input import RgbdInput
+
+ML_TOPIC = 'weld/defect/ml'
+FINAL_TOPIC = 'weld/defect'
+ACTIVE_MODEL_TOPIC = '~/active_model'
+DIAGNOSTICS_TOPIC = '/diagnostics'
+
+# Parameters whose change means (re)loading the model.
+MODEL_PARAMS = frozenset({'model_path', 'model_sha256', 'providers', 'intra_op_threads'})
+
+PARAMS = (
+    ParamSpec('model_path', '',
+              'ONNX model to serve: absolute, or relative to models_dir; empty serves none '
+              '(ml and hybrid then publish the rule verdict). Setting it loads and validates the '
+              'model before the set is answered; a refused model leaves the current one serving'),
+    ParamSpec('model_sha256', '',
+              'sha256 the model file must have (64 hex digits); empty skips the check. Set it '
+              'together with model_path (SetParametersAtomically) to approve one exact file'),
+    ParamSpec('models_dir', '',
+              'The only directory models may be loaded from (symlinks are resolved before the '
+              'check); fixed at start so that a parameter client cannot widen it', read_only=True),
+    ParamSpec('mode', MODE_HYBRID,
+              'rule: the rule verdict; ml: the model on every frame; hybrid: the model only on '
+              'frames whose rule confidence is below hybrid_threshold', choices=MODES),
+    ParamSpec('hybrid_threshold', DEFAULT_HYBRID_THRESHOLD,
+              'Rule confidence below which hybrid mode asks the model', unit='probability',
+              min_value=0.0, max_value=1.0),
+    ParamSpec('providers', ['cpu'],
+              'ONNX Runtime execution providers in order of preference (' + ', '.join(PROVIDERS)
+              + '); one this onnxruntime build lacks is skipped when a later one is available, '
+              'so list cpu last to allow falling back to the CPU. Changing it reloads the model'),
+    ParamSpec('intra_op_threads', 1,
+              'Threads one inference may use (0: ONNX Runtime default, all cores); changing it '
+              'reloads the model', unit='threads', min_value=0, max_value=64),
+    ParamSpec('diagnostics_period_s', 1.0, 'Period of the /diagnostics status', unit='s',
+              min_value=0.1, max_value=60.0, read_only=True),
+    ParamSpec('opencv_threads', 1, 'OpenCV worker threads of the node process (1 keeps the '
+              'latency steady beside other nodes), fixed at start', unit='threads',
+              min_value=1, max_value=64, read_only=True),
+)
+
+
+@dataclass(frozen=True)
+class OnnxNodeConfig:
+    model_path: str
+    model_sha256: str
+    models_dir: str
+    cascade: CascadeConfig
+    runtime: RuntimeOptions
+    diagnostics_period_s: float
+    opencv_threads: int
+
+    @classmethod
+    def from_values(cls, v: Mapping[str, Any]) -> 'OnnxNodeConfig':
+        try:
+            sha = normalize_sha256(str(v['model_sha256']))
+        except ValueError as exc:
+            raise ValueError(f'model_sha256: {exc}') from None
+        return cls(model_path=str(v['model_path']).strip(), model_sha256=sha,
+                   models_dir=str(v['models_dir']).strip(),
+                   cascade=CascadeConfig(str(v['mode']), float(v['hybrid_threshold'])),
+                   runtime=RuntimeOptions(tuple(str(p).strip().lower() for p in v['providers']),
+                                          int(v['intra_op_threads'])),
+                   diagnostics_period_s=float(v['diagnostics_period_s']),
+                   opencv_threads=int(v['opencv_threads']))
+
+
+def _rule_config(values: Mapping[str, Any]) -> RuleConfig:
+    """The rule core's RuleConfig from the measure.*/rules.*/spec.* values, built exactly as
+    the rule node builds it (its own switches at their defaults)."""
+    from weld_vision_ros.rule_defect_node import NODE_PARAMS, NodeConfig
+    return NodeConfig.from_values({**{s.name: s.default for s in NODE_PARAMS}, **values}).rules
+
+
+def _declare_rule_core(node: Node) -> tuple[LiveParameters, RuleFn]:
+    """The rule core with its parameters (the rule node's) declared on `node`."""
+    from weld_vision_ros.core.rules import inspect
+    from weld_vision_ros.rule_defect_node import RULE_PARAMS
+    params = LiveParameters(node, RULE_PARAMS, _rule_config)
+    return params, lambda frame: inspect(frame, params.config)
+
+
+class OnnxDefectNode(Node):
+    def __init__(self, *, rule_fn: Optional[RuleFn] = None,
+                 loader: Callable[..., OnnxClassifier] = load_classifier, **kwargs) -> None:
+        super().__init__('onnx_defect_node', **kwargs)
+        self._loader = loader
+        self._pending: Optional[tuple[OnnxNodeConfig, Optional[OnnxClassifier]]] = None
+        self.swaps_accepted = 0
+        self.swaps_refused = 0
+        self.last_refusal = ''
+        self._start_problem = ''
+        # Declared first: on a set, rclpy calls the newest callback first, so this one (which
+        # may load a model) runs after the cheaper checks of the input and rule parameters.
+        self.params = LiveParameters(self, PARAMS, OnnxNodeConfig.from_values,
+                                     on_change=self._on_params, check=self._check_params)
+        cfg = self.params.config
+        cv2.setNumThreads(cfg.opencv_threads)
+        self.rule_params: Optional[LiveParameters] = None
+        if rule_fn is None:
+            self.rule_params, rule_fn = _declare_rule_core(self)
+        self.cascade = HybridCascade(rule_fn, cfg.cascade)
+        self.latency = RollingLatency()
+        self.ml_latency = RollingLatency()
+
+        results = results_qos()  # verdicts: reliable, a controller must not miss one
+        self._ml_pub = self.create_publisher(WeldDefect, ML_TOPIC, results)
+        self._final_pub = self.create_publisher(WeldDefect, FINAL_TOPIC, results)
+        # Latched, so a tool that connects later still learns which model is serving.
+        self._model_pub = self.create_publisher(String, ACTIVE_MODEL_TOPIC, latched_qos())
+        # Diagnostics: reliable and shallow, as diagnostic_aggregator expects.
+        from diagnostic_msgs.msg import DiagnosticArray
+        self._diag_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
+
+        # Frames (and the diagnostics that read their statistics) in one group of their own:
+        # a model loading in a parameter callback (default group) does not hold them up.
+        self.frames_group = MutuallyExclusiveCallbackGroup()
+        self.input = RgbdInput(self, self._on_frame, callback_group=self.frames_group)
+        self.create_timer(cfg.diagnostics_period_s, self._publish_diagnostics,
+                          callback_group=self.frames_group)
+        self._load_initial(cfg)
+
+    # --- model loading -------------------------------------------------------------------
+    def _load(self, cfg: OnnxNodeConfig) -> Optional[OnnxClassifier]:
+        """The validated model `cfg` names (None for an empty model_path)."""
+        if not cfg.model_path:
+            return None
+        try:
+            return self._loader(cfg.model_path, models_dir=cfg.models_dir,
+                                expected_sha256=cfg.model_sha256, options=cfg.runtime)
+        except ModelValidationError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the ROS boundary: a model must not crash the node
+            raise ModelValidationError(f'unexpected error while validating the model: {exc!r}') from None
+
+    def _load_initial(self, cfg: OnnxNodeConfig) -> None:
+        try:
+            classifier = self._load(cfg)
+        except ModelValidationError as exc:
+            classifier = None
+            self._start_problem = f'model_path {cfg.model_path!r} was refused at start: {exc}'
+            self.get_logger().error(self._start_problem + '; serving without a model until a '
+                                    'valid model_path is set')
+        self.cascade.swap_classifier(classifier)
+        self._announce(classifier, cfg)
+        serving = (f'model {classifier.version} ({classifier.info.path}, providers '
+                   f'{",".join(classifier.info.providers)})' if classifier else 'no model')
+        self.get_logger().info(f'ready: {cfg.cascade.mode} mode, serving {serving}')
+
+    def _check_params(self, cfg: OnnxNodeConfig, changed: frozenset) -> None:
+        """Runs before a set is accepted: load and validate the model it names."""
+        self._pending = None
+        if not changed & MODEL_PARAMS:
+            return
+        t0 = time.monotonic()
+        try:
+            classifier = self._load(cfg)
+        except ModelValidationError as exc:
+            self.swaps_refused += 1
+            current = self.cascade.classifier
+            keeps = f'model {current.version} keeps serving' if current else 'no model is serving'
+            self.last_refusal = f'{cfg.model_path!r}: {exc}'
+            self.get_logger().warning(f'model refused ({keeps}): {self.last_refusal}')
+            raise ModelValidationError(f'model refused, {keeps}: {exc}') from None
+        self._pending = (cfg, classifier)
+        if classifier is not None:
+            self.get_logger().info(f'model {classifier.version} validated in '
+                                   f'{(time.monotonic() - t0) * 1000:.0f} ms')
+
+    def _on_params(self, cfg: OnnxNodeConfig, changed: frozenset) -> None:
+        """Runs after a set was accepted: apply the new mode/threshold, swap the model."""
+        self.cascade.config = cfg.cascade
+        pending, self._pending = self._pending, None
+        if pending is None or pending[0] is not cfg:
+            return
+        classifier = pending[1]
+        old = self.cascade.swap_classifier(classifier)  # one assignment: between two frames
+        if old is None and classifier is None:
+            return
+        self.swaps_accepted += 1
+        self._start_problem = ''
+        self.get_logger().info(f'now serving {classifier.version if classifier else "no model"} '
+                               f'(was {old.version if old else "no model"})')
+        self._announce(classifier, cfg)
+
+    def _announce(self, classifier: Optional[OnnxClassifier], cfg: OnnxNodeConfig) -> None:
+        if classifier is not None:
+            text = classifier.info.to_json()
+        else:
+            text = json.dumps({'version': '', 'path': '', 'sha256': '',
+                               'problem': self._start_problem or 'model_path is empty'},
+                              sort_keys=True)
+        self._model_pub.publish(String(data=text))
+
+    # --- frames --------------------------------------------------------------------------
+    def _on_frame(self, frame: RGBDFrame, header, received_s: float) -> None:
+        result = self.cascade.run(frame)
+        latency_ms = (time.monotonic() - received_s) * 1000.0
+        if result.ml is not None:
+            self.ml_latency.add(result.ml.latency_ms)
+            self._ml_pub.publish(verdict_to_msg(replace(result.ml, latency_ms=latency_ms), header))
+        if result.final is not None:
+            self._final_pub.publish(verdict_to_msg(replace(result.final, latency_ms=latency_ms), header))
+        self.latency.add(latency_ms)
+        if result.fallback:
+            self.get_logger().warning(f'rule verdict published in place of the model: '
+                                      f'{result.fallback}', throttle_duration_sec=10.0)
+
+    # --- diagnostics ---------------------------------------------------------------------
+    def diagnostics_values(self) -> dict[str, Any]:
+        s = self.cascade.stats
+        cfg = self.params.config
+        classifier = self.cascade.classifier
+        fallback, why = self.cascade.fallback_state()
+        if fallback and classifier is None and self._start_problem:
+            why = f'{why}: {self._start_problem}'
+        values: dict[str, Any] = {
+            'mode': cfg.cascade.mode,
+            'hybrid_threshold': cfg.cascade.hybrid_threshold,
+            'frames': s.frames,
+            'frames_rule': s.by_method.get('rule', 0),
+            'frames_ml': s.by_method.get('ml', 0),
+            'frames_hybrid': s.by_method.get('hybrid', 0),
+            'frames_without_verdict': s.no_verdict,
+            'ml_invocations': s.ml_invocations,
+            'ml_invocation_ratio': s.ml_invocation_ratio,
+            'ml_errors': s.ml_errors,
+            'latency_p50_ms': self.latency.percentile(50),
+            'latency_p99_ms': self.latency.percentile(99),
+            'ml_latency_p50_ms': self.ml_latency.percentile(50),
+            'ml_latency_p99_ms': self.ml_latency.percentile(99),
+            'swaps_accepted': self.swaps_accepted,
+            'swaps_refused': self.swaps_refused,
+            'last_refusal': self.last_refusal,
+            'model_version': classifier.version if classifier else '',
+            'model_sha256': classifier.info.sha256 if classifier else '',
+            'model_providers': ','.join(classifier.info.providers) if classifier else '',
+            'rule_fallback_active': fallback,
+            'rule_fallback_reason': why,
+            'frames_in': self.input.frames_in,
+        }
+        for reason, count in sorted(self.input.all_drops().items()):
+            values[f'dropped_{reason}'] = count
+        return values
+
+    def _publish_diagnostics(self) -> None:
+        values = self.diagnostics_values()
+        if values['rule_fallback_active']:
+            level, text = WARN, f'rule fallback: {values["rule_fallback_reason"]}'
+        else:
+            version = values['model_version'] or 'no model'
+            level, text = OK, f'{values["mode"]} mode, {version}'
+        status = make_status(f'{self.get_name()}: defect classification', text, values, level)
+        self._diag_pub.publish(make_array(self.get_clock().now().to_msg(), status))
+
+
+def main(args=None, **node_kwargs) -> None:
+    """Run the node until Ctrl-C; node_kwargs go to OnnxDefectNode (e.g. rule_fn)."""
+    rclpy.init(args=args)
+    node = None
+    # Two groups need two threads: frames keep flowing while a parameter callback loads a model.
+    executor = MultiThreadedExecutor(num_threads=2)
+    try:
+        node = OnnxDefectNode(**node_kwargs)
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        executor.shutdown()
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == '__main__':
+    main()
