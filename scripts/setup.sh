@@ -62,7 +62,9 @@ fi
 
 # --- 3. colcon build -----------------------------------------------------------------
 build_inputs=(package.xml CMakeLists.txt msg/*.msg srv/*.srv)
-build_hash="$(hash_of "${build_inputs[@]}")-$( (ls nodes launch config 2>/dev/null || true) | sha256sum | cut -c1-16)"
+# A file added to or removed from an installed folder needs a new install step too.
+installed_files="$(find nodes launch config weld_vision_ros -type f ! -path '*__pycache__*' 2>/dev/null | sort)"
+build_hash="$(hash_of "${build_inputs[@]}")-$(echo "$installed_files" | sha256sum | cut -c1-16)"
 if [[ "$(cat install/.weld_build_stamp 2>/dev/null)" != "$build_hash" ]]; then
   log "colcon build (messages and package)"
   export AMENT_PREFIX_PATH="$VENV"
