@@ -9,9 +9,9 @@ mode:=capture starts the dataset capture node instead: each call of its `~/captu
 service writes the latest synchronized frame with the given label into the bag.
 """
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, ExecuteProcess, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, ExecuteProcess, OpaqueFunction, SetEnvironmentVariable
 from launch.conditions import IfCondition
-from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch.substitutions import EnvironmentVariable, LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
@@ -30,6 +30,10 @@ ARGUMENTS = (
     ('storage', 'mcap', 'rosbag2 storage: mcap or sqlite3'),
     ('mode', 'stream', 'stream: ros2 bag record; capture: the capture service node'),
     ('use_sim_camera', 'false', 'Start the synthetic camera (to try the recording)'),
+    ('dds_profile', EnvironmentVariable('FASTDDS_DEFAULT_PROFILES_FILE', default_value=PathJoinSubstitution(
+        [FindPackageShare(PACKAGE), 'config', 'fastdds_large_shm.xml'])),
+     'Fast DDS XML profile (default: FASTDDS_DEFAULT_PROFILES_FILE if set, else the shipped '
+     '16 MB shared-memory profile); empty: Fast DDS defaults'),
 )
 
 
@@ -39,7 +43,10 @@ def _actions(context):
         raise RuntimeError(f"mode must be 'stream' or 'capture', got {cfg['mode']!r}")
     if cfg['storage'] not in ('mcap', 'sqlite3'):
         raise RuntimeError(f"storage must be 'mcap' or 'sqlite3', got {cfg['storage']!r}")
-    actions = [Node(package=PACKAGE, executable='synthetic_camera_node',
+    actions = []
+    if cfg['dds_profile']:
+        actions.append(SetEnvironmentVariable('FASTDDS_DEFAULT_PROFILES_FILE', cfg['dds_profile']))
+    actions += [Node(package=PACKAGE, executable='synthetic_camera_node',
                     name='synthetic_camera_node', parameters=[cfg['params_file']], output='screen',
                     condition=IfCondition(cfg['use_sim_camera']))]
     if cfg['mode'] == 'stream':

@@ -12,9 +12,9 @@ config/weld_cell.yaml); the arguments below override single values. The inferenc
 nodes respawn if they die.
 """
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
 from launch.conditions import IfCondition
-from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch.substitutions import EnvironmentVariable, LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
@@ -32,6 +32,10 @@ ARGUMENTS = (
     ('model_path', '', 'ONNX model for the ONNX node; empty keeps the params file value'),
     ('mode', 'hybrid', 'ONNX node mode: rule, ml or hybrid'),
     ('log_level', 'info', 'Log level of every node'),
+    ('dds_profile', EnvironmentVariable('FASTDDS_DEFAULT_PROFILES_FILE', default_value=PathJoinSubstitution(
+        [FindPackageShare(PACKAGE), 'config', 'fastdds_large_shm.xml'])),
+     'Fast DDS XML profile of the nodes (default: FASTDDS_DEFAULT_PROFILES_FILE if set, else '
+     'the shipped 16 MB shared-memory profile that RGB-D frames need); empty: Fast DDS defaults'),
 )
 
 
@@ -45,8 +49,11 @@ def _nodes(context):
     onnx_overrides = {'mode': cfg['mode']}
     if cfg['model_path']:
         onnx_overrides['model_path'] = cfg['model_path']
+    env = []
+    if cfg['dds_profile']:
+        env.append(SetEnvironmentVariable('FASTDDS_DEFAULT_PROFILES_FILE', cfg['dds_profile']))
     common = dict(package=PACKAGE, namespace=cfg['namespace'], output='screen', arguments=ros_args)
-    return [
+    return env + [
         Node(executable='synthetic_camera_node', name='synthetic_camera_node',
              parameters=[params_file], remappings=remaps,
              condition=IfCondition(cfg['use_sim_camera']), **common),

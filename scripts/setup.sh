@@ -91,5 +91,7 @@ export AMENT_PREFIX_PATH="$VENV\${AMENT_PREFIX_PATH:+:\$AMENT_PREFIX_PATH}"
 source "$ROOT/install/setup.bash"
 export ROS_LOG_DIR="$ROOT/log/ros"
 export PYTHONPATH="$ROOT\${PYTHONPATH:+:\$PYTHONPATH}"
+# Camera frames need a larger Fast DDS shared-memory segment (config/fastdds_large_shm.xml).
+export FASTDDS_DEFAULT_PROFILES_FILE="\${FASTDDS_DEFAULT_PROFILES_FILE:-$ROOT/config/fastdds_large_shm.xml}"
 EOF
 log "ready: source env.sh to enter the environment"

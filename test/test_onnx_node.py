@@ -227,7 +227,8 @@ def test_every_parameter_is_described_documented_and_valid_in_the_params_file():
     declared = {s.name: s for s in PARAMS + INPUT_PARAMS + RULE_PARAMS}
     values = {s.name: s.default for s in PARAMS}
     OnnxNodeConfig.from_values(values)
-    params = yaml.safe_load((repo / 'config' / 'weld_cell.yaml').read_text())['onnx_defect_node']['ros__parameters']
+    from weld_vision_ros.bringup import load_params_file
+    params = load_params_file(repo / 'config' / 'weld_cell.yaml')['onnx_defect_node']  # dotted names
     for name, value in params.items():
         assert name in declared, f'{name} in weld_cell.yaml is not a parameter of onnx_defect_node'
         assert declared[name].check(value) is None, name

@@ -107,7 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     import rclpy
-    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+    from rclpy.executors import ExternalShutdownException
+
+    from weld_vision_ros.ros.executor import SteadyExecutor
 
     params = load_params_file(args.params_file)
     executables = (['synthetic_camera_node'] if args.sim_camera else []) + list(args.nodes)
@@ -120,7 +122,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         onnx['mode'] = args.mode
     rclpy.init()
     nodes = []
-    ex = MultiThreadedExecutor(num_threads=args.threads)
+    ex = SteadyExecutor(num_threads=args.threads)
     try:
         nodes = create_nodes(executables, params, {'onnx_defect_node': onnx})
         for n in nodes:

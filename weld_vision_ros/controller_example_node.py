@@ -38,7 +38,7 @@ class _Pending:
 
 class ControllerExampleNode(Node):
     def __init__(self, **kwargs) -> None:
-        super().__init__('controller_example', **kwargs)
+        super().__init__('controller_example_node', **kwargs)
         self.params = LiveParameters(
             self, PARAMS, lambda v: PolicyConfig(float(v['min_confidence']), float(v['min_score'])))
         self._pending: OrderedDict[int, _Pending] = OrderedDict()

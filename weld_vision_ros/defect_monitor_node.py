@@ -36,7 +36,7 @@ class MonitorConfig:
 
 class DefectMonitorNode(Node):
     def __init__(self, **kwargs) -> None:
-        super().__init__('defect_monitor', **kwargs)
+        super().__init__('defect_monitor_node', **kwargs)
         self.params = LiveParameters(self, PARAMS, MonitorConfig.from_values)
         self.board = Scoreboard()
         self._t0 = time.monotonic()

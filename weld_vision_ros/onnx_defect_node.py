@@ -35,7 +35,7 @@ from typing import Any, Callable, Mapping, Optional
 import cv2
 import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from std_msgs.msg import String
 
@@ -49,6 +49,7 @@ from weld_vision_ros.core.stats import RollingLatency
 from weld_vision_ros.msg import WeldDefect
 from weld_vision_ros.ros.conversions import verdict_to_msg
 from weld_vision_ros.ros.diagnostics import OK, WARN, make_array, make_status
+from weld_vision_ros.ros.executor import SteadyExecutor
 from weld_vision_ros.ros.params import LiveParameters, ParamSpec
 from weld_vision_ros.ros.qos import latched_qos, results_qos
 from weld_vision_ros.ros.rgbd_input import RgbdInput
@@ -311,8 +312,9 @@ def main(args=None, **node_kwargs) -> None:
     """Run the node until Ctrl-C; node_kwargs go to OnnxDefectNode (e.g. rule_fn)."""
     rclpy.init(args=args)
     node = None
-    # Two groups need two threads: frames keep flowing while a parameter callback loads a model.
-    executor = MultiThreadedExecutor(num_threads=2)
+    # Two groups need two threads: frames keep flowing while a parameter callback loads a
+    # model. SteadyExecutor: rclpy's MultiThreadedExecutor would spin a core (executor.py).
+    executor = SteadyExecutor(num_threads=2)
     try:
         node = OnnxDefectNode(**node_kwargs)
         executor.add_node(node)

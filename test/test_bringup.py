@@ -1,0 +1,139 @@
+"""The launch files, the in-process runner and config/weld_cell.yaml agree with the nodes.
+
+This machine has no ROS 2 launch library, so the launch files are read as Python source
+(ast): the executables and node names they start, and the overrides they pass. The nodes
+themselves are created for real (rclpy, in this process) with the YAML's values, and what
+they declare is compared with the file both ways, by name and by type.
+"""
+from __future__ import annotations
+
+import ast
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from weld_vision_ros.bringup import CELL_NODES, NODE_CLASSES, create_nodes, load_params_file
+
+REPO = Path(__file__).resolve().parent.parent
+PARAMS_FILE = REPO / 'config' / 'weld_cell.yaml'
+LAUNCH_FILES = sorted((REPO / 'launch').glob('*.launch.py'))
+BUILTIN = {'use_sim_time', 'start_type_description_service'}
+SHARED_PREFIXES = ('measure.', 'rules.', 'spec.')
+
+
+def _launch_nodes(path: Path) -> list[dict]:
+    """Keyword arguments (literal ones) of every launch_ros `Node(...)` in a launch file."""
+    found = []
+    for call in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(call, ast.Call) and getattr(call.func, 'id', None) == 'Node':
+            kw = {k.arg: k.value for k in call.keywords if k.arg}
+            found.append({k: v.value for k, v in kw.items() if isinstance(v, ast.Constant)})
+    return found
+
+
+def _declared(node) -> dict[str, object]:
+    return {name: p.type_ for name, p in node._parameters.items() if name not in BUILTIN}
+
+
+@pytest.fixture(scope='module')
+def declared_nodes():
+    """Each node created with the YAML's values: its declared parameters and their types."""
+    import rclpy
+    params = load_params_file(PARAMS_FILE)
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    out = {}
+    try:
+        for exe in NODE_CLASSES:
+            node = create_nodes([exe], params, context=ctx)[0]
+            out[exe] = (_declared(node), {n: node.get_parameter(n).value for n in _declared(node)})
+            node.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=ctx)
+    return out
+
+
+def test_every_executable_the_launch_files_name_exists_and_is_installed():
+    installed = REPO / 'install' / 'weld_vision_ros' / 'lib' / 'weld_vision_ros'
+    assert LAUNCH_FILES, 'no launch files found'
+    for launch in LAUNCH_FILES:
+        nodes = _launch_nodes(launch)
+        assert nodes, f'{launch.name} starts no Node'
+        for kw in nodes:
+            exe = kw.get('executable')
+            assert exe, f'{launch.name}: a Node without a literal executable'
+            assert kw.get('package') in (None, 'weld_vision_ros')
+            src = REPO / 'nodes' / exe
+            assert src.is_file() and os.access(src, os.X_OK), f'{launch.name}: nodes/{exe} missing or not executable'
+            assert (installed / exe).exists(), f'{exe} not installed in {installed} (run scripts/setup.sh)'
+            assert exe in NODE_CLASSES, f'{exe} unknown to the in-process runner (bringup.NODE_CLASSES)'
+            # The YAML keys are node names: a launch file must not rename a node away from them.
+            assert kw.get('name', exe) == exe, f'{launch.name}: {exe} renamed to {kw["name"]}'
+
+
+def test_the_runner_knows_exactly_the_installed_executables_and_starts_the_cell_nodes():
+    on_disk = {p.name for p in (REPO / 'nodes').iterdir() if p.is_file()}
+    assert on_disk == set(NODE_CLASSES), f'nodes/ {sorted(on_disk)} vs runner {sorted(NODE_CLASSES)}'
+    for exe in on_disk:  # each executable runs the module the runner imports
+        module, _ = NODE_CLASSES[exe]
+        assert f'from {module} import main' in (REPO / 'nodes' / exe).read_text(), exe
+    cell = {kw['executable'] for kw in _launch_nodes(REPO / 'launch' / 'weld_cell.launch.py')}
+    assert set(CELL_NODES) <= cell and cell - set(CELL_NODES) == {'synthetic_camera_node'}
+
+
+def test_yaml_parameters_are_declared_by_their_node_with_the_same_type_and_back(declared_nodes):
+    from rclpy.parameter import Parameter
+    file_params = load_params_file(PARAMS_FILE)
+    assert set(file_params) == set(NODE_CLASSES), \
+        f'weld_cell.yaml sections {sorted(file_params)} vs nodes {sorted(NODE_CLASSES)}'
+    for exe, values in file_params.items():
+        declared, _ = declared_nodes[exe]
+        extra = sorted(set(values) - set(declared))
+        missing = sorted(set(declared) - set(values))
+        assert not extra, f'{exe}: weld_cell.yaml sets parameters the node does not declare: {extra}'
+        assert not missing, (f'{exe}: declared but missing from weld_cell.yaml: {missing} '
+                             '(scripts/params_yaml.py regenerates the file)')
+        for name, value in values.items():
+            file_type = Parameter(name, value=value).type_
+            assert file_type == declared[name], \
+                f'{exe}.{name}: {value!r} in the file is {file_type.name}, the node declares {declared[name].name}'
+
+
+def test_the_yaml_values_are_the_values_the_nodes_run_with(declared_nodes):
+    for exe, values in load_params_file(PARAMS_FILE).items():
+        _, running = declared_nodes[exe]
+        for name, value in values.items():
+            got = running[name]
+            got = list(got) if isinstance(got, (list, tuple)) or hasattr(got, 'tolist') else got
+            assert got == value, f'{exe}.{name}: file {value!r}, node runs with {got!r}'
+
+
+def test_rule_core_settings_are_the_same_on_the_rule_and_onnx_nodes():
+    params = load_params_file(PARAMS_FILE)
+    rule = {k: v for k, v in params['rule_defect_node'].items() if k.startswith(SHARED_PREFIXES)}
+    onnx = {k: v for k, v in params['onnx_defect_node'].items() if k.startswith(SHARED_PREFIXES)}
+    assert rule and rule == onnx, sorted(set(rule.items()) ^ set(onnx.items()))
+
+
+def test_launch_overrides_and_runner_options_name_real_parameters(declared_nodes):
+    """The ONNX-node overrides both entry points apply (model_path, mode) exist with the types
+    they are given as, so neither breaks when the node's parameters change."""
+    src = (REPO / 'launch' / 'weld_cell.launch.py').read_text()
+    onnx, _ = declared_nodes['onnx_defect_node']
+    for name in ('mode', 'model_path'):
+        assert f"'{name}'" in src and onnx[name].name == 'STRING'
+    assert onnx['models_dir'].name == 'STRING'
+
+
+def test_a_malformed_params_file_is_refused_with_its_path(tmp_path):
+    from weld_vision_ros.bringup import ParamsFileError
+    bad = tmp_path / 'bad.yaml'
+    for text in ('rule_defect_node: {publish_debug_image: true}\n', '- a\n- b\n', 'x: [unclosed\n'):
+        bad.write_text(text)
+        with pytest.raises(ParamsFileError, match='bad.yaml'):
+            load_params_file(bad)
+    nested = tmp_path / 'ns.yaml'
+    nested.write_text(yaml.safe_dump({'/cell_2/rule_defect_node': {'ros__parameters': {'spec': {'target_width_mm': 7.5}}}}))
+    assert load_params_file(nested) == {'rule_defect_node': {'spec.target_width_mm': 7.5}}
