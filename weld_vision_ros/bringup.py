@@ -33,6 +33,30 @@ NODE_CLASSES: dict[str, tuple[str, str]] = {
 CELL_NODES = ('rule_defect_node', 'onnx_defect_node')
 
 
+DDS_PROFILE_ENV = 'FASTDDS_DEFAULT_PROFILES_FILE'
+DDS_PROFILE_NAME = 'fastdds_large_shm.xml'
+
+
+def use_default_dds_profile() -> Optional[str]:
+    """Point Fast DDS at the shipped profile (16 MB shared-memory segment, which RGB-D
+    frames need) unless FASTDDS_DEFAULT_PROFILES_FILE is set already; the file used, if any.
+    Call before rclpy.init; child processes inherit it."""
+    import os
+    if os.environ.get(DDS_PROFILE_ENV):
+        return os.environ[DDS_PROFILE_ENV]
+    candidates = [REPO / 'config' / DDS_PROFILE_NAME]
+    try:
+        from ament_index_python.packages import get_package_share_directory
+        candidates.append(Path(get_package_share_directory('weld_vision_ros')) / 'config' / DDS_PROFILE_NAME)
+    except Exception:  # noqa: BLE001 - no ament index (plain pip install): the repo copy only
+        pass
+    for path in candidates:
+        if path.is_file():
+            os.environ[DDS_PROFILE_ENV] = str(path)
+            return str(path)
+    return None
+
+
 class ParamsFileError(ValueError):
     """A parameter file that is not `node_name: ros__parameters: {...}` YAML."""
 
@@ -99,32 +123,61 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--model-path', default=None, help='ONNX model for the ONNX node')
     p.add_argument('--mode', choices=('rule', 'ml', 'hybrid'), default=None,
                    help='ONNX node mode (default: the params file value)')
+    p.add_argument('--set', action='append', default=[], metavar='NODE.PARAM=VALUE',
+                   help='override one parameter (value read as YAML), e.g. '
+                        'synthetic_camera_node.rate_hz=15.0; repeatable')
     p.add_argument('--duration', type=float, default=0.0, help='stop after this many seconds (0: Ctrl-C)')
     p.add_argument('--threads', type=int, default=4, help='executor threads')
     return p
 
 
+def parse_overrides(items: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """['node.param=value', ...] -> {node: {param: value}}; values are read as YAML."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, text = item.partition('=')
+        node, dot, name = key.partition('.')
+        if not sep or not dot or not name or node not in NODE_CLASSES:
+            raise ValueError(f'--set {item!r}: expected NODE.PARAM=VALUE with NODE one of '
+                             f'{", ".join(NODE_CLASSES)}')
+        try:
+            out.setdefault(node, {})[name] = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ValueError(f'--set {item!r}: value is not YAML: {exc}') from None
+    return out
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        overrides = parse_overrides(args.set)
+        params = load_params_file(args.params_file)
+    except (ValueError, ParamsFileError) as exc:
+        parser.error(str(exc))
     import rclpy
     from rclpy.executors import ExternalShutdownException
 
     from weld_vision_ros.ros.executor import SteadyExecutor
 
-    params = load_params_file(args.params_file)
     executables = (['synthetic_camera_node'] if args.sim_camera else []) + list(args.nodes)
-    onnx = {}
+    onnx = overrides.setdefault('onnx_defect_node', {})
     if args.model_path:
         # The node loads models only from models_dir: the model's own folder, as the demo does.
         onnx['model_path'] = str(Path(args.model_path).resolve())
         onnx['models_dir'] = str(Path(args.model_path).resolve().parent)
     if args.mode:
         onnx['mode'] = args.mode
+    use_default_dds_profile()
     rclpy.init()
     nodes = []
     ex = SteadyExecutor(num_threads=args.threads)
     try:
-        nodes = create_nodes(executables, params, {'onnx_defect_node': onnx})
+        try:
+            nodes = create_nodes(executables, params, overrides)
+        except Exception as exc:  # noqa: BLE001 - a bad value in the file or an override
+            print(f'[run] cannot start the nodes: {type(exc).__name__}: {exc}', file=sys.stderr, flush=True)
+            return 2
         for n in nodes:
             ex.add_node(n)
         print(f'[run] {", ".join(executables)} in one process '

@@ -56,7 +56,9 @@ class DefectMonitorNode(Node):
     def _on_defect(self, msg: WeldDefect) -> None:
         stamp = stamp_to_ns(msg.header.stamp)
         latency_ms = (time.time_ns() - stamp) / 1e6
-        self.board.add_verdict(stamp, msg.defect_class, msg.method, latency_ms, msg.latency_ms)
+        # In hybrid mode the model decides only where the rules were unsure: count those apart.
+        method = msg.method + (':model' if msg.method == 'hybrid' and msg.model_version else '')
+        self.board.add_verdict(stamp, msg.defect_class, method, latency_ms, msg.latency_ms)
 
     def _on_bead(self, msg: BeadMeasurement) -> None:
         self.board.add_bead(stamp_to_ns(msg.header.stamp), msg.valid, msg.reason, msg.width_mm,

@@ -1,8 +1,13 @@
 """The inspection pipeline on the synthetic camera, scored live against ground truth.
 
-Starts the synthetic camera and the inspection node(s) as separate processes (as on the
-cell), subscribes to their results from this process, and prints a per-class summary
-every few seconds and at the end. `make run` runs it.
+Starts the weld-cell nodes with config/weld_cell.yaml: the synthetic camera, the rule node
+and the ONNX node in hybrid mode with the bundled model (config/models/weld_demo.onnx),
+by default in one child process through the in-process runner (`weld-vision run`), or each
+node in a process of its own (--separate-processes, as the launch file does). This process
+subscribes to their results across DDS like a robot controller would, runs the controller
+example (stop / continue / rework per frame) and prints a per-class summary every few
+seconds and at the end: verdicts against ground truth, bead measurement errors, rates,
+latency and how often the model was asked. `make run` runs it.
 """
 from __future__ import annotations
 
@@ -18,6 +23,8 @@ from typing import Optional, Sequence
 
 REPO = Path(__file__).resolve().parent.parent
 MODES = ('rule', 'ml', 'hybrid')
+DEFAULT_MODEL = REPO / 'config' / 'models' / 'weld_demo.onnx'
+PARAMS_FILE = REPO / 'config' / 'weld_cell.yaml'
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,21 +36,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--width', type=int, default=640)
     p.add_argument('--height', type=int, default=480)
     p.add_argument('--seed', type=int, default=7, help='synthetic camera seed')
-    p.add_argument('--mode', choices=MODES, default='rule',
-                   help='rule: rule node only; ml / hybrid: the ONNX node (needs --model)')
-    p.add_argument('--model', type=Path, default=None, help='ONNX model for ml / hybrid mode')
+    p.add_argument('--mode', choices=MODES, default='hybrid',
+                   help='the ONNX node\'s mode (default hybrid: the model only where the rules are unsure)')
+    p.add_argument('--model', type=Path, default=None,
+                   help=f'ONNX model (default: the bundled {DEFAULT_MODEL.relative_to(REPO)})')
+    p.add_argument('--separate-processes', action='store_true',
+                   help='each node in a process of its own (as the launch file) instead of the runner')
     p.add_argument('--summary-period', type=float, default=5.0, help='seconds between summaries')
     return p
 
 
-def _spawn(module: str, params: dict, log_dir: Path) -> subprocess.Popen:
-    cmd = [sys.executable, '-m', module, '--ros-args']
-    for k, v in params.items():
-        v = ('true' if v else 'false') if isinstance(v, bool) else v
-        cmd += ['-p', f'{k}:={v}']
-    log = open(log_dir / f'{module.rsplit(".", 1)[-1]}.log', 'w')
+def _start(cmd: list[str], log_path: Path) -> subprocess.Popen:
+    log = open(log_path, 'w')
     return subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
                             env=dict(os.environ, PYTHONUNBUFFERED='1'), start_new_session=True)
+
+
+def _pipeline(args, model: Optional[Path], log_dir: Path) -> list[subprocess.Popen]:
+    """The camera, the rule node and the ONNX node, with the YAML and the demo's overrides."""
+    camera = {'rate_hz': float(args.rate_hz), 'width': args.width, 'height': args.height,
+              'seed': args.seed}
+    onnx = {'mode': args.mode}
+    if model is not None:
+        onnx.update(model_path=str(model), models_dir=str(model.parent))
+    if not args.separate_processes:
+        cmd = [sys.executable, '-m', 'weld_vision_ros.bringup', '--params-file', str(PARAMS_FILE),
+               '--sim-camera', '--nodes', 'rule_defect_node', 'onnx_defect_node']
+        for node, values in (('synthetic_camera_node', camera), ('onnx_defect_node', onnx)):
+            cmd += [a for k, v in values.items() for a in ('--set', f'{node}.{k}={v}')]
+        return [_start(cmd, log_dir / 'pipeline.log')]
+    procs = []
+    for node, values in (('synthetic_camera_node', camera), ('rule_defect_node', {}),
+                         ('onnx_defect_node', onnx)):
+        cmd = [sys.executable, '-m', f'weld_vision_ros.{node}', '--ros-args',
+               '--params-file', str(PARAMS_FILE)]
+        for k, v in values.items():
+            cmd += ['-p', f'{k}:={v}']
+        procs.append(_start(cmd, log_dir / f'{node}.log'))
+    return procs
 
 
 def _stop(procs: Sequence[subprocess.Popen]) -> None:
@@ -57,41 +87,54 @@ def _stop(procs: Sequence[subprocess.Popen]) -> None:
             p.kill()
 
 
+def _report(monitor, controller) -> str:
+    decisions = ', '.join(f'{k} {v}' for k, v in sorted(controller.decisions.items())) or 'none yet'
+    return f'{monitor.summary()}\ncontroller decisions: {decisions}'
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.mode != 'rule' and args.model is None:
-        build_parser().error(f'--mode {args.mode} needs --model PATH (an exported ONNX model)')
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    model = args.model
+    if model is None and args.mode != 'rule':
+        if DEFAULT_MODEL.is_file():
+            model = DEFAULT_MODEL
+        else:
+            print(f'[demo] no bundled model at {DEFAULT_MODEL} (scripts/make_demo_model.sh makes '
+                  'it): the ONNX node publishes the rule verdicts', flush=True)
+    if model is not None:
+        model = model.resolve()
+        if not model.is_file():
+            parser.error(f'--model {model}: no such file')
     # A domain of its own, so that other ROS 2 programs on this machine do not mix in.
     os.environ.setdefault('ROS_DOMAIN_ID', str(random.randint(1, 200)))
     os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+    from weld_vision_ros.bringup import use_default_dds_profile
+    use_default_dds_profile()
     log_dir = REPO / 'log' / 'demo'
     log_dir.mkdir(parents=True, exist_ok=True)
 
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
+    from rclpy.parameter import Parameter
 
+    from weld_vision_ros.controller_example_node import ControllerExampleNode
     from weld_vision_ros.defect_monitor_node import DefectMonitorNode
 
-    camera = {'rate_hz': float(args.rate_hz), 'width': args.width, 'height': args.height,
-              'seed': args.seed}
-    procs = [_spawn('weld_vision_ros.synthetic_camera_node', camera, log_dir)]
-    if args.mode == 'rule':
-        procs.append(_spawn('weld_vision_ros.rule_defect_node', {}, log_dir))
-        topic = 'weld/defect/rule'
-    else:
-        procs.append(_spawn('weld_vision_ros.onnx_defect_node',
-                            {'mode': args.mode, 'model_path': str(args.model.resolve()),
-                             'models_dir': str(args.model.resolve().parent)}, log_dir))
-        topic = 'weld/defect'
-    print(f'[demo] synthetic camera at {args.rate_hz:g} Hz, {args.width}x{args.height}, '
-          f'mode {args.mode}; node logs in {log_dir}', flush=True)
-
-    from rclpy.parameter import Parameter
+    procs = _pipeline(args, model, log_dir)
+    how = 'each node in its own process' if args.separate_processes else 'one runner process'
+    print(f'[demo] synthetic camera at {args.rate_hz:g} Hz, {args.width}x{args.height}; rule node '
+          f'+ ONNX node in {args.mode} mode, model {model.name if model else "none"} ({how}); '
+          f'logs in {log_dir}', flush=True)
     rclpy.init()
-    monitor = DefectMonitorNode(parameter_overrides=[Parameter('defect_topic', value=topic),
+    monitor = DefectMonitorNode(parameter_overrides=[Parameter('defect_topic', value='weld/defect'),
                                                      Parameter('summary_period_s', value=0.0)])
+    controller = ControllerExampleNode()
+    # Its decisions are counted in the summary; its per-change log lines would bury the table.
+    controller.get_logger().set_level(rclpy.logging.LoggingSeverity.WARN)
     ex = SingleThreadedExecutor()
     ex.add_node(monitor)
+    ex.add_node(controller)
     deadline = time.monotonic() + (float('inf') if args.forever else args.duration)
     next_summary = time.monotonic() + args.summary_period
     exit_code = 0
@@ -100,19 +143,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             ex.spin_once(timeout_sec=0.1)
             dead = [p for p in procs if p.poll() is not None]
             if dead:
-                print(f'[demo] a node exited early (code {dead[0].returncode}); see {log_dir}', flush=True)
+                print(f'[demo] a node process exited early (code {dead[0].returncode}); see {log_dir}',
+                      flush=True)
                 exit_code = 1
                 break
-            if time.monotonic() >= next_summary:
+            if time.monotonic() >= next_summary and deadline - time.monotonic() > 1.0:
                 next_summary += args.summary_period
-                print(f'\n[demo] after {monitor.elapsed_s():.0f} s\n{monitor.summary()}', flush=True)
+                print(f'\n[demo] after {monitor.elapsed_s():.0f} s\n{_report(monitor, controller)}', flush=True)
     except KeyboardInterrupt:
         pass
     finally:
         _stop(procs)
-        print(f'\n[demo] final, after {monitor.elapsed_s():.0f} s\n{monitor.summary()}', flush=True)
+        print(f'\n[demo] final, after {monitor.elapsed_s():.0f} s\n{_report(monitor, controller)}', flush=True)
         ex.shutdown()
         monitor.destroy_node()
+        controller.destroy_node()
         rclpy.try_shutdown()
     if monitor.board.verdicts == 0:
         print('[demo] no verdict arrived: the pipeline is not working', flush=True)
