@@ -102,7 +102,7 @@ def heldout_metrics(onnx_path: Path, bag_root: Path) -> dict:
 
     for bag in find_bags([bag_root]):
         for f in iter_bag_frames(bag):
-            batch.append(preprocess(f.rgb, f.depth_m, contract.preprocess))
+            batch.append(preprocess(f.rgb, f.depth_m, contract.preprocess, f.intrinsics))
             labels.append(list(contract.class_names).index(f.label))
             if len(batch) == 64:
                 flush()
