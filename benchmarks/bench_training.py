@@ -151,6 +151,12 @@ def main(argv=None) -> int:
     p.add_argument('--store-side', type=int, default=0, help='longer side of the stored dataset frames [px] (0: keep)')
     p.add_argument('--channels', default='rgbd', choices=('rgb', 'rgbd'))
     p.add_argument('--output', default=str(REPO / 'BENCHMARKS_training.md'))
+    p.add_argument('--epochs', type=int, default=None,
+                   help='train this many epochs (the budget still applies) instead of planning them from '
+                        'the throughput probe, which reads low when the CPUs are busy at probe time')
+    p.add_argument('--reuse', action='store_true',
+                   help='keep the bags and dataset already in --work (skip recording and extraction; the '
+                        'extraction numbers are then the manifest\'s)')
     args = p.parse_args(argv)
 
     import shutil
@@ -173,22 +179,32 @@ def main(argv=None) -> int:
         wh = [size_cfg] if isinstance(size_cfg, int) else list(size_cfg)
     input_size = wh[0] if len(wh) == 1 else wh
     work = Path(args.work)
-    if work.exists():
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
     torch.set_num_threads(2)
-
     load_before = os.getloadavg()
-    t0 = time.perf_counter()
-    n_pool = record(work / 'bags', welds * 6 * per_weld, per_weld, size, seed=1, n_bags=4)
-    n_held = record(work / 'heldout', max(3, welds // 4) * 6 * per_weld, per_weld, size, seed=2, n_bags=2)
-    record_s = time.perf_counter() - t0
-    print(f'recorded {n_pool} pool + {n_held} held-out frames at {size[0]}x{size[1]} in {record_s:.0f} s')
+    if args.reuse:
+        from weld_training.bags import count_color_frames, find_bags
+        from weld_training.dataset import load_manifest
+        manifest = load_manifest(work / 'ds')
+        extract_s = manifest['stats']['seconds']
+        n_pool = manifest['stats']['frames']
+        n_held = sum(count_color_frames(b) for b in find_bags([work / 'heldout']))
+        shutil.rmtree(work / 'run', ignore_errors=True)
+        print(f'reusing {n_pool} pool + {n_held} held-out frames in {work}')
+    else:
+        if work.exists():
+            shutil.rmtree(work)
+        work.mkdir(parents=True)
+        t0 = time.perf_counter()
+        n_pool = record(work / 'bags', welds * 6 * per_weld, per_weld, size, seed=1, n_bags=4)
+        n_held = record(work / 'heldout', max(3, welds // 4) * 6 * per_weld, per_weld, size, seed=2, n_bags=2)
+        record_s = time.perf_counter() - t0
+        print(f'recorded {n_pool} pool + {n_held} held-out frames at {size[0]}x{size[1]} in {record_s:.0f} s')
 
-    t0 = time.perf_counter()
-    manifest = extract_dataset([work / 'bags'], work / 'ds', min_samples_per_class=3 if args.quick else 20, progress=False,
-                               max_side_px=args.store_side, fractions={'train': 0.85, 'val': 0.15, 'test': 0.0}, seed=0)
-    extract_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        manifest = extract_dataset([work / 'bags'], work / 'ds', min_samples_per_class=3 if args.quick else 20,
+                                   progress=False, max_side_px=args.store_side,
+                                   fractions={'train': 0.85, 'val': 0.15, 'test': 0.0}, seed=0)
+        extract_s = time.perf_counter() - t0
     extract_fps = manifest['stats']['frames'] / extract_s
 
     cfg = load_config(updates=[{
@@ -206,7 +222,7 @@ def main(argv=None) -> int:
     per_epoch_s = (n_train + n_val / 3 + 20 * 32 / 3) / probe
     # The first epochs also decode and crop every frame once (about 40 ms each, then cached).
     first_pass_s = 0.04 * (n_train + n_val)
-    cfg['train']['epochs'] = max(2, int((0.8 * minutes * 60 - first_pass_s) / per_epoch_s))
+    cfg['train']['epochs'] = args.epochs or max(2, int((0.8 * minutes * 60 - first_pass_s) / per_epoch_s))
     print(f'probe: {probe:.1f} train images/s -> {cfg["train"]["epochs"]} epochs of {n_train} frames '
           f'in {minutes:g} min')
     summary = train_mod.main(cfg)
@@ -219,7 +235,7 @@ def main(argv=None) -> int:
     results = {
         'date_utc': datetime.now(timezone.utc).isoformat(timespec='seconds'),
         'machine': f'{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch threads 2',
-        'torch': torch.__version__, 'quick': args.quick,
+        'torch': torch.__version__, 'quick': args.quick, 'epochs_arg': args.epochs, 'reuse': args.reuse,
         'load_average': {'start': [round(v, 2) for v in load_before],
                          'end': [round(v, 2) for v in os.getloadavg()]},
         'frames': {'pool': n_pool, 'heldout': n_held, 'size': f'{size[0]}x{size[1]}',
@@ -255,7 +271,9 @@ def format_table(r: dict) -> str:
     lines = [
         '# Training benchmark', '',
         f'Measured {r["date_utc"]} on {r["machine"]} (torch {r["torch"]}), '
-        f'`python benchmarks/bench_training.py{" --quick" if r["quick"] else ""}`. '
+        f'`python benchmarks/bench_training.py{" --quick" if r["quick"] else ""}'
+        f'{" --minutes %g" % r["train"]["budget_min"]}{" --epochs %d" % r["epochs_arg"] if r.get("epochs_arg") else ""}'
+        f'{" --reuse" if r.get("reuse") else ""}`. '
         f'Load average (1/5/15 min) at the start {r["load_average"]["start"]}, at the end '
         f'{r["load_average"]["end"]}: the 2 cores were shared with other work, so throughput is a floor.', '',
         f'Synthetic recordings (`weld-sim record`): {r["frames"]["pool"]} training-pool frames '
