@@ -3,12 +3,14 @@
 1. Records synthetic bags with `weld-sim record` (the synthetic camera's recorder): a
    training pool (sqlite3 and mcap bags) and, from other seeds, a held-out test set.
 2. `extract`: bags -> dataset folder, timed (frames/s).
-3. `train`: the default model (mobilenet_v3_small, RGB-D, 256x192 input) on 2 CPU threads with a
-   wall-clock budget (15 min by default); the epoch count is set from a short throughput
-   probe so that the cosine schedule ends inside the budget.
+3. `train`: the default model (mobilenet_v3_small, RGB-D, the default config's seam-strip
+   input) on 2 CPU threads with a wall-clock budget (15 min by default); the epoch count is
+   set from a short throughput probe so that the cosine schedule ends inside the budget.
 4. Exports the best checkpoint to ONNX and runs the held-out frames, read straight from
    their bags at full resolution, through onnxruntime with the model's own contract and
-   the shared preprocess, exactly as the ONNX node would. Reports macro-F1 (target >= 0.95).
+   the shared preprocess, exactly as the ONNX node would. Reports macro-F1 (target >= 0.95)
+   and how many held-out frames the seam crop found no seam on.
+5. Times the shared preprocessing (crop included) on 640x480 frames, one thread.
 
 Writes a table to stdout and to BENCHMARKS_training.md (and the raw numbers to
 benchmarks/results/bench_training.json). `--quick` runs a small version in a few minutes.
@@ -86,13 +88,14 @@ def heldout_metrics(onnx_path: Path, bag_root: Path) -> dict:
     from weld_training.bags import find_bags, iter_bag_frames
     from weld_training.evaluate import classification_metrics, softmax
     from weld_vision_ros.core.model_contract import ModelContract
-    from weld_vision_ros.core.preprocess import preprocess
+    from weld_vision_ros.core.preprocess import preprocess_with_info
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 2
     sess = ort.InferenceSession(str(onnx_path), opts, providers=['CPUExecutionProvider'])
     contract = ModelContract.from_metadata(sess.get_modelmeta().custom_metadata_map)
     ys, outs, batch, labels = [], [], [], []
+    no_seam = 0
 
     def flush():
         if batch:
@@ -102,13 +105,37 @@ def heldout_metrics(onnx_path: Path, bag_root: Path) -> dict:
 
     for bag in find_bags([bag_root]):
         for f in iter_bag_frames(bag):
-            batch.append(preprocess(f.rgb, f.depth_m, contract.preprocess))
+            x, crop = preprocess_with_info(f.rgb, f.depth_m, contract.preprocess, f.intrinsics)
+            batch.append(x)
+            no_seam += not crop.seam_found
             labels.append(list(contract.class_names).index(f.label))
             if len(batch) == 64:
                 flush()
     flush()
     logits = np.concatenate(outs)
-    return classification_metrics(np.array(ys), softmax(logits.astype(np.float64)), contract.class_names)
+    metrics = classification_metrics(np.array(ys), softmax(logits.astype(np.float64)), contract.class_names)
+    metrics['seam_not_found'] = no_seam
+    return metrics
+
+
+def preprocess_cost_ms(preset, frames: int = 60) -> dict:
+    """Median and p95 wall time [ms] of the shared preprocess (crop included) on 640x480 frames."""
+    import cv2
+
+    from weld_vision_ros.core.preprocess import preprocess
+    from weld_vision_ros.core.synthetic import default_intrinsics, render_random
+
+    cv2.setNumThreads(1)
+    rng = np.random.default_rng(99)
+    times = []
+    for _ in range(frames):
+        f = render_random(rng, default_intrinsics(640, 480))
+        preprocess(f.rgb, f.depth_m, preset, f.intrinsics)
+        t0 = time.perf_counter()
+        for _ in range(5):
+            preprocess(f.rgb, f.depth_m, preset, f.intrinsics)
+        times.append((time.perf_counter() - t0) / 5 * 1000.0)
+    return {'median_ms': float(np.median(times)), 'p95_ms': float(np.percentile(times, 95)), 'frames': frames}
 
 
 def main(argv=None) -> int:
@@ -116,15 +143,20 @@ def main(argv=None) -> int:
     p.add_argument('--quick', action='store_true', help='small run (a few minutes) to check the benchmark works')
     p.add_argument('--minutes', type=float, default=None, help='training budget [min] (default 15; quick 2)')
     p.add_argument('--work', default=str(REPO / 'runs' / 'bench_training'), help='scratch folder')
-    p.add_argument('--size', default='320x240', help='rendered frame size WxH [px]')
+    p.add_argument('--size', default='640x480', help='rendered frame size WxH [px]')
     p.add_argument('--welds-per-class', type=int, default=None)
     p.add_argument('--frames-per-weld', type=int, default=None)
-    # Pits and cracks are 2-3 px wide in 320x240 frames: at 128x128 they vanish (a pilot
-    # stayed at chance after 900 steps), at 256x192 they survive.
-    p.add_argument('--input-size', default='256x192', help='network input: N or WxH [px]')
-    p.add_argument('--store-side', type=int, default=320, help='longer side of the stored dataset frames [px]')
+    p.add_argument('--input-size', default=None, help='network input: N or WxH [px] (default: the config\'s)')
+    # The seam strip samples 0.78 mm per px; frames stay at full size (0.3-0.65 mm per px).
+    p.add_argument('--store-side', type=int, default=0, help='longer side of the stored dataset frames [px] (0: keep)')
     p.add_argument('--channels', default='rgbd', choices=('rgb', 'rgbd'))
     p.add_argument('--output', default=str(REPO / 'BENCHMARKS_training.md'))
+    p.add_argument('--epochs', type=int, default=None,
+                   help='train this many epochs (the budget still applies) instead of planning them from '
+                        'the throughput probe, which reads low when the CPUs are busy at probe time')
+    p.add_argument('--reuse', action='store_true',
+                   help='keep the bags and dataset already in --work (skip recording and extraction; the '
+                        'extraction numbers are then the manifest\'s)')
     args = p.parse_args(argv)
 
     import shutil
@@ -140,25 +172,39 @@ def main(argv=None) -> int:
     welds = args.welds_per_class or (6 if args.quick else 100)
     per_weld = args.frames_per_weld or (4 if args.quick else 5)
     size = tuple(int(v) for v in args.size.split('x'))
-    wh = [int(v) for v in args.input_size.split('x')]
+    if args.input_size:
+        wh = [int(v) for v in args.input_size.split('x')]
+    else:
+        size_cfg = load_config()['model']['input_size']
+        wh = [size_cfg] if isinstance(size_cfg, int) else list(size_cfg)
     input_size = wh[0] if len(wh) == 1 else wh
     work = Path(args.work)
-    if work.exists():
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
     torch.set_num_threads(2)
-
     load_before = os.getloadavg()
-    t0 = time.perf_counter()
-    n_pool = record(work / 'bags', welds * 6 * per_weld, per_weld, size, seed=1, n_bags=4)
-    n_held = record(work / 'heldout', max(3, welds // 4) * 6 * per_weld, per_weld, size, seed=2, n_bags=2)
-    record_s = time.perf_counter() - t0
-    print(f'recorded {n_pool} pool + {n_held} held-out frames at {size[0]}x{size[1]} in {record_s:.0f} s')
+    if args.reuse:
+        from weld_training.bags import count_color_frames, find_bags
+        from weld_training.dataset import load_manifest
+        manifest = load_manifest(work / 'ds')
+        extract_s = manifest['stats']['seconds']
+        n_pool = manifest['stats']['frames']
+        n_held = sum(count_color_frames(b) for b in find_bags([work / 'heldout']))
+        shutil.rmtree(work / 'run', ignore_errors=True)
+        print(f'reusing {n_pool} pool + {n_held} held-out frames in {work}')
+    else:
+        if work.exists():
+            shutil.rmtree(work)
+        work.mkdir(parents=True)
+        t0 = time.perf_counter()
+        n_pool = record(work / 'bags', welds * 6 * per_weld, per_weld, size, seed=1, n_bags=4)
+        n_held = record(work / 'heldout', max(3, welds // 4) * 6 * per_weld, per_weld, size, seed=2, n_bags=2)
+        record_s = time.perf_counter() - t0
+        print(f'recorded {n_pool} pool + {n_held} held-out frames at {size[0]}x{size[1]} in {record_s:.0f} s')
 
-    t0 = time.perf_counter()
-    manifest = extract_dataset([work / 'bags'], work / 'ds', min_samples_per_class=3 if args.quick else 20, progress=False,
-                               max_side_px=args.store_side, fractions={'train': 0.85, 'val': 0.15, 'test': 0.0}, seed=0)
-    extract_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        manifest = extract_dataset([work / 'bags'], work / 'ds', min_samples_per_class=3 if args.quick else 20,
+                                   progress=False, max_side_px=args.store_side,
+                                   fractions={'train': 0.85, 'val': 0.15, 'test': 0.0}, seed=0)
+        extract_s = time.perf_counter() - t0
     extract_fps = manifest['stats']['frames'] / extract_s
 
     cfg = load_config(updates=[{
@@ -174,7 +220,9 @@ def main(argv=None) -> int:
     n_val = len(manifest['frames']) - n_train
     # Validation costs about a third of a training image per image; keep 20 % slack (shared CPUs).
     per_epoch_s = (n_train + n_val / 3 + 20 * 32 / 3) / probe
-    cfg['train']['epochs'] = max(2, int(0.8 * minutes * 60 / per_epoch_s))
+    # The first epochs also decode and crop every frame once (about 40 ms each, then cached).
+    first_pass_s = 0.04 * (n_train + n_val)
+    cfg['train']['epochs'] = args.epochs or max(2, int((0.8 * minutes * 60 - first_pass_s) / per_epoch_s))
     print(f'probe: {probe:.1f} train images/s -> {cfg["train"]["epochs"]} epochs of {n_train} frames '
           f'in {minutes:g} min')
     summary = train_mod.main(cfg)
@@ -182,11 +230,12 @@ def main(argv=None) -> int:
     exported = export_model(work / 'run' / 'best.pt', work / 'run' / 'model.onnx', work / 'ds',
                             metrics=None, parity_samples=16)
     held = heldout_metrics(work / 'run' / 'model.onnx', work / 'heldout')
+    cost = preprocess_cost_ms(train_mod.preset_from_config(cfg))
 
     results = {
         'date_utc': datetime.now(timezone.utc).isoformat(timespec='seconds'),
         'machine': f'{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch threads 2',
-        'torch': torch.__version__, 'quick': args.quick,
+        'torch': torch.__version__, 'quick': args.quick, 'epochs_arg': args.epochs, 'reuse': args.reuse,
         'load_average': {'start': [round(v, 2) for v in load_before],
                          'end': [round(v, 2) for v in os.getloadavg()]},
         'frames': {'pool': n_pool, 'heldout': n_held, 'size': f'{size[0]}x{size[1]}',
@@ -200,8 +249,11 @@ def main(argv=None) -> int:
                   'images_per_s': summary['images_per_s'], 'probe_images_per_s': probe,
                   'best_val_macro_f1': summary['best_metric'], 'stop_reason': summary['stop_reason']},
         'export': {'parity_max_abs_diff': exported['parity']['max_abs_diff']},
-        'heldout': {k: held[k] for k in ('samples', 'accuracy', 'balanced_accuracy', 'macro_f1', 'roc_auc_macro')},
+        'heldout': {k: held[k] for k in ('samples', 'accuracy', 'balanced_accuracy', 'macro_f1', 'roc_auc_macro',
+                                         'seam_not_found')},
         'heldout_per_class_f1': {c: v['f1'] for c, v in held['per_class'].items()},
+        'heldout_per_class': held['per_class'],
+        'preprocess_640x480': cost, 'crop': cfg['model']['crop'], 'strip_mm': cfg['model']['strip_mm'],
     }
     table = format_table(results)
     print(table)
@@ -219,7 +271,9 @@ def format_table(r: dict) -> str:
     lines = [
         '# Training benchmark', '',
         f'Measured {r["date_utc"]} on {r["machine"]} (torch {r["torch"]}), '
-        f'`python benchmarks/bench_training.py{" --quick" if r["quick"] else ""}`. '
+        f'`python benchmarks/bench_training.py{" --quick" if r["quick"] else ""}'
+        f'{" --minutes %g" % r["train"]["budget_min"]}{" --epochs %d" % r["epochs_arg"] if r.get("epochs_arg") else ""}'
+        f'{" --reuse" if r.get("reuse") else ""}`. '
         f'Load average (1/5/15 min) at the start {r["load_average"]["start"]}, at the end '
         f'{r["load_average"]["end"]}: the 2 cores were shared with other work, so throughput is a floor.', '',
         f'Synthetic recordings (`weld-sim record`): {r["frames"]["pool"]} training-pool frames '
@@ -227,7 +281,8 @@ def format_table(r: dict) -> str:
         f'classes drawn at random, {r["frames"]["size"]}, 4 bags, sqlite3 + mcap) and {r["frames"]["heldout"]} '
         f'held-out frames recorded from other seeds.', '',
         '| measure | value |', '| --- | --- |',
-        f'| dataset extraction (bags -> dataset folder, frames stored at {e["store_side"]} px) | '
+        f'| dataset extraction (bags -> dataset folder, frames stored at '
+        f'{str(e["store_side"]) + " px" if e["store_side"] else "full size"}) | '
         f'{e["frames_per_s"]:.1f} frames/s ({e["frames"]} frames in {e["seconds"]:.1f} s) |',
         f'| training throughput, CPU, 2 threads ({t["model"]}, {t["channels"]}, {t["input"]}, '
         f'batch 32, with augmentation) | {t["images_per_s"]:.1f} images/s |',
@@ -238,7 +293,14 @@ def format_table(r: dict) -> str:
         f'**{h["macro_f1"]:.4f}** on {h["samples"]} frames (target >= {TARGET_MACRO_F1}: {ok}) |',
         f'| held-out accuracy / balanced accuracy / ROC-AUC | {h["accuracy"]:.4f} / '
         f'{h["balanced_accuracy"]:.4f} / {h["roc_auc_macro"]:.4f} |',
+        f'| held-out frames without a seam found (centre strip used) | {h["seam_not_found"]} |',
+        f'| shared preprocessing at 640x480 ({r["crop"]} crop, strip {r["strip_mm"][0]:g} x {r["strip_mm"][1]:g} mm, '
+        f'one thread) | {r["preprocess_640x480"]["median_ms"]:.2f} ms median, '
+        f'{r["preprocess_640x480"]["p95_ms"]:.2f} ms p95 |',
         f'| ONNX parity (max abs logit diff vs PyTorch) | {r["export"]["parity_max_abs_diff"]:.2e} |', '',
+        '| class | precision | recall | F1 | support |', '| --- | --- | --- | --- | --- |',
+        *[f'| {c} | {v["precision"]:.3f} | {v["recall"]:.3f} | {v["f1"]:.3f} | {v["support"]} |'
+          for c, v in r['heldout_per_class'].items()], '',
         'Held-out F1 per class: ' + ', '.join(f'{c} {v:.3f}' for c, v in r['heldout_per_class_f1'].items()),
         '']
     return '\n'.join(lines)

@@ -33,7 +33,7 @@ def pipeline_run(tmp_path_factory):
     env = dict(os.environ, OMP_NUM_THREADS='2')
     cmd = [sys.executable, '-m', 'weld_training.cli', 'pipeline', str(root / 'bags'), '--dataset', str(root / 'ds'),
            '-o', str(root / 'run'), '--epochs', '6', '--min-samples', '10', '--no-progress', '--quantize',
-           '--set', 'model.input_size=48', '--set', 'train.threads=2', '--set', 'train.batch_size=16',
+           '--set', 'model.input_size=48', '--set', 'model.crop=frame', '--set', 'train.threads=2', '--set', 'train.batch_size=16',
            '--set', 'train.lr=0.004', '--set', 'train.sample_images=2', '--set', 'export.calibration_samples=16']
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=400, env=env, cwd=root)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]

@@ -67,7 +67,8 @@ def test_sim_model_exported_and_run_as_the_node_runs_it(sim_run):
     assert (contract.preprocess.input_width, contract.preprocess.input_height) == (64, 48)
     assert contract.preprocess.channels == 'rgbd'
     frames = list(iter_bag_frames(sim_run / 'bags' / 'sidecar'))[:24]
-    x = np.stack([preprocess(f.rgb, f.depth_m, contract.preprocess) for f in frames])
+    assert contract.preprocess.crop == 'seam'       # the default config's seam strip
+    x = np.stack([preprocess(f.rgb, f.depth_m, contract.preprocess, f.intrinsics) for f in frames])
     logits = sess.run([contract.output_name], {contract.input_name: x})[0]
     model, _ = load_checkpoint_model(sim_run / 'run' / 'best.pt')
     with torch.inference_mode():

@@ -30,7 +30,8 @@ def test_run_is_self_describing(toy_ds, tmp_path):
         assert key in ckpt
     assert ckpt['preset'] == {'input_height': 48, 'input_width': 48, 'channels': 'rgbd',
                               'mean': [0.485, 0.456, 0.406, 0.0], 'std': [0.229, 0.224, 0.225, 0.5],
-                              'depth_range_mm': 5.0}
+                              'depth_range_mm': 4.0, 'crop': 'frame', 'strip_length_mm': 400.0,
+                              'strip_width_mm': 37.5}
     assert yaml.safe_load((tmp_path / 'run' / 'config.yaml').read_text()) == cfg
     model, _ = train.load_checkpoint_model(tmp_path / 'run' / 'last.pt')
     assert not model.training

@@ -1,9 +1,11 @@
-"""Training augmentation on raw frames, before the shared preprocessing.
+"""Training augmentation, between the shared crop and the normalisation.
 
-Geometric transforms (flips, rotation, scale, shift) are one affine warp applied
-identically to RGB and depth, so the relief channel stays registered with the colour;
-depth is warped with nearest-neighbour sampling so that no-return (NaN) pixels are not
-smeared into their neighbours. Photometric transforms (brightness, contrast,
+It acts on the cropped input-size frame (`core.preprocess.crop_frame`: the seam strip or
+the resized frame) and its relief plane, so the crop itself, which needs the camera
+geometry, is exactly the node's. Geometric transforms (flips, rotation, scale, shift)
+are one affine warp applied identically to RGB and the relief/depth plane, so the relief
+channel stays registered with the colour; that plane is warped with nearest-neighbour
+sampling so that no-return pixels are not smeared into their neighbours. Photometric transforms (brightness, contrast,
 saturation, gamma, blur, noise) touch RGB only: depth is a measurement, not an
 appearance. Rare classes are augmented harder: strength scales with
 sqrt(count of the largest class / count of the class), capped at `max_boost`.

@@ -23,7 +23,8 @@ import numpy as np
 
 from weld_vision_ros.core.classes import DEFAULT_CLASS_NAMES
 from weld_vision_ros.core.depth import decode_depth, encode_depth_16uc1
-from weld_vision_ros.core.preprocess import CHANNELS_RGBD, PreprocessPreset, preprocess
+from weld_vision_ros.core.camera import Intrinsics
+from weld_vision_ros.core.preprocess import CROP_SEAM, CroppedFrame, PreprocessPreset, crop_frame, to_tensor
 
 from .bags import ReadStats, Topics, count_color_frames, find_bags, iter_bag_frames, make_typestore
 from .splits import DEFAULT_FRACTIONS, SPLIT_NAMES, check_fractions, grouped_stratified_split, split_summary
@@ -210,12 +211,21 @@ def load_frame(root: Path, frame: Mapping, depth_scale_m: float, need_depth: boo
     return rgb, decode_depth(raw, '16UC1', depth_scale_m)
 
 
+def frame_intrinsics(frame: Mapping) -> Optional[Intrinsics]:
+    """The intrinsics stored for a dataset frame (scaled to the stored size), or None."""
+    d = frame.get('intrinsics')
+    return None if not d else Intrinsics.from_k(d['k'], d['width'], d['height'])
+
+
 class WeldFrames:
     """torch-style Dataset over one split of a dataset folder.
 
-    Returns (float32 tensor (C, H, W), class index). The tensor always comes from
-    `weld_vision_ros.core.preprocess.preprocess` with `preset`, the function the ONNX node
-    calls; `augment` (training only) changes the raw frame before it.
+    Returns (float32 tensor (C, H, W), class index). The tensor is
+    `weld_vision_ros.core.preprocess.preprocess` of the stored frame with `preset` and the
+    frame's intrinsics, the function and inputs the ONNX node uses: `crop_frame` then
+    `to_tensor`. `augment` (training only) acts between the two, on the cropped
+    input-size RGB and relief (geometry identically on both). With `cache`, the cropped
+    frames are kept in memory (decoding and cropping happen once per frame).
     """
 
     def __init__(self, root: str | Path, split: Optional[str], preset: PreprocessPreset,
@@ -232,6 +242,12 @@ class WeldFrames:
         self.frames = [f for f in self.manifest['frames'] if split is None or f.get('split') == split]
         self.split = split
         self.preset = preset
+        if preset.crop == CROP_SEAM:
+            missing = sum(1 for f in self.frames if not f.get('intrinsics'))
+            if missing:
+                raise DatasetError(f"crop 'seam' needs camera intrinsics, but {missing} frame(s) of "
+                                   f'{self.root} have none (record the camera_info topic, or train '
+                                   f"with model.crop=frame)")
         self.augment = augment
         self.depth_scale_m = float(self.manifest['depth_scale_m'])
         self.labels = np.array([self.class_names.index(f['label']) for f in self.frames], np.int64)
@@ -244,10 +260,15 @@ class WeldFrames:
         return np.bincount(self.labels, minlength=len(self.class_names))
 
     def raw(self, index: int) -> tuple[np.ndarray, Optional[np.ndarray]]:
+        """The stored frame: (uint8 RGB, float32 depth [m] or None when the preset needs none)."""
+        return load_frame(self.root, self.frames[index], self.depth_scale_m, self.preset.needs_depth)
+
+    def cropped(self, index: int) -> CroppedFrame:
+        """The frame cropped to the input size (cached when the dataset caches)."""
         if self._cache is not None and index in self._cache:
             return self._cache[index]
-        need_depth = self.preset.channels == CHANNELS_RGBD
-        item = load_frame(self.root, self.frames[index], self.depth_scale_m, need_depth)
+        rgb, depth_m = self.raw(index)
+        item = crop_frame(rgb, depth_m, self.preset, frame_intrinsics(self.frames[index]))
         if self._cache is not None:
             self._cache[index] = item
         return item
@@ -255,13 +276,14 @@ class WeldFrames:
     def __getitem__(self, index: int):
         import torch
 
-        rgb, depth_m = self.raw(index)
+        c = self.cropped(index)
+        rgb, relief = c.rgb, c.relief
         label = int(self.labels[index])
         if self.augment is not None:
             rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, ()).item()))
-            if depth_m is None:
-                depth_m = np.zeros(rgb.shape[:2], np.float32)
-            rgb, depth_m = self.augment(rgb, depth_m, label, rng)
-        x = preprocess(np.ascontiguousarray(rgb), None if depth_m is None else np.ascontiguousarray(depth_m),
-                       self.preset)
+            plane = relief if relief is not None else np.zeros(rgb.shape[:2], np.float32)
+            rgb, plane = self.augment(rgb, plane, label, rng)
+            relief = None if relief is None else plane
+        x = to_tensor(np.ascontiguousarray(rgb), None if relief is None else np.ascontiguousarray(relief),
+                      self.preset)
         return torch.from_numpy(x), label

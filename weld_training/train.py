@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, WeightedRandomSampler
 
-from weld_vision_ros.core.preprocess import CHANNELS_RGB, CHANNELS_RGBD, PreprocessPreset
+from weld_vision_ros.core.preprocess import CHANNELS_RGB, CHANNELS_RGBD, CROPS, PreprocessPreset
 
 from .augment import AugmentConfig, Augmenter
 from .config import ConfigError, flat, save_config
@@ -79,9 +79,17 @@ def preset_from_config(cfg: dict) -> PreprocessPreset:
     m = cfg['model']
     width, height = input_size(cfg)
     base = PreprocessPreset.for_channels(m['channels'])
-    return PreprocessPreset(input_height=height, input_width=width,
-                            channels=base.channels, mean=base.mean, std=base.std,
-                            depth_range_mm=float(m['depth_range_mm']))
+    if m['crop'] not in CROPS:
+        raise ConfigError(f'model.crop must be one of {", ".join(CROPS)}, got {m["crop"]!r}')
+    try:
+        return PreprocessPreset(input_height=height, input_width=width,
+                                channels=base.channels, mean=base.mean, std=base.std,
+                                depth_range_mm=float(m['depth_range_mm']), crop=m['crop'],
+                                strip_length_mm=float(m['strip_mm'][0]),
+                                strip_width_mm=float(m['strip_mm'][1]))
+    except (TypeError, IndexError, ValueError) as exc:
+        raise ConfigError(f'model.depth_range_mm and model.strip_mm ([length, width] in mm) must be '
+                          f'positive numbers: {exc}') from None
 
 
 def seed_everything(seed: int) -> None:

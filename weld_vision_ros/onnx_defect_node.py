@@ -279,6 +279,8 @@ class OnnxDefectNode(Node):
             'ml_invocations': s.ml_invocations,
             'ml_invocation_ratio': s.ml_invocation_ratio,
             'ml_errors': s.ml_errors,
+            # Frames the model saw through the centre strip because its seam crop found no seam.
+            'ml_seam_not_found': classifier.seam_not_found if classifier else 0,
             'latency_p50_ms': self.latency.percentile(50),
             'latency_p99_ms': self.latency.percentile(99),
             'ml_latency_p50_ms': self.ml_latency.percentile(50),

@@ -68,14 +68,18 @@ def toy_welds(n_per_class: int, prefix: str, classes=DEFAULT_CLASS_NAMES) -> lis
 
 
 def toy_train_config(dataset: Path, out: Path, **train) -> dict:
-    """A small, fast training config over a toy dataset (2 CPU threads, 48 px input)."""
+    """A small, fast training config over a toy dataset (2 CPU threads, 48 px input).
+
+    Whole-frame crop: a toy frame's class mark sits anywhere, not along its bead stripe.
+    """
     from weld_training.config import load_config
 
     t = {'epochs': 2, 'batch_size': 16, 'threads': 2, 'progress': False, 'precise_bn_batches': 4,
          'sample_images': 4, 'lr': 0.003}
     t.update(train)
     return load_config(updates=[{'data': {'dataset': str(dataset)}, 'output_dir': str(out),
-                                 'model': {'input_size': 48}, 'train': t}])
+                                 'model': {'input_size': 48, 'crop': 'frame'},
+                                 'train': t}])
 
 
 def make_toy_dataset(root: Path, n_per_class: int = 4, frames_per_weld: int = 6, seed: int = 0) -> Path:

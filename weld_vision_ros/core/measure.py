@@ -208,6 +208,15 @@ class SeamFrame:
     rows: int
     homography: np.ndarray
 
+    @classmethod
+    def build(cls, intr: Intrinsics, origin_mm: np.ndarray, along: np.ndarray, across: np.ndarray,
+              s0: float, ds: float, t0: float, dt: float, cols: int, rows: int) -> 'SeamFrame':
+        """The grid of `cols` x `rows` samples at s0 + j ds, t0 + i dt [mm] and its homography."""
+        k = np.array([[intr.fx, 0.0, intr.cx], [0.0, intr.fy, intr.cy], [0.0, 0.0, 1.0]])
+        basis = np.stack([along * ds, across * dt, origin_mm + s0 * along + t0 * across], axis=1)
+        return cls(origin_mm=origin_mm, along=along, across=across, s0=s0, ds=ds, t0=t0, dt=dt,
+                   cols=cols, rows=rows, homography=k @ basis)
+
     def to_pixels(self, s_mm: np.ndarray, t_mm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Image coordinates (x, y) [px] of plate points (s, t) [mm]."""
         j = (np.asarray(s_mm, dtype=np.float64) - self.s0) / self.ds
@@ -301,14 +310,39 @@ def _orient_in_image(plate_point_m: np.ndarray, direction: np.ndarray, intr: Int
     return direction, angle
 
 
-def measure_bead(frame: RGBDFrame, cfg: MeasureConfig = MeasureConfig(),
-                 gray: Optional[np.ndarray] = None) -> BeadGeometry:
-    """Measure the bead on `frame`; raise MeasurementError when there is none to measure.
+@dataclass(frozen=True)
+class SeamLocation:
+    """Where the seam lies: steps 1 and 2 of the measurement.
 
-    gray: the frame's gray image (uint8, H x W) if the caller already has it.
+    origin_m: a point of the plate on the seam centre line [m, camera frame]. along,
+    across: unit vectors in the plate plane (camera frame); `along` is oriented so that the
+    seam's image direction `angle_deg` lies in [-90, 90), and across = normal x along.
+    s_min_mm, s_max_mm: extent of the bead's raised samples along the seam from the origin
+    [mm]. coarse_width_mm: bead area / length [mm]. mm_per_px: size of an image pixel on
+    the plate at its distance; cell_mm: of a low-resolution segmentation cell. bead_mask:
+    the bead's low-resolution cells (every `lowres_step`-th pixel).
     """
-    intr = frame.intrinsics
-    depth = frame.depth_m
+
+    plate: Plate
+    origin_m: np.ndarray
+    along: np.ndarray
+    across: np.ndarray
+    angle_deg: float
+    s_min_mm: float
+    s_max_mm: float
+    coarse_width_mm: float
+    mm_per_px: float
+    cell_mm: float
+    bead_mask: np.ndarray
+    lowres_step: int
+
+
+def locate_seam(depth_m: np.ndarray, intr: Intrinsics, cfg: MeasureConfig = MeasureConfig()) -> SeamLocation:
+    """Fit the plate and find the seam on a depth image [m] (NaN: no return).
+
+    Raises MeasurementError when there is no plate or no bead to follow.
+    """
+    depth = depth_m
     step = max(1, int(round(intr.width / cfg.lowres_width_px)))
     xs, ys, off = _normalised_grid(intr, step)
     z = depth[off::step, off::step]
@@ -393,42 +427,48 @@ def measure_bead(frame: RGBDFrame, cfg: MeasureConfig = MeasureConfig(),
     along3, angle = _orient_in_image(origin_m, along3, intr)
     across3 = _cross(normal, along3)
     s_pts = (ab - centre) @ (direction2 * np.sign(along3 @ (direction2[0] * e1 + direction2[1] * e2)))
+    return SeamLocation(plate=plate, origin_m=origin_m, along=along3, across=across3, angle_deg=angle,
+                        s_min_mm=float(s_pts.min()), s_max_mm=float(s_pts.max()),
+                        coarse_width_mm=float(coarse_width), mm_per_px=mm_per_px, cell_mm=cell_mm,
+                        bead_mask=bead_mask, lowres_step=step)
+
+
+def measure_bead(frame: RGBDFrame, cfg: MeasureConfig = MeasureConfig(),
+                 gray: Optional[np.ndarray] = None) -> BeadGeometry:
+    """Measure the bead on `frame`; raise MeasurementError when there is none to measure.
+
+    gray: the frame's gray image (uint8, H x W) if the caller already has it.
+    """
+    intr = frame.intrinsics
+    depth = frame.depth_m
+    loc = locate_seam(depth, intr, cfg)
+    plate, cell_mm, coarse_width = loc.plate, loc.cell_mm, loc.coarse_width_mm
+    along3, across3, angle, mm_per_px = loc.along, loc.across, loc.angle_deg, loc.mm_per_px
+    origin_m, bead_mask, step = loc.origin_m, loc.bead_mask, loc.lowres_step
 
     # --- seam-frame grid
-    s_lo = float(s_pts.min()) - 2.0 * cell_mm
-    s_hi = float(s_pts.max()) + 2.0 * cell_mm
+    s_lo = loc.s_min_mm - 2.0 * cell_mm
+    s_hi = loc.s_max_mm + 2.0 * cell_mm
     ds = max(cfg.along_step_mm, (s_hi - s_lo) / (cfg.max_profiles - 1))
     cols = int((s_hi - s_lo) / ds) + 1
     half_t = 0.8 * coarse_width + cfg.window_margin_mm
     dt = cfg.across_step_mm
     rows = 2 * int(math.ceil(half_t / dt)) + 1
     t0 = -dt * (rows // 2)
-    origin_mm = origin_m * 1000.0
-    k = np.array([[intr.fx, 0.0, intr.cx], [0.0, intr.fy, intr.cy], [0.0, 0.0, 1.0]])
-    basis = np.stack([along3 * ds, across3 * dt, origin_mm + s_lo * along3 + t0 * across3], axis=1)
-    hom = k @ basis
-    seam = SeamFrame(origin_mm=origin_mm, along=along3, across=across3, s0=s_lo, ds=ds, t0=t0,
-                     dt=dt, cols=cols, rows=rows, homography=hom)
-
-    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
-    zg = cv2.warpPerspective(depth, hom, (cols, rows), flags=flags, borderMode=cv2.BORDER_CONSTANT,
-                             borderValue=float('nan'))
+    seam = SeamFrame.build(intr, origin_m * 1000.0, along3, across3, s_lo, ds, t0, dt, cols, rows)
+    elevation = seam_elevation_mm(depth, plate, seam)
     if gray is None:
         gray = cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2GRAY)
-    gg = cv2.warpPerspective(gray, hom, (cols, rows), flags=flags, borderMode=cv2.BORDER_CONSTANT,
-                             borderValue=0)
-    # Elevation = d (1 - z / z_plate); z_plate of each grid point is affine in (s, t).
-    pz_col = (origin_mm[2] + (s_lo + ds * np.arange(cols)) * along3[2]).astype(np.float32)
-    pz_row = ((t0 + dt * np.arange(rows)) * across3[2]).astype(np.float32)
-    d_mm = np.float32(1000.0 * plate.distance_m)
-    elevation = d_mm - (zg * d_mm * 1000.0) / (pz_row[:, None] + pz_col[None, :])
+    gg = cv2.warpPerspective(gray, seam.homography, (cols, rows),
+                             flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                             borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
     # Visible seam: the columns whose centre-line point lies inside the image.
     jj = np.arange(cols, dtype=np.float64)
     x_c, y_c = seam.to_pixels(seam.s_of_col(jj), np.zeros(cols))
     inside = (x_c >= 0) & (x_c <= intr.width - 1) & (y_c >= 0) & (y_c <= intr.height - 1)
     on_bead = np.zeros(cols, dtype=bool)
-    s_bead_lo, s_bead_hi = float(s_pts.min()), float(s_pts.max())
+    s_bead_lo, s_bead_hi = loc.s_min_mm, loc.s_max_mm
     on_bead[(seam.s_of_col(jj) >= s_bead_lo - cell_mm) & (seam.s_of_col(jj) <= s_bead_hi + cell_mm)] = True
     # Columns whose whole cross-section lies inside the image (2 px margin).
     col_inside = inside.copy()
@@ -443,6 +483,22 @@ def measure_bead(frame: RGBDFrame, cfg: MeasureConfig = MeasureConfig(),
 
     return _profiles(cfg, plate, seam, elevation, gg, seam_start, seam_end, angle,
                      mm_per_px, bead_mask, step, col_inside)
+
+
+def seam_elevation_mm(depth_m: np.ndarray, plate: Plate, seam: SeamFrame,
+                      interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
+    """Depth sampled on the seam grid as elevation above the plate [mm] (rows, cols); NaN: no return.
+
+    Elevation = d (1 - z / z_plate), with z_plate of each grid point affine in (s, t).
+    """
+    zg = cv2.warpPerspective(depth_m, seam.homography, (seam.cols, seam.rows),
+                             flags=interpolation | cv2.WARP_INVERSE_MAP,
+                             borderMode=cv2.BORDER_CONSTANT, borderValue=float('nan'))
+    origin_mm, along3, across3 = seam.origin_mm, seam.along, seam.across
+    pz_col = (origin_mm[2] + (seam.s0 + seam.ds * np.arange(seam.cols)) * along3[2]).astype(np.float32)
+    pz_row = ((seam.t0 + seam.dt * np.arange(seam.rows)) * across3[2]).astype(np.float32)
+    d_mm = np.float32(1000.0 * plate.distance_m)
+    return d_mm - (zg * d_mm * 1000.0) / (pz_row[:, None] + pz_col[None, :])
 
 
 def _profiles(cfg: MeasureConfig, plate: Plate, seam: SeamFrame,

@@ -15,8 +15,10 @@ wrong and what was expected. The checks, in order:
 6. warm-up inferences on preprocessed frames return finite probabilities of the
    declared shape (and, for output_kind 'probabilities', values that sum to 1).
 
-Preprocessing is `core.preprocess.preprocess` with the preset stored in the model: the
-one used by training's evaluation.
+Preprocessing is `core.preprocess.preprocess` with the preset stored in the model and
+the frame's intrinsics: the function and inputs training's evaluation uses. With a
+seam-crop preset, a frame on which no seam is found is still classified (on the centre
+strip, see `core.preprocess`) and counted in `OnnxClassifier.seam_not_found`.
 
 Execution providers are named 'cpu', 'cuda', 'tensorrt', 'openvino', in order of
 preference. A provider this onnxruntime build does not offer is skipped when a later one
@@ -29,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +41,7 @@ import numpy as np
 
 from .frames import RGBDFrame
 from .model_contract import ModelContract, ModelContractError
-from .preprocess import CHANNELS_RGBD, PreprocessError, PreprocessPreset, preprocess
+from .preprocess import CropInfo, PreprocessError, PreprocessPreset, preprocess_with_info
 from .results import METHOD_ML, Verdict
 
 PROVIDERS = {
@@ -219,6 +222,14 @@ class OnnxClassifier:
         self._session = session
         self.contract = contract
         self.info = info
+        self._lock = threading.Lock()
+        self._seam_not_found = 0
+        self.last_seam_problem = ''
+
+    @property
+    def seam_not_found(self) -> int:
+        """Frames classified since loading on which the seam crop found no seam (centre strip used)."""
+        return self._seam_not_found
 
     @property
     def version(self) -> str:
@@ -228,10 +239,16 @@ class OnnxClassifier:
     def preset(self) -> PreprocessPreset:
         return self.contract.preprocess
 
+    def prepare(self, frame: RGBDFrame) -> tuple[np.ndarray, CropInfo]:
+        """The (1, C, H, W) float32 network input for a frame (the training preprocessing),
+        and how the frame was cropped."""
+        depth = frame.depth_m if self.preset.needs_depth else None
+        x, crop = preprocess_with_info(frame.rgb, depth, self.preset, frame.intrinsics)
+        return x[None], crop
+
     def input_tensor(self, frame: RGBDFrame) -> np.ndarray:
         """The (1, C, H, W) float32 network input for a frame (the training preprocessing)."""
-        depth = frame.depth_m if self.preset.channels == CHANNELS_RGBD else None
-        return preprocess(frame.rgb, depth, self.preset)[None]
+        return self.prepare(frame)[0]
 
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
         """(N, num_classes) probabilities for a preprocessed (N, C, H, W) batch."""
@@ -256,9 +273,13 @@ class OnnxClassifier:
         """The model's verdict on one frame; latency_ms covers preprocessing and inference."""
         t0 = time.perf_counter()
         try:
-            batch = self.input_tensor(frame)
+            batch, crop = self.prepare(frame)
         except PreprocessError as exc:
             raise InferenceError(f'cannot preprocess the frame for model {self.version}: {exc}') from None
+        if not crop.seam_found:
+            with self._lock:
+                self._seam_not_found += 1
+                self.last_seam_problem = crop.reason
         probs = self.probabilities(batch)[0]
         best = int(np.argmax(probs))
         return Verdict(defect_class=self.contract.class_names[best], confidence=float(probs[best]),
