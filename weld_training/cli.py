@@ -79,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog=EPILOG)
     p.add_argument('--dataset', help='dataset folder (data.dataset)')
     p.add_argument('--resume', metavar='CHECKPOINT', help='continue from a last.pt')
+    p.add_argument('--no-progress', action='store_true', help='no progress bars')
     _add_train_args(p)
     _add_config_args(p)
 
