@@ -113,6 +113,7 @@ def deploy(version: str, registry: Registry, node: str = DEFAULT_NODE,
     try:
         import rclpy
         from rcl_interfaces.srv import GetParameters, SetParametersAtomically
+        from rclpy.executors import SingleThreadedExecutor
         from rclpy.parameter import Parameter
     except ImportError as exc:
         raise DeployError(f'deploy needs ROS 2 (rclpy) in this environment: {exc}') from None
@@ -121,13 +122,16 @@ def deploy(version: str, registry: Registry, node: str = DEFAULT_NODE,
     ctx = rclpy.Context()
     rclpy.init(context=ctx)
     client_node = rclpy.create_node(f'weld_deploy_{int(time.time() * 1000) % 1_000_000}', context=ctx)
+    # An executor of this context: the global one belongs to the default context, never initialized here.
+    executor = SingleThreadedExecutor(context=ctx)
+    executor.add_node(client_node)
     try:
         def call(srv_type, name, request):
             client = client_node.create_client(srv_type, name)
             if not client.wait_for_service(timeout_sec=timeout_s):
                 raise DeployError(f'no service {name}: is {node} running (and on this ROS_DOMAIN_ID)?')
             future = client.call_async(request)
-            rclpy.spin_until_future_complete(client_node, future, timeout_sec=timeout_s)
+            executor.spin_until_future_complete(future, timeout_sec=timeout_s)
             if not future.done() or future.result() is None:
                 raise DeployError(f'{name} did not answer within {timeout_s} s')
             return future.result()
@@ -150,6 +154,7 @@ def deploy(version: str, registry: Registry, node: str = DEFAULT_NODE,
             Parameter('model_path', value=str(staged)).to_parameter_msg()])
         result = call(SetParametersAtomically, f'{node}/set_parameters_atomically', request).result
     finally:
+        executor.shutdown()
         client_node.destroy_node()
         rclpy.try_shutdown(context=ctx)
     registry.record_deploy(version, node, bool(result.successful), result.reason)
