@@ -113,6 +113,7 @@ def test_deploy_to_a_running_node_and_a_corrupt_model_is_refused(trained, tmp_pa
     refusal = [e for e in reg.events(bad.version) if e['kind'] == 'deploy_refused']
     assert len(refusal) == 1 and 'ONNX' in refusal[0]['detail'] and refusal[0]['detail'].startswith(NODE)
     assert (models_dir / 'toy-deploy-1.onnx').is_file()  # staged into the node's models_dir
+    assert not (models_dir / f'{bad.version}.onnx').exists()  # a refused copy is removed again
 
 
 def test_deploy_without_ros_says_so(trained, monkeypatch):

@@ -142,6 +142,8 @@ def deploy(version: str, registry: Registry, node: str = DEFAULT_NODE,
             models_dir = Path(answer.values[0].string_value) if answer.values else None
             if not models_dir or str(models_dir) in ('', '.'):
                 raise DeployError(f'{node} reports no models_dir; pass --models-dir')
+        target = Path(models_dir) / f'{version}.onnx'
+        new_copy = not _inside(Path(model.onnx_path), Path(models_dir)) and not target.exists()
         staged = stage_model(Path(model.onnx_path), Path(models_dir), version)
         sha = file_sha256(staged)
         if model.sha256 and sha != model.sha256:
@@ -158,4 +160,6 @@ def deploy(version: str, registry: Registry, node: str = DEFAULT_NODE,
         client_node.destroy_node()
         rclpy.try_shutdown(context=ctx)
     registry.record_deploy(version, node, bool(result.successful), result.reason)
+    if not result.successful and new_copy:
+        staged.unlink(missing_ok=True)  # a refused model has no business in the node's models_dir
     return DeployResult(version, node, bool(result.successful), result.reason, str(staged))
