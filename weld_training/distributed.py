@@ -100,11 +100,33 @@ class BalancedDistributedSampler(DistributedSampler):
         return iter(indices[self.rank:self.total_size:self.num_replicas])
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over processes whose gradient is the sum over processes of the gradients: every
+    process's loss depends on every process's share of the sum."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        out = x.clone()
+        dist.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
+
+
+def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
+    """Differentiable sum of `x` over all processes."""
+    return _AllReduceSum.apply(x)
+
+
 class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
     """BatchNorm whose training statistics are those of the global batch of all processes.
 
     For the CPU (gloo), where torch.nn.SyncBatchNorm refuses to run. The sums go through the
-    differentiable all_reduce of torch.distributed.nn, so the gradient also flows through the
+    differentiable all_reduce (all_reduce_sum), so the gradient also flows through the
     other processes' share of the statistics, as it does through one big batch. In eval
     mode, or outside a process group, it is plain BatchNorm. The state dict is BatchNorm's.
     """
@@ -117,16 +139,14 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
         if not (self.training and dist.is_available() and dist.is_initialized()
                 and dist.get_world_size() > 1):
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
-
         dims = [0] + list(range(2, x.dim()))
         shape = [1, -1] + [1] * (x.dim() - 2)
         count = torch.tensor([x.numel() // x.shape[1]], dtype=torch.float64)
         dist.all_reduce(count)
         n = float(count.item())
-        mean = all_reduce(x.sum(dims)) / n
+        mean = all_reduce_sum(x.sum(dims)) / n
         centered = x - mean.view(shape)
-        var = all_reduce((centered * centered).sum(dims)) / n  # two passes, like BatchNorm
+        var = all_reduce_sum((centered * centered).sum(dims)) / n  # two passes, like BatchNorm
         out = centered * torch.rsqrt(var.view(shape) + self.eps)
         if self.affine:
             out = out * self.weight.view(shape) + self.bias.view(shape)

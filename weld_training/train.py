@@ -398,8 +398,7 @@ def _train(cfg: dict, env: DistEnv, device: torch.device, log: Callable[[str], N
     net = model  # what the training step calls: the model, or its DDP wrapper
     if env.distributed:
         net = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == 'cuda' else None,
-            broadcast_buffers=False)  # BatchNorm buffers are equal in every process already
+            model, device_ids=[device.index] if device.type == 'cuda' else None)
     criterion = build_criterion(t['loss'], counts, focal_gamma=t['focal_gamma'],
                                 weight_power=t['weight_power'],
                                 label_smoothing=t['label_smoothing']).to(device)
