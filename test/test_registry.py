@@ -93,3 +93,56 @@ def test_two_concurrent_writers_are_both_recorded(tmp_path):
     versions = {m.version for m in reg.list_models()}
     assert versions == {f'{t}-{i}' for t in 'ab' for i in range(25)}
     assert len(reg.list_runs('finished')) == 50
+
+
+def test_runs_and_models_resolve_by_prefix_and_record_their_provenance(tmp_path):
+    reg = Registry(tmp_path / 'r.sqlite')
+    with pytest.raises(RegistryError, match='no runs recorded'):
+        reg.resolve_run()
+    first = reg.create_run({'seed': 0}, 'manifest-sha', run_id='run-a-1')
+    reg.create_run({'seed': 1}, run_id='run-b-1')
+    reg.create_run({'seed': 2}, run_id='run-b-2')
+    assert reg.resolve_run().run_id == 'run-b-2' and reg.resolve_run('latest').run_id == 'run-b-2'
+    assert reg.resolve_run('run-a').run_id == first
+    with pytest.raises(RegistryError, match="matches 2 runs"):
+        reg.resolve_run('run-b')
+    with pytest.raises(RegistryError, match='unknown run'):
+        reg.resolve_run('zzz')
+    for status in ('finished', 'interrupted'):
+        reg.finish_run('run-b-1', status, detail='why')
+    with pytest.raises(RegistryError, match='ends as one of'):
+        reg.finish_run(first, 'running')
+    assert reg.events()[-1]['detail'] == 'why'
+
+    cfg = {'model': {'name': 'resnet18'}, 'train': {'epochs': 3}}
+    model = reg.register_model('resnet18-rgbd-abc', _model_file(tmp_path, 'm'), 'ab' * 32, CLASSES,
+                               _metrics(0.9, 0.6), run_id=first, dataset_sha256='manifest-sha', config=cfg)
+    assert (model.run_id, model.dataset_sha256, model.config, model.status) == \
+        (first, 'manifest-sha', cfg, 'registered')
+    assert model.created_at > 0 and model.metrics['per_class']['porosity']['f1'] == 0.6
+    assert reg.resolve_model('resnet18').version == model.version      # version prefix
+    assert reg.resolve_model('abababab').version == model.version      # sha256 prefix
+    assert reg.find_model_by_file(tmp_path / '.' / 'm.onnx', 'ab' * 32).version == model.version
+    with pytest.raises(RegistryError, match='unknown run'):
+        reg.register_model('x', tmp_path / 'x.onnx', 'sha', CLASSES, {}, run_id='no-such-run')
+
+
+def test_an_older_registry_file_gains_the_new_columns(tmp_path):
+    import sqlite3
+    path = tmp_path / 'old.sqlite'
+    con = sqlite3.connect(path)
+    con.executescript("""
+        CREATE TABLE models (version TEXT PRIMARY KEY, run_id TEXT, created_at REAL NOT NULL,
+            status TEXT NOT NULL, onnx_path TEXT NOT NULL, sha256 TEXT NOT NULL,
+            class_names_json TEXT NOT NULL, metrics_json TEXT NOT NULL DEFAULT '{}',
+            artifacts_json TEXT NOT NULL DEFAULT '[]', deployed_to TEXT NOT NULL DEFAULT '',
+            deployed_at REAL);
+        INSERT INTO models VALUES ('old', NULL, 1.0, 'active', '/m.onnx', 'sha', '["good"]', '{}', '[]', '', NULL);
+    """)
+    con.commit()
+    con.close()
+    reg = Registry(path)
+    old = reg.get_model('old')
+    assert (old.status, old.dataset_sha256, old.config) == ('active', '', {})
+    reg.register_model('new', tmp_path / 'n.onnx', 'sha2', CLASSES, {}, dataset_sha256='d')
+    assert reg.get_model('new').dataset_sha256 == 'd'

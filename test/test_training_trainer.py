@@ -128,3 +128,22 @@ def test_loader_workers(toy_ds, tmp_path):
     cfg = toy_train_config(toy_ds, tmp_path / 'run', epochs=1, num_workers=1, tensorboard=False)
     summary = train.main(cfg, **QUIET)
     assert summary['epochs_run'] == 1 and summary['images_per_s'] > 0
+
+
+def test_registry_records_progress_and_a_ctrl_c_as_interrupted(toy_ds, tmp_path, monkeypatch):
+    from weld_training.registry import Registry
+    reg = Registry(tmp_path / 'registry.sqlite')
+    summary = train.main(toy_train_config(toy_ds, tmp_path / 'done', epochs=2, tensorboard=False), **QUIET,
+                         registry=reg)
+    run = reg.get_run(summary['run_id'])
+    assert (run.status, run.epoch, run.total_epochs) == ('finished', 2, 2)
+    assert run.metrics['val_macro_f1'] == summary['best_metric'] or run.metrics['best_metric'] == summary['best_metric']
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, 'train_one_epoch', interrupted)
+    summary = train.main(toy_train_config(toy_ds, tmp_path / 'stopped', epochs=2, tensorboard=False), **QUIET,
+                         registry=reg)
+    assert summary['interrupted'] and reg.get_run(summary['run_id']).status == 'interrupted'
+    assert train.load_checkpoint(tmp_path / 'stopped' / 'last.pt')['run_id'] == summary['run_id']

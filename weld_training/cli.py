@@ -2,17 +2,24 @@
 
 Every subcommand reads the same configuration (configs/default.yaml, then --config FILE,
 then its own flags, then --set section.key=value overrides), so a run can be repeated
-from the config.yaml stored with it.
+from the config.yaml stored with it. Runs and exported models are recorded in a registry
+(`registry`, default runs/registry.sqlite): `models`, `status`, `cancel` and `deploy` read
+and act on it. `train` also runs data-parallel under torchrun:
+`python -m torch.distributed.run --standalone --nproc_per_node N -m weld_training.cli train ...`
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import time
 from pathlib import Path
 from typing import Optional, Sequence
 
 from .config import ConfigError, load_config
+
+DEFAULT_REGISTRY = 'runs/registry.sqlite'  # as in configs/default.yaml
 
 EPILOG = 'Configuration keys and defaults: weld_training/configs/default.yaml (docs/training.md).'
 
@@ -42,6 +49,13 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('--epochs', type=int, help='train.epochs')
     p.add_argument('--device', choices=('auto', 'cpu', 'cuda'), help='device')
     p.add_argument('--seed', type=int, help='seed')
+    p.add_argument('--registry', metavar='FILE', help=f'registry to record the run in (registry, default '
+                   f'{DEFAULT_REGISTRY})')
+    p.add_argument('--no-registry', action='store_true', help='record nothing in a registry')
+
+
+def _add_registry_arg(p: argparse.ArgumentParser, default_help: str = f'default {DEFAULT_REGISTRY}') -> None:
+    p.add_argument('--registry', metavar='FILE', help=f'registry file ({default_help})')
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog=EPILOG)
     p.add_argument('--dataset', help='dataset folder (data.dataset)')
     p.add_argument('--resume', metavar='CHECKPOINT', help='continue from a last.pt')
+    p.add_argument('--no-progress', action='store_true', help='no progress bars')
     _add_train_args(p)
     _add_config_args(p)
 
@@ -90,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--quantize', action='store_true', help='also write <model>.int8.onnx')
     p.add_argument('--parity-samples', type=int, help='real frames for the parity check')
     p.add_argument('--tolerance', type=float, help='max abs logit difference allowed')
+    _add_registry_arg(p, 'default: the one the checkpoint\'s run was recorded in')
+    p.add_argument('--no-registry', action='store_true', help='do not register the model')
 
     p = sub.add_parser('pipeline', help='bags -> dataset -> train -> evaluate -> export',
                        description='Run every step: extract the bags, train, evaluate the best '
@@ -102,6 +119,53 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     _add_train_args(p)
     _add_config_args(p)
+
+    p = sub.add_parser('models', help='list, show, compare, promote or delete registered models',
+                       description='The model versions in the registry (each `export` registers one).')
+    msub = p.add_subparsers(dest='models_command', required=True, metavar='ACTION')
+    q = msub.add_parser('list', help='one line per model version')
+    _add_registry_arg(q)
+    q = msub.add_parser('show', help='everything recorded about one version')
+    q.add_argument('model', help='version (or a unique prefix of it, or of its sha256)')
+    _add_registry_arg(q)
+    q = msub.add_parser('compare', help='per-class metrics of 2 or more versions side by side')
+    q.add_argument('models', nargs='+', help='versions (or unique prefixes)')
+    _add_registry_arg(q)
+    q = msub.add_parser('promote', help='make a version the active one (the previous one is retired)')
+    q.add_argument('model', help='version (or a unique prefix)')
+    _add_registry_arg(q)
+    q = msub.add_parser('delete', help='remove a version and its files (not the active model)')
+    q.add_argument('model', help='version (or a unique prefix)')
+    q.add_argument('--keep-files', action='store_true', help='remove the record only, keep the files')
+    _add_registry_arg(q)
+
+    p = sub.add_parser('deploy', help='send a model to a running ONNX defect node',
+                       description='Copy a model into the node\'s models_dir (asked from the node), set '
+                                   'model_path and model_sha256 in one atomic parameter request, and '
+                                   'report the node\'s answer: accepted, or refused with its reason '
+                                   '(the node keeps serving its previous model). The answer is recorded '
+                                   'in the registry. Needs ROS 2 (rclpy) and the same ROS_DOMAIN_ID.')
+    p.add_argument('model', help='registered version (or unique prefix of it or of its sha256), or an '
+                                 'ONNX file (registered on the fly when it is not yet)')
+    p.add_argument('--node', default='/onnx_defect_node', help='node name (default /onnx_defect_node)')
+    p.add_argument('--timeout', type=float, default=30.0,
+                   help='seconds to wait for the node\'s services and for each answer (default 30)')
+    p.add_argument('--models-dir', help='stage the model here instead of the node\'s models_dir')
+    _add_registry_arg(p)
+
+    p = sub.add_parser('status', help='progress of a training run (epoch, metrics, ETA)',
+                       description='Progress of a run from the registry: works from another terminal '
+                                   'while the run trains.')
+    p.add_argument('run', nargs='?', help='run id or unique prefix (default: the latest run)')
+    p.add_argument('--all', action='store_true', help='one line per run instead')
+    _add_registry_arg(p)
+
+    p = sub.add_parser('cancel', help='stop a training run cleanly (it saves last.pt first)',
+                       description='Ask a running training to stop: it checks after every optimizer '
+                                   'step, saves last.pt (and best.pt if there is none) and ends with '
+                                   'status cancelled. `--resume last.pt` continues it later.')
+    p.add_argument('run', help='run id or unique prefix, or "latest"')
+    _add_registry_arg(p)
     return parser
 
 
@@ -142,6 +206,10 @@ def _updates(args: argparse.Namespace) -> dict:
         u['device'] = args.device
     if g('seed') is not None:
         u['seed'] = args.seed
+    if g('registry'):
+        u['registry'] = args.registry
+    if g('no_registry'):
+        u['registry'] = None
     return {k: v for k, v in u.items() if v != {}}
 
 
@@ -180,7 +248,9 @@ def cmd_evaluate(checkpoint: str, dataset: Optional[str], split: Optional[str], 
 def cmd_export(checkpoint: str, *, dataset: Optional[str] = None, out: Optional[str] = None,
                opset: Optional[int] = None, version: Optional[str] = None, metrics_json: Optional[str] = None,
                metrics: Optional[dict] = None, quantize: Optional[bool] = None,
-               parity_samples: Optional[int] = None, tolerance: Optional[float] = None) -> dict:
+               parity_samples: Optional[int] = None, tolerance: Optional[float] = None,
+               registry: Optional[str] = None, use_registry: bool = True) -> dict:
+    """Export a checkpoint and register the model version (registry: default, the run's)."""
     from .export import export_model
     from .train import load_checkpoint
 
@@ -195,13 +265,57 @@ def cmd_export(checkpoint: str, *, dataset: Optional[str] = None, out: Optional[
             metrics = dict(doc['metrics'], split=doc.get('context', {}).get('split'))
         elif metrics_json:
             raise ConfigError(f'metrics report {report} does not exist')
-    return export_model(checkpoint, out or run_dir / 'model.onnx', dataset or cfg['data']['dataset'],
-                        opset=opset or int(e['opset']), version=version or e['version'], metrics=metrics,
-                        parity_samples=parity_samples or int(e['parity_samples']),
-                        parity_tolerance=tolerance if tolerance is not None else float(e['parity_tolerance']),
-                        quantize=bool(e['quantize']) if quantize is None else quantize,
-                        calibration_samples=int(e['calibration_samples']),
-                        eval_split=cfg['evaluate']['split'])
+    exported = export_model(checkpoint, out or run_dir / 'model.onnx', dataset or cfg['data']['dataset'],
+                            opset=opset or int(e['opset']), version=version or e['version'], metrics=metrics,
+                            parity_samples=parity_samples or int(e['parity_samples']),
+                            parity_tolerance=tolerance if tolerance is not None else float(e['parity_tolerance']),
+                            quantize=bool(e['quantize']) if quantize is None else quantize,
+                            calibration_samples=int(e['calibration_samples']),
+                            eval_split=cfg['evaluate']['split'])
+    registry = registry or cfg.get('registry')
+    if use_registry and registry:
+        exported['registered'] = register_export(_open_registry(registry), exported, ckpt, metrics,
+                                                 dataset or cfg['data']['dataset']).version
+    return exported
+
+
+def _open_registry(path: Optional[str]):
+    from .registry import Registry
+    return Registry(path or DEFAULT_REGISTRY)
+
+
+def register_export(reg, exported: dict, ckpt: dict, metrics: Optional[dict], dataset: str):
+    """Record an exported model: sha256 of the file (what the node checks), metrics overall and
+    per class, its files, the run and dataset manifest it came from, the training config."""
+    from .dataset import manifest_sha256
+    from .deploy import file_sha256
+    from .registry import RegistryError
+
+    onnx_path = Path(exported['model']).resolve()
+    sha = file_sha256(onnx_path)
+    version = exported['model_version']
+    known = {m.version: m for m in reg.list_models()}
+    if version in known:
+        if known[version].sha256 == sha:
+            print(f'model {version} is already registered in {reg.path}')
+            return known[version]
+        raise RegistryError(f'model version {version!r} is already registered in {reg.path} with another '
+                            f'file; export with --model-version NEW_VERSION')
+    artifacts = [str(onnx_path), str(onnx_path.with_suffix('.export.json'))]
+    if 'int8' in exported:
+        artifacts.append(str(Path(exported['int8']['model']).resolve()))
+    record = {k: v for k, v in (metrics or {}).items()
+              if k in ('accuracy', 'balanced_accuracy', 'macro_f1', 'roc_auc_macro', 'samples', 'split',
+                       'per_class')}
+    record[f'best_val_{ckpt["monitor"]}'] = ckpt['best_metric']
+    run_id = ckpt.get('run_id')
+    if run_id and run_id not in {r.run_id for r in reg.list_runs()}:
+        run_id = None  # trained with another registry (or none)
+    model = reg.register_model(version, onnx_path, sha, ckpt['class_names'], record, run_id=run_id,
+                               artifacts=artifacts, config=ckpt['config'],
+                               dataset_sha256=ckpt.get('dataset_sha256') or manifest_sha256(dataset))
+    print(f'registered model {version} (sha256 {sha[:12]}) in {reg.path}')
+    return model
 
 
 def run_pipeline(cfg: dict, overwrite: bool = False, reuse_dataset: bool = False,
@@ -218,22 +332,172 @@ def run_pipeline(cfg: dict, overwrite: bool = False, reuse_dataset: bool = False
         print('[pipeline] 1/4 extract')
         cmd_extract(cfg, overwrite)
     print('[pipeline] 2/4 train')
-    summary = train_mod.main(cfg)
+    summary = train_mod.main(cfg, registry=cfg['registry'] or None)
     if summary['interrupted']:
         raise KeyboardInterrupt
+    if summary['cancelled']:
+        print(f'[pipeline] training was cancelled; not evaluating or exporting '
+              f'(resume with --set train.resume={summary["last_checkpoint"]})')
+        return {'train': summary}
     best = summary['best_checkpoint']
     print('[pipeline] 3/4 evaluate')
     metrics = cmd_evaluate(best, str(dataset), cfg['evaluate']['split'], None)
     print('[pipeline] 4/4 export')
-    exported = cmd_export(best, dataset=str(dataset), metrics=metrics, quantize=quantize)
+    exported = cmd_export(best, dataset=str(dataset), metrics=metrics, quantize=quantize,
+                          registry=cfg['registry'], use_registry=bool(cfg['registry']))
     result = {'train': summary, 'test_metrics': {k: metrics[k] for k in
                                                  ('accuracy', 'balanced_accuracy', 'macro_f1', 'roc_auc_macro')},
               'export': {k: exported[k] for k in ('model', 'model_version', 'parity')}}
+    if summary.get('run_id'):
+        result['run_id'] = summary['run_id']
     if 'int8' in exported:
         result['export']['int8'] = exported['int8']
     (Path(cfg['output_dir']) / 'pipeline.json').write_text(json.dumps(result, indent=1))
     print(f'[pipeline] done: {exported["model"]} (test macro-F1 {metrics["macro_f1"]:.4f})')
     return result
+
+
+def _when(t: Optional[float]) -> str:
+    return time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(t)) if t else '-'
+
+
+def _num(v) -> str:
+    if isinstance(v, float):
+        return f'{v:.4f}'
+    return '-' if v is None else str(v)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    fmt = '  '.join(f'{{:<{w}}}' for w in widths)
+    return '\n'.join(fmt.format(*map(str, r)).rstrip() for r in (header, *rows))
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    reg = _open_registry(args.registry)
+    action = args.models_command
+    if action == 'list':
+        models = reg.list_models()
+        if not models:
+            print(f'no models registered in {reg.path}')
+            return 0
+        rows = [(m.version, m.status, _when(m.created_at), _num(m.metrics.get('macro_f1')),
+                 _num(m.metrics.get('accuracy')), m.sha256[:12], m.deployed_to or '-', m.run_id or '-')
+                for m in models]
+        print(_table(('version', 'status', 'created', 'macro_f1', 'accuracy', 'sha256', 'deployed_to', 'run'),
+                     rows))
+    elif action == 'show':
+        m = reg.resolve_model(args.model)
+        print(f'model {m.version} ({m.status})')
+        for key, value in (('created', _when(m.created_at)), ('onnx', m.onnx_path), ('sha256', m.sha256),
+                           ('classes', ', '.join(m.class_names)), ('run', m.run_id or '-'),
+                           ('dataset manifest sha256', m.dataset_sha256 or '-'),
+                           ('deployed', f'{m.deployed_to} at {_when(m.deployed_at)}' if m.deployed_to else '-')):
+            print(f'  {key}: {value}')
+        scalars = {k: v for k, v in m.metrics.items() if not isinstance(v, dict)}
+        print('  metrics: ' + (', '.join(f'{k} {_num(v)}' for k, v in scalars.items()) or '-'))
+        per_class = m.metrics.get('per_class', {})
+        if per_class:
+            rows = [(c, _num(pc.get('precision')), _num(pc.get('recall')), _num(pc.get('f1')),
+                     _num(pc.get('support'))) for c, pc in per_class.items()]
+            print('\n'.join('    ' + line for line in
+                            _table(('class', 'precision', 'recall', 'f1', 'support'), rows).split('\n')))
+        if m.config:
+            mc, tc = m.config.get('model', {}), m.config.get('train', {})
+            print(f'  config: model {mc.get("name")} {mc.get("channels")} {mc.get("input_size")} px, '
+                  f'{tc.get("epochs")} epochs, batch {tc.get("batch_size")}, lr {tc.get("lr")}, '
+                  f'loss {tc.get("loss")}, seed {m.config.get("seed")}')
+        print('  files: ' + ', '.join(m.artifacts or (m.onnx_path,)))
+        print('  events:')
+        for e in reg.events(m.version):
+            print(f'    {_when(e["at"])}  {e["kind"]}' + (f'  {e["detail"]}' if e['detail'] else ''))
+    elif action == 'compare':
+        if len(args.models) < 2:
+            raise ConfigError('models compare needs at least two versions')
+        print(reg.compare([reg.resolve_model(v).version for v in args.models]))
+    elif action == 'promote':
+        m = reg.promote(reg.resolve_model(args.model).version)
+        print(f'model {m.version} is now the active model')
+    elif action == 'delete':
+        version = reg.resolve_model(args.model).version
+        removed = reg.delete_model(version, delete_files=not args.keep_files)
+        print(f'deleted model {version}' + (f'; removed {", ".join(removed)}' if removed else ''))
+    return 0
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from .deploy import deploy, resolve_target
+
+    reg = _open_registry(args.registry)
+    model = resolve_target(reg, args.model)
+    print(f'deploying {model.version} ({model.onnx_path}) to {args.node} ...', flush=True)
+    result = deploy(model.version, reg, node=args.node, timeout_s=args.timeout,
+                    models_dir=Path(args.models_dir) if args.models_dir else None)
+    if result.accepted:
+        print(f'{result.node} accepted {result.version}: now serving {result.model_path}')
+        return 0
+    print(f'{result.node} refused {result.version}: {result.reason}')
+    return 1
+
+
+def _alive(pid: Optional[int]) -> bool:
+    try:
+        os.kill(int(pid), 0)
+        return True
+    except (TypeError, ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+
+
+def format_run(run) -> str:
+    """A run's progress as `weld-train status` prints it."""
+    m = run.metrics
+    state = run.status
+    if run.status == 'running':
+        state += f', pid {run.pid}' + ('' if _alive(run.pid) else ' (not alive on this host)')
+        if run.cancel_requested:
+            state += ', cancel requested'
+    lines = [f'run {run.run_id}: {state}',
+             f'  started {_when(run.created_at)}, updated {_when(run.updated_at)} '
+             f'({time.time() - run.updated_at:.0f} s ago)',
+             f'  epoch {run.epoch}/{run.total_epochs}'
+             + (f', ETA {run.eta_s / 60.0:.1f} min' if run.eta_s is not None else '')]
+    keys = ('train_loss', 'val_loss', 'val_accuracy', 'val_macro_f1', 'val_balanced_accuracy', 'images_per_s')
+    shown = [f'{k} {_num(m[k])}' for k in keys if k in m]
+    if shown:
+        lines.append('  ' + ', '.join(shown))
+    if 'best_metric' in m:
+        lines.append(f'  best val {m.get("monitor", "metric")} {_num(m["best_metric"])} at epoch {m.get("best_epoch")}')
+    if m.get('per_class_f1'):
+        lines.append('  val F1 per class: ' + ', '.join(f'{c} {v:.3f}' for c, v in m['per_class_f1'].items()))
+    lines.append(f'  run folder {run.run_dir}')
+    return '\n'.join(lines)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    reg = _open_registry(args.registry)
+    if args.all:
+        runs = reg.list_runs()
+        if not runs:
+            print(f'no runs recorded in {reg.path}')
+            return 0
+        rows = [(r.run_id, r.status, f'{r.epoch}/{r.total_epochs}', _num(r.metrics.get('val_macro_f1')),
+                 f'{r.eta_s / 60.0:.1f} min' if r.eta_s is not None else '-', _when(r.updated_at), r.run_dir)
+                for r in runs]
+        print(_table(('run', 'status', 'epoch', 'val_macro_f1', 'ETA', 'updated', 'folder'), rows))
+        return 0
+    print(format_run(reg.resolve_run(args.run)))
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    reg = _open_registry(args.registry)
+    run = reg.resolve_run(args.run)
+    reg.request_cancel(run.run_id)
+    print(f'cancel requested for {run.run_id}: it stops after its current step, saves last.pt and ends '
+          f'as cancelled (follow with `weld-train status {run.run_id}`)')
+    return 0
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -242,6 +506,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from .augment import AugmentError
     from .bags import BagError
     from .dataset import DatasetError
+    from .deploy import DeployError
+    from .registry import RegistryError
     from .export import ExportError
     from .losses import LossError
     from .models import ModelError
@@ -250,22 +516,28 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from weld_vision_ros.core.preprocess import PreprocessError
 
     expected = (ConfigError, BagError, DatasetError, SplitError, ModelError, LossError, AugmentError,
-                ExportError, UnknownClassError, PreprocessError, FileNotFoundError)
+                ExportError, UnknownClassError, PreprocessError, FileNotFoundError, RegistryError,
+                DeployError)
+    registry_commands = {'models': cmd_models, 'deploy': cmd_deploy, 'status': cmd_status,
+                         'cancel': cmd_cancel}
     try:
+        if args.command in registry_commands:
+            return registry_commands[args.command](args)
         if args.command == 'evaluate':
             cmd_evaluate(args.checkpoint, args.dataset, args.split, args.out)
         elif args.command == 'export':
             cmd_export(args.checkpoint, dataset=args.dataset, out=args.out, opset=args.opset,
                        version=args.model_version, metrics_json=args.metrics,
                        quantize=True if args.quantize else None, parity_samples=args.parity_samples,
-                       tolerance=args.tolerance)
+                       tolerance=args.tolerance, registry=args.registry, use_registry=not args.no_registry)
         else:
             cfg = load_config(args.config, args.overrides, [_updates(args)])
             if args.command == 'extract':
                 cmd_extract(cfg, args.overwrite)
             elif args.command == 'train':
                 from .train import main as train_main
-                if train_main(cfg)['interrupted']:
+                summary = train_main(cfg, registry=cfg['registry'] or None)
+                if summary['interrupted']:
                     return 130
             elif args.command == 'pipeline':
                 run_pipeline(cfg, args.overwrite, args.reuse_dataset, True if args.quantize else None)

@@ -167,6 +167,15 @@ def write_manifest(root: str | Path, manifest: dict) -> None:
     tmp.replace(path)
 
 
+def manifest_sha256(root: str | Path) -> str:
+    """sha256 of the dataset's manifest.json: names every frame, label and split, so two runs
+    with the same hash trained on the same data (the PNGs are written once, never edited)."""
+    import hashlib
+
+    path = Path(root) / MANIFEST
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ''
+
+
 def load_manifest(root: str | Path) -> dict:
     path = Path(root) / MANIFEST
     if not path.is_file():

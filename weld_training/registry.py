@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
-DEFAULT_REGISTRY = Path('models') / 'registry.sqlite'
-RUN_STATUSES = ('running', 'finished', 'failed', 'cancelled')
+DEFAULT_REGISTRY = Path('runs') / 'registry.sqlite'
+# interrupted: Ctrl-C; cancelled: `weld-train cancel`; failed: an exception stopped the run.
+RUN_STATUSES = ('running', 'finished', 'failed', 'cancelled', 'interrupted')
 MODEL_STATUSES = ('registered', 'active', 'retired')
 
 _SCHEMA = """
@@ -50,7 +51,9 @@ CREATE TABLE IF NOT EXISTS models (
     metrics_json TEXT NOT NULL DEFAULT '{}',
     artifacts_json TEXT NOT NULL DEFAULT '[]',
     deployed_to TEXT NOT NULL DEFAULT '',
-    deployed_at REAL
+    deployed_at REAL,
+    dataset_sha256 TEXT NOT NULL DEFAULT '',
+    config_json TEXT NOT NULL DEFAULT '{}'
 );
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -61,6 +64,9 @@ CREATE TABLE IF NOT EXISTS events (
     detail TEXT NOT NULL DEFAULT ''
 );
 """
+# Columns added after the first release: (table, column, definition), added to older files.
+_MIGRATIONS = (('models', 'dataset_sha256', "TEXT NOT NULL DEFAULT ''"),
+               ('models', 'config_json', "TEXT NOT NULL DEFAULT '{}'"))
 
 
 class RegistryError(RuntimeError):
@@ -97,6 +103,8 @@ class ModelRecord:
     artifacts: tuple[str, ...]
     deployed_to: str
     deployed_at: Optional[float]
+    dataset_sha256: str = ''
+    config: dict = None
 
 
 class Registry:
@@ -109,6 +117,10 @@ class Registry:
         with self._connect() as con:
             con.execute('PRAGMA journal_mode=WAL')
             con.executescript(_SCHEMA)
+            for table, column, definition in _MIGRATIONS:
+                have = {r['name'] for r in con.execute(f'PRAGMA table_info({table})')}
+                if column not in have:
+                    con.execute(f'ALTER TABLE {table} ADD COLUMN {column} {definition}')
 
     # --- plumbing ----------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -168,13 +180,16 @@ class Registry:
             if cur.rowcount == 0:
                 raise RegistryError(f'unknown run {run_id!r}')
 
-    def finish_run(self, run_id: str, status: str = 'finished') -> None:
-        if status not in RUN_STATUSES:
-            raise RegistryError(f'run status must be one of {RUN_STATUSES}, got {status!r}')
+    def finish_run(self, run_id: str, status: str = 'finished', detail: str = '') -> None:
+        """End a run with a final status; `detail` (e.g. the error of a failed run) goes to the events."""
+        if status not in RUN_STATUSES or status == 'running':
+            raise RegistryError(f'a run ends as one of {", ".join(RUN_STATUSES[1:])}, got {status!r}')
         with self._write() as con:
-            con.execute('UPDATE runs SET status=?, updated_at=?, eta_s=NULL WHERE run_id=?',
-                        (status, time.time(), run_id))
-            self._event(con, f'run_{status}', run_id=run_id)
+            cur = con.execute('UPDATE runs SET status=?, updated_at=?, eta_s=NULL WHERE run_id=?',
+                              (status, time.time(), run_id))
+            if cur.rowcount == 0:
+                raise RegistryError(f'unknown run {run_id!r}')
+            self._event(con, f'run_{status}', run_id=run_id, detail=detail)
 
     def request_cancel(self, run_id: str) -> None:
         """Ask a running training to stop after its current step (it checkpoints first)."""
@@ -196,6 +211,22 @@ class Registry:
             raise RegistryError(f'unknown run {run_id!r}')
         return _run(rows[0])
 
+    def resolve_run(self, text: Optional[str] = None) -> RunRecord:
+        """A run by id or unique id prefix; None or 'latest': the most recently created run."""
+        if not text or text == 'latest':
+            rows = self._read('SELECT * FROM runs ORDER BY created_at DESC LIMIT 1')
+            if not rows:
+                raise RegistryError(f'no runs recorded in {self.path}')
+            return _run(rows[0])
+        rows = [r for r in self._read('SELECT * FROM runs ORDER BY created_at')
+                if r['run_id'].startswith(text)]
+        exact = [r for r in rows if r['run_id'] == text]
+        if exact or len(rows) == 1:
+            return _run((exact or rows)[0])
+        if not rows:
+            raise RegistryError(f'unknown run {text!r} in {self.path}')
+        raise RegistryError(f'{text!r} matches {len(rows)} runs: {", ".join(r["run_id"] for r in rows)}')
+
     def list_runs(self, status: Optional[str] = None) -> list[RunRecord]:
         if status:
             rows = self._read('SELECT * FROM runs WHERE status=? ORDER BY created_at', (status,))
@@ -206,17 +237,25 @@ class Registry:
     # --- models ------------------------------------------------------------------------
     def register_model(self, version: str, onnx_path: os.PathLike | str, sha256: str,
                        class_names: Sequence[str], metrics: Mapping[str, Any],
-                       run_id: Optional[str] = None, artifacts: Sequence[str] = ()) -> ModelRecord:
+                       run_id: Optional[str] = None, artifacts: Sequence[str] = (),
+                       dataset_sha256: str = '', config: Optional[Mapping[str, Any]] = None) -> ModelRecord:
+        """Record a model version: its ONNX file (sha256 of the file, as the node checks it),
+        evaluation metrics (overall and `per_class`), the files deleting it removes
+        (`artifacts`), the run and dataset manifest it came from, and the training config."""
         if not version:
             raise RegistryError('a model version must not be empty')
         with self._write() as con:
             if con.execute('SELECT 1 FROM models WHERE version=?', (version,)).fetchone():
                 raise RegistryError(f'model version {version!r} is already registered')
+            if run_id and not con.execute('SELECT 1 FROM runs WHERE run_id=?', (run_id,)).fetchone():
+                raise RegistryError(f'unknown run {run_id!r} (a model can only name a run of this registry)')
             con.execute('INSERT INTO models(version, run_id, created_at, status, onnx_path, sha256, '
-                        'class_names_json, metrics_json, artifacts_json) VALUES (?,?,?,?,?,?,?,?,?)',
+                        'class_names_json, metrics_json, artifacts_json, dataset_sha256, config_json) '
+                        'VALUES (?,?,?,?,?,?,?,?,?,?,?)',
                         (version, run_id, time.time(), 'registered', str(onnx_path), sha256,
                          json.dumps(list(class_names)), json.dumps(dict(metrics), default=float),
-                         json.dumps([str(a) for a in artifacts])))
+                         json.dumps([str(a) for a in artifacts]), dataset_sha256,
+                         json.dumps(dict(config or {}), sort_keys=True, default=str)))
             self._event(con, 'model_registered', version=version, run_id=run_id)
         return self.get_model(version)
 
@@ -227,6 +266,27 @@ class Registry:
             raise RegistryError(f'unknown model version {version!r}; registered: '
                                 f'{", ".join(known) or "none"}')
         return _model(rows[0])
+
+    def resolve_model(self, text: str) -> ModelRecord:
+        """A model by version, unique version prefix, or sha256 prefix (>= 8 hex digits)."""
+        models = self.list_models()
+        for match in (lambda m: m.version == text, lambda m: m.version.startswith(text),
+                      lambda m: len(text) >= 8 and m.sha256.startswith(text.lower())):
+            found = [m for m in models if match(m)]
+            if len(found) == 1:
+                return found[0]
+            if len(found) > 1:
+                raise RegistryError(f'{text!r} matches {len(found)} models: '
+                                    f'{", ".join(m.version for m in found)}')
+        return self.get_model(text)  # raises, listing the registered versions
+
+    def find_model_by_file(self, path: os.PathLike | str, sha256: str) -> Optional[ModelRecord]:
+        """The registered model whose ONNX file is `path` (resolved) with this sha256, if any."""
+        target = Path(path).resolve()
+        for m in self.list_models():
+            if m.sha256 == sha256 and Path(m.onnx_path).resolve() == target:
+                return m
+        return None
 
     def list_models(self) -> list[ModelRecord]:
         return [_model(r) for r in self._read('SELECT * FROM models ORDER BY created_at')]
@@ -320,4 +380,5 @@ def _model(r: sqlite3.Row) -> ModelRecord:
     return ModelRecord(r['version'], r['run_id'], r['created_at'], r['status'], r['onnx_path'],
                        r['sha256'], tuple(json.loads(r['class_names_json'])),
                        json.loads(r['metrics_json']), tuple(json.loads(r['artifacts_json'])),
-                       r['deployed_to'], r['deployed_at'])
+                       r['deployed_to'], r['deployed_at'], r['dataset_sha256'],
+                       json.loads(r['config_json']))

@@ -5,6 +5,11 @@ checkpoint on validation macro-F1 (or balanced accuracy); resume from `last.pt`;
 Ctrl-C saves `last.pt` before stopping. Seeded; CPU or CUDA (mixed precision on CUDA).
 Checkpoints describe themselves: weights, optimizer, schedule, epoch, the config, the
 class names and the preprocessing preset, so evaluate and export need nothing else.
+
+Given a registry, the run is recorded there (config, dataset manifest hash, progress every
+epoch with metrics and ETA, final status), and `weld-train cancel` stops it cleanly: the
+flag is polled after every optimizer step. Under torchrun the same code trains data-parallel
+(see distributed.py); only rank 0 logs and writes checkpoints, TensorBoard and the registry.
 """
 from __future__ import annotations
 
@@ -19,13 +24,16 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, WeightedRandomSampler
+from torch.utils.data import DataLoader, DistributedSampler
 
 from weld_vision_ros.core.preprocess import CHANNELS_RGB, CHANNELS_RGBD, CROPS, PreprocessPreset
 
 from .augment import AugmentConfig, Augmenter
 from .config import ConfigError, flat, save_config
-from .dataset import WeldFrames, load_manifest
+from .dataset import WeldFrames, load_manifest, manifest_sha256
+from .distributed import (BalancedDistributedSampler, DistEnv, any_rank, broadcast_from_main,
+                          convert_batchnorm, env_from_torchrun, init_process_group, per_process_batch,
+                          reduce_mean)
 from .evaluate import classification_metrics, confusion_figure, softmax
 from .losses import LOSS_NAMES, balanced_sample_weights, build_criterion
 from .models import MODEL_NAMES, build_model
@@ -120,7 +128,9 @@ def _seed_worker(worker_id: int) -> None:
     random.seed(seed)
 
 
-def make_loaders(cfg: dict, preset: PreprocessPreset, generator: torch.Generator):
+def make_loaders(cfg: dict, preset: PreprocessPreset, generator: torch.Generator, env: DistEnv = DistEnv()):
+    """Train and val loaders. The train sampler is sharded over the processes (one shard when
+    there is one process) and must be told the epoch (`loader.sampler.set_epoch`)."""
     d, t = cfg['data'], cfg['train']
     manifest = load_manifest(d['dataset'])
     class_names = manifest['class_names']
@@ -136,13 +146,14 @@ def make_loaders(cfg: dict, preset: PreprocessPreset, generator: torch.Generator
     common = dict(num_workers=workers, worker_init_fn=_seed_worker, generator=generator,
                   persistent_workers=workers > 0)
     if t['sampler'] == 'balanced':
-        sampler = WeightedRandomSampler(balanced_sample_weights(train_ds.labels, len(class_names)),
-                                        num_samples=len(train_ds), replacement=True, generator=generator)
-        train_loader = DataLoader(train_ds, batch_size=t['batch_size'], sampler=sampler,
-                                  drop_last=len(train_ds) > t['batch_size'], **common)
+        sampler = BalancedDistributedSampler(balanced_sample_weights(train_ds.labels, len(class_names)),
+                                             len(train_ds), num_replicas=env.world_size, rank=env.rank,
+                                             seed=int(cfg['seed']))
     else:
-        train_loader = DataLoader(train_ds, batch_size=t['batch_size'], shuffle=True,
-                                  drop_last=len(train_ds) > t['batch_size'], **common)
+        sampler = DistributedSampler(train_ds, num_replicas=env.world_size, rank=env.rank, shuffle=True,
+                                     seed=int(cfg['seed']), drop_last=True)
+    train_loader = DataLoader(train_ds, batch_size=per_process_batch(int(t['batch_size']), env),
+                              sampler=sampler, drop_last=len(train_ds) > t['batch_size'], **common)
     val_loader = DataLoader(val_ds, batch_size=max(t['batch_size'], 64), shuffle=False,
                             num_workers=workers, worker_init_fn=_seed_worker)
     return train_loader, val_loader, class_names, counts
@@ -152,16 +163,19 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
                     scheduler, loader: DataLoader, device: torch.device, epoch: int, epochs: int,
                     scaler: torch.amp.GradScaler, *, use_amp: bool = False, grad_clip_norm: float = 0.0,
                     progress: bool = True, deadline: Optional[float] = None,
-                    on_step: Optional[Callable[[int, float, float], None]] = None) -> dict:
+                    on_step: Optional[Callable[[int, float, float], None]] = None,
+                    should_stop: Optional[Callable[[], Optional[str]]] = None) -> dict:
     """One pass over the training data; returns mean loss, images and images/s.
 
     deadline: perf_counter() time after which the epoch stops early (time budget).
     on_step(global_step, loss, lr) is called after each optimizer step.
+    should_stop() is called after each optimizer step; a reason it returns ('cancelled' or
+    'time budget') ends the epoch there and is returned as 'stop'.
     """
     from tqdm import tqdm
 
     model.train()
-    total_loss, seen, stopped_early = 0.0, 0, False
+    total_loss, seen, stopped_early, stop = 0.0, 0, False, None
     start = time.perf_counter()
     bar = tqdm(loader, desc=f'epoch {epoch + 1}/{epochs}', unit='batch', disable=not progress,
                dynamic_ncols=True, leave=False)
@@ -190,12 +204,18 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
         if on_step is not None:
             on_step(scheduler.last_epoch, float(loss.item()), lr)
         if deadline is not None and time.perf_counter() > deadline:
-            stopped_early = True
+            stopped_early, stop = True, 'time budget'
             break
+        if should_stop is not None:
+            stop = should_stop()
+            if stop:
+                stopped_early = stop == 'time budget'
+                break
     bar.close()
     seconds = time.perf_counter() - start
     return {'loss': total_loss / max(seen, 1), 'images': seen, 'seconds': seconds,
-            'images_per_s': seen / seconds if seconds > 0 else 0.0, 'stopped_early': stopped_early}
+            'images_per_s': seen / seconds if seconds > 0 else 0.0, 'stopped_early': stopped_early,
+            'stop': stop}
 
 
 def recompute_bn_stats(model: nn.Module, loader: DataLoader, device: torch.device, batches: int) -> None:
@@ -299,27 +319,94 @@ def load_checkpoint_model(path: str | Path) -> tuple[nn.Module, dict]:
     return model, ckpt
 
 
-def main(cfg: dict, log: Callable[[str], None] = print) -> dict:
+class RunTracker:
+    """Rank 0's link to the registry: the run record, progress per epoch, the cancel flag."""
+
+    def __init__(self, registry, cfg: dict, run_dir: Path, poll_s: float = 0.5) -> None:
+        from .registry import Registry
+
+        self.registry = registry if isinstance(registry, Registry) else Registry(registry)
+        self.run_id = self.registry.create_run(cfg, manifest_sha256(cfg['data']['dataset']), str(run_dir),
+                                               int(cfg['train']['epochs']))
+        self._poll_s, self._next_poll, self._cancel = poll_s, 0.0, False
+
+    def progress(self, epoch: int, metrics: dict, eta_s: Optional[float]) -> None:
+        self.registry.update_progress(self.run_id, epoch, metrics, eta_s)
+
+    def cancel_requested(self) -> bool:
+        """The registry's cancel flag, read at most every poll_s seconds (checked every step)."""
+        now = time.monotonic()
+        if not self._cancel and now >= self._next_poll:
+            self._next_poll = now + self._poll_s
+            self._cancel = self.registry.cancel_requested(self.run_id)
+        return self._cancel
+
+    def finish(self, status: str, detail: str = '') -> None:
+        self.registry.finish_run(self.run_id, status, detail)
+
+
+def main(cfg: dict, log: Callable[[str], None] = print, registry=None) -> dict:
     """Train with `cfg` (see configs/default.yaml); returns a summary of the run.
 
     Writes into cfg['output_dir']: config.yaml, last.pt, best.pt, history.json and tb/.
+    registry: a Registry (or its path) to record the run in; None records nothing.
+    Under torchrun, every process calls this; rank 0 alone writes and logs.
     """
     check_config(cfg)
+    env = env_from_torchrun()
+    device = select_device(cfg['device'])
+    if device.type == 'cuda' and env.distributed:
+        device = torch.device('cuda', env.local_rank)
+    per_process_batch(int(cfg['train']['batch_size']), env)  # fail before the group forms
+    init_process_group(env, device)
+    if not env.is_main:
+        log = lambda s: None  # noqa: E731  (one voice: rank 0)
+        registry = None
+    tracker = RunTracker(registry, cfg, Path(cfg['output_dir'])) if registry is not None else None
+    try:
+        summary = _train(cfg, env, device, log, tracker)
+    except KeyboardInterrupt:  # raised outside the epoch loop (e.g. while loading data)
+        if tracker:
+            tracker.finish('interrupted')
+        raise
+    except BaseException as exc:
+        if tracker:
+            tracker.finish('failed', f'{type(exc).__name__}: {exc}')
+        raise
+    finally:
+        from .distributed import shutdown
+        shutdown()
+    if tracker:
+        tracker.finish(summary['status'], summary['stop_reason'])
+        summary['run_id'] = tracker.run_id
+    return summary
+
+
+def _train(cfg: dict, env: DistEnv, device: torch.device, log: Callable[[str], None],
+           tracker: Optional[RunTracker]) -> dict:
     t = cfg['train']
     run_dir = Path(cfg['output_dir'])
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if env.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(int(cfg['seed']))
     if t['threads']:
         torch.set_num_threads(int(t['threads']))
-    device = select_device(cfg['device'])
     use_amp = bool(t['amp']) and device.type == 'cuda'
     preset = preset_from_config(cfg)
     generator = torch.Generator().manual_seed(int(cfg['seed']))
 
-    train_loader, val_loader, class_names, counts = make_loaders(cfg, preset, generator)
+    train_loader, val_loader, class_names, counts = make_loaders(cfg, preset, generator, env)
     m = cfg['model']
     model = build_model(m['name'], len(class_names), preset.num_channels, cbam=m['cbam'],
-                        weights_path=m['weights'], bn_momentum=m['bn_momentum']).to(device)
+                        weights_path=m['weights'], bn_momentum=m['bn_momentum'])
+    if env.distributed:
+        # Statistics of the global batch, as one process would see it (distributed.py).
+        model = convert_batchnorm(model, device)
+    model = model.to(device)
+    net = model  # what the training step calls: the model, or its DDP wrapper
+    if env.distributed:
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == 'cuda' else None)
     criterion = build_criterion(t['loss'], counts, focal_gamma=t['focal_gamma'],
                                 weight_power=t['weight_power'],
                                 label_smoothing=t['label_smoothing']).to(device)
@@ -351,10 +438,17 @@ def main(cfg: dict, log: Callable[[str], None] = print) -> dict:
         random.setstate(ckpt['rng']['python'])
         generator.set_state(ckpt['rng']['loader'])
         log(f'resumed from {t["resume"]} after epoch {start_epoch} (best {t["monitor"]} {best:.4f})')
-    save_config(cfg, run_dir / 'config.yaml')
+    if env.distributed:
+        # Every process starts from the same seed (same weights, same sampler sequence); the
+        # augmentation draws must differ between processes, or each shard would get the
+        # same random transforms as the others.
+        torch.manual_seed(int(cfg['seed']) + 1000 * env.rank + 7919 * start_epoch)
+    dataset_sha = manifest_sha256(cfg['data']['dataset'])
+    if env.is_main:
+        save_config(cfg, run_dir / 'config.yaml')
 
     writer = None
-    if t['tensorboard']:
+    if t['tensorboard'] and env.is_main:
         from torch.utils.tensorboard import SummaryWriter
         writer = SummaryWriter(str(run_dir / 'tb'))
 
@@ -363,65 +457,100 @@ def main(cfg: dict, log: Callable[[str], None] = print) -> dict:
             writer.add_scalar('train/loss_step', loss, step)
             writer.add_scalar('train/lr', lr, step)
 
+    deadline = time.perf_counter() + 60.0 * t['time_budget_min'] if t['time_budget_min'] else None
+
+    def should_stop() -> Optional[str]:
+        """After every step, in every process at once: cancel (rank 0 reads the registry) or time up."""
+        cancel = tracker is not None and tracker.cancel_requested()
+        over = deadline is not None and time.perf_counter() > deadline
+        if env.distributed:
+            cancel, over = any_rank(cancel, env), any_rank(over, env)
+        return 'cancelled' if cancel else 'time budget' if over else None
+
     def checkpoint(epoch_done: int, interrupted: bool = False) -> dict:
         return dict(format=CHECKPOINT_FORMAT, model=model.state_dict(), optimizer=optimizer.state_dict(),
                     lr_scheduler=scheduler.state_dict(), scaler=scaler.state_dict(), epoch=epoch_done,
                     config=cfg, class_names=class_names, preset=preset.to_dict(),
                     class_counts=[int(c) for c in counts], monitor=t['monitor'], best_metric=best,
                     best_epoch=best_epoch, epochs_without_improvement=stale, history=history,
-                    interrupted=interrupted,
+                    interrupted=interrupted, run_id=tracker.run_id if tracker else None,
+                    dataset_sha256=dataset_sha, world_size=env.world_size,
                     rng={'torch': torch.get_rng_state(), 'numpy': np.random.get_state(),
                          'python': random.getstate(), 'loader': generator.get_state()})
 
-    log(f'training {m["name"]} ({preset.channels}, {preset.input_width}x{preset.input_height}) on '
-        f'{device}: {len(train_loader.dataset)} train / {len(val_loader.dataset)} val frames, '
-        f'classes {class_names}, counts {counts.tolist()}')
-    deadline = time.perf_counter() + 60.0 * t['time_budget_min'] if t['time_budget_min'] else None
-    run_start = time.perf_counter()
-    epoch, interrupted, stop_reason = start_epoch, False, 'epochs done'
-    try:
-        for epoch in range(start_epoch, epochs):
-            stats = train_one_epoch(model, criterion, optimizer, scheduler, train_loader, device, epoch,
-                                    epochs, scaler, use_amp=use_amp, grad_clip_norm=t['grad_clip_norm'],
-                                    progress=t['progress'], deadline=deadline, on_step=on_step)
-            recompute_bn_stats(model, train_loader, device, int(t['precise_bn_batches']))
-            metrics, _, _ = evaluate(model, val_loader, device, class_names, criterion, use_amp)
-            score = metrics[t['monitor']]
-            improved = score > best
-            if improved:
-                best, best_epoch, stale = score, epoch + 1, 0
-            else:
-                stale += 1
-            history.append({'epoch': epoch + 1, 'train_loss': stats['loss'],
-                            'images_per_s': stats['images_per_s'], 'val_loss': metrics['loss'],
-                            'val_accuracy': metrics['accuracy'], 'val_macro_f1': metrics['macro_f1'],
-                            'val_balanced_accuracy': metrics['balanced_accuracy'],
-                            'lr': optimizer.param_groups[0]['lr'], 'seconds': stats['seconds']})
-            if writer is not None:
-                _log_epoch(writer, epoch + 1, stats, metrics, class_names, model, val_loader, device,
-                           t['sample_images'])
-            save_checkpoint(run_dir / 'last.pt', **checkpoint(epoch + 1))
-            if improved:
-                shutil.copyfile(run_dir / 'last.pt', run_dir / 'best.pt')
-            elapsed = time.perf_counter() - run_start
-            done = epoch + 1 - start_epoch
-            eta_min = elapsed / done * (epochs - epoch - 1) / 60.0
-            log(f'epoch {epoch + 1}/{epochs}: loss {stats["loss"]:.4f}, {stats["images_per_s"]:.1f} img/s, '
-                f'val {t["monitor"]} {score:.4f} (best {best:.4f} @ {best_epoch}), '
-                f'val acc {metrics["accuracy"]:.4f}, ETA {eta_min:.1f} min')
-            if stats['stopped_early']:
-                stop_reason = f'time budget of {t["time_budget_min"]} min reached'
-                break
-            if t['patience'] and stale >= t['patience']:
-                stop_reason = f'no {t["monitor"]} improvement for {stale} epochs (early stopping)'
-                break
-    except KeyboardInterrupt:
-        interrupted, stop_reason = True, 'interrupted (Ctrl-C)'
-        # Epoch stays at the last completed one: resuming repeats the interrupted epoch.
+    def save_stopped(reason: str) -> None:
+        # Epoch stays at the last completed one: resuming repeats the stopped epoch.
+        if not env.is_main:
+            return
         save_checkpoint(run_dir / 'last.pt', **checkpoint(len(history) and history[-1]['epoch'], True))
         if not (run_dir / 'best.pt').exists():
             shutil.copyfile(run_dir / 'last.pt', run_dir / 'best.pt')
-        log(f'interrupted: saved {run_dir / "last.pt"}; resume with --set train.resume={run_dir / "last.pt"}')
+        log(f'{reason}: saved {run_dir / "last.pt"}; resume with --set train.resume={run_dir / "last.pt"}')
+
+    world = f' x {env.world_size} processes ({dist_backend()})' if env.distributed else ''
+    log(f'training {m["name"]} ({preset.channels}, {preset.input_width}x{preset.input_height}) on '
+        f'{device}{world}: {len(train_loader.dataset)} train / {len(val_loader.dataset)} val frames, '
+        f'classes {class_names}, counts {counts.tolist()}, global batch {t["batch_size"]}'
+        + (f' (run {tracker.run_id})' if tracker else ''))
+    run_start = time.perf_counter()
+    epoch, status, stop_reason = start_epoch, 'finished', 'epochs done'
+    try:
+        for epoch in range(start_epoch, epochs):
+            train_loader.sampler.set_epoch(epoch)
+            stats = train_one_epoch(net, criterion, optimizer, scheduler, train_loader, device, epoch,
+                                    epochs, scaler, use_amp=use_amp, grad_clip_norm=t['grad_clip_norm'],
+                                    progress=t['progress'] and env.is_main, on_step=on_step,
+                                    should_stop=should_stop)
+            if stats['stop'] == 'cancelled':
+                status, stop_reason = 'cancelled', 'cancelled (weld-train cancel)'
+                save_stopped('cancelled')
+                break
+            stats['loss'] = reduce_mean(stats['loss'], stats['images'], env)
+            stats['images_per_s'] *= env.world_size
+            recompute_bn_stats(model, train_loader, device, int(t['precise_bn_batches']))
+            decision = [None]
+            if env.is_main:
+                metrics, _, _ = evaluate(model, val_loader, device, class_names, criterion, use_amp)
+                score = metrics[t['monitor']]
+                improved = score > best
+                if improved:
+                    best, best_epoch, stale = score, epoch + 1, 0
+                else:
+                    stale += 1
+                history.append({'epoch': epoch + 1, 'train_loss': stats['loss'],
+                                'images_per_s': stats['images_per_s'], 'val_loss': metrics['loss'],
+                                'val_accuracy': metrics['accuracy'], 'val_macro_f1': metrics['macro_f1'],
+                                'val_balanced_accuracy': metrics['balanced_accuracy'],
+                                'lr': optimizer.param_groups[0]['lr'], 'seconds': stats['seconds']})
+                if writer is not None:
+                    _log_epoch(writer, epoch + 1, stats, metrics, class_names, model, val_loader, device,
+                               t['sample_images'])
+                save_checkpoint(run_dir / 'last.pt', **checkpoint(epoch + 1))
+                if improved:
+                    shutil.copyfile(run_dir / 'last.pt', run_dir / 'best.pt')
+                elapsed = time.perf_counter() - run_start
+                done = epoch + 1 - start_epoch
+                eta_s = elapsed / done * (epochs - epoch - 1)
+                log(f'epoch {epoch + 1}/{epochs}: loss {stats["loss"]:.4f}, {stats["images_per_s"]:.1f} img/s, '
+                    f'val {t["monitor"]} {score:.4f} (best {best:.4f} @ {best_epoch}), '
+                    f'val acc {metrics["accuracy"]:.4f}, ETA {eta_s / 60.0:.1f} min')
+                if tracker:
+                    tracker.progress(epoch + 1, {**history[-1], 'best_metric': best, 'best_epoch': best_epoch,
+                                                 'monitor': t['monitor'],
+                                                 'per_class_f1': {c: pc['f1'] for c, pc in
+                                                                  metrics['per_class'].items()}},
+                                     eta_s)
+                if stats['stopped_early']:
+                    decision = [f'time budget of {t["time_budget_min"]} min reached']
+                elif t['patience'] and stale >= t['patience']:
+                    decision = [f'no {t["monitor"]} improvement for {stale} epochs (early stopping)']
+            decision = broadcast_from_main(decision, env)
+            if decision[0]:
+                stop_reason = decision[0]
+                break
+    except KeyboardInterrupt:
+        status, stop_reason = 'interrupted', 'interrupted (Ctrl-C)'
+        save_stopped('interrupted')
     finally:
         if writer is not None:
             hparams = {k: v for k, v in flat(cfg).items() if k.startswith(('model.', 'train.', 'seed'))
@@ -431,11 +560,18 @@ def main(cfg: dict, log: Callable[[str], None] = print) -> dict:
     summary = {'run_dir': str(run_dir), 'best_checkpoint': str(run_dir / 'best.pt'),
                'last_checkpoint': str(run_dir / 'last.pt'), 'monitor': t['monitor'], 'best_metric': best,
                'best_epoch': best_epoch, 'epochs_run': len(history), 'stop_reason': stop_reason,
-               'interrupted': interrupted, 'seconds': time.perf_counter() - run_start,
+               'status': status, 'interrupted': status == 'interrupted', 'cancelled': status == 'cancelled',
+               'world_size': env.world_size, 'seconds': time.perf_counter() - run_start,
                'images_per_s': float(np.mean([h['images_per_s'] for h in history])) if history else 0.0}
-    (run_dir / 'history.json').write_text(json.dumps({'summary': summary, 'epochs': history}, indent=1))
+    if env.is_main:
+        (run_dir / 'history.json').write_text(json.dumps({'summary': summary, 'epochs': history}, indent=1))
     log(f'training stopped: {stop_reason}; best val {t["monitor"]} {best:.4f} at epoch {best_epoch}')
     return summary
+
+
+def dist_backend() -> str:
+    import torch.distributed as dist
+    return dist.get_backend() if dist.is_initialized() else 'none'
 
 
 def _log_epoch(writer, epoch: int, stats: dict, metrics: dict, class_names, model, val_loader,
