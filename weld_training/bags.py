@@ -26,6 +26,7 @@ from weld_vision_ros.core.camera import Intrinsics
 from weld_vision_ros.core.classes import DEFAULT_CLASS_NAMES, check_class_name
 from weld_vision_ros.core.depth import decode_depth, encode_depth_16uc1
 from weld_vision_ros.core.sync import StampSynchronizer
+from weld_vision_ros.dataset_bag import DatasetBagError, LabelSpan, read_sidecar
 
 COLOR_TOPIC = '/camera/color/image_raw'
 DEPTH_TOPIC = '/camera/aligned_depth_to_color/image_raw'
@@ -51,16 +52,6 @@ class Topics:
     depth: str = DEPTH_TOPIC
     camera_info: str = CAMERA_INFO_TOPIC
     label: str = LABEL_TOPIC
-
-
-@dataclass(frozen=True)
-class LabelSpan:
-    """A sidecar label: frames with start_ns <= stamp <= end_ns [ns] get `label`."""
-
-    start_ns: int
-    end_ns: int
-    label: str
-    weld_id: str = ''
 
 
 @dataclass(frozen=True)
@@ -151,23 +142,12 @@ def find_bags(paths: Sequence[str | Path]) -> list[Path]:
 
 
 def load_sidecar(path: str | Path, class_names: Sequence[str] = DEFAULT_CLASS_NAMES) -> list[LabelSpan]:
-    """Read a sidecar label file: a YAML list of {start_ns, end_ns, label, weld_id}."""
+    """Read a sidecar label file: a YAML list of {start_ns, end_ns, label, weld_id}; the
+    format `weld-sim record` writes (weld_vision_ros.dataset_bag), read by the same code."""
     try:
-        entries = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise BagError(f'cannot read label file {path}: {exc}') from None
-    if not isinstance(entries, list):
-        raise BagError(f'label file {path} must hold a list of {{start_ns, end_ns, label, weld_id}}')
-    spans = []
-    for i, e in enumerate(entries):
-        if not isinstance(e, dict) or not {'start_ns', 'end_ns', 'label'} <= set(e):
-            raise BagError(f'label file {path}, entry {i}: needs start_ns, end_ns and label, got {e!r}')
-        start, end = int(e['start_ns']), int(e['end_ns'])
-        if end < start:
-            raise BagError(f'label file {path}, entry {i}: end_ns {end} is before start_ns {start}')
-        check_class_name(str(e['label']), class_names)
-        spans.append(LabelSpan(start, end, str(e['label']), str(e.get('weld_id', '') or '')))
-    return sorted(spans, key=lambda s: s.start_ns)
+        return read_sidecar(path, class_names)
+    except DatasetBagError as exc:
+        raise BagError(str(exc)) from None
 
 
 class LabelTimeline:

@@ -11,14 +11,13 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from std_msgs.msg import String
 
 from weld_vision_ros.core.controller_policy import PolicyConfig, decide
 from weld_vision_ros.msg import BeadMeasurement, WeldDefect
 from weld_vision_ros.ros.conversions import stamp_to_ns
+from weld_vision_ros.ros.spin import run_node
 from weld_vision_ros.ros.params import LiveParameters, ParamSpec
 from weld_vision_ros.ros.qos import results_qos
 
@@ -75,17 +74,7 @@ class ControllerExampleNode(Node):
 
 
 def main(args=None) -> None:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = ControllerExampleNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(ControllerExampleNode, args)
 
 
 if __name__ == '__main__':

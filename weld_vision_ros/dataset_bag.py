@@ -114,21 +114,27 @@ def write_sidecar(path: str | Path, spans: Iterable[LabelSpan]) -> Path:
 
 
 def read_sidecar(path: str | Path, class_names: Sequence[str] = DEFAULT_CLASS_NAMES) -> list[LabelSpan]:
-    """Read a sidecar label file written by `write_sidecar` (or by hand)."""
+    """Read a sidecar label file written by `write_sidecar` (or by hand), sorted by start.
+
+    Raises DatasetBagError for a file that cannot be read or an entry that lacks a field or
+    ends before it starts, UnknownClassError for a label outside `class_names`.
+    """
     try:
         entries = yaml.safe_load(Path(path).read_text())
     except (OSError, yaml.YAMLError) as exc:
         raise DatasetBagError(f'cannot read label file {path}: {exc}') from None
     if not isinstance(entries, list):
-        raise DatasetBagError(f'{path}: expected a list of {{start_ns, end_ns, label, weld_id}}')
+        raise DatasetBagError(f'label file {path} must hold a list of {{start_ns, end_ns, label, weld_id}}')
     spans = []
     for i, e in enumerate(entries):
         if not isinstance(e, dict) or not {'start_ns', 'end_ns', 'label'} <= set(e):
-            raise DatasetBagError(f'{path}, entry {i}: needs start_ns, end_ns and label; got {e!r}')
+            raise DatasetBagError(f'label file {path}, entry {i}: needs start_ns, end_ns and label; got {e!r}')
+        start, end = int(e['start_ns']), int(e['end_ns'])
+        if end < start:
+            raise DatasetBagError(f'label file {path}, entry {i}: end_ns {end} is before start_ns {start}')
         check_class_name(str(e['label']), class_names)
-        spans.append(LabelSpan(int(e['start_ns']), int(e['end_ns']), str(e['label']),
-                               str(e.get('weld_id') or '')))
-    return spans
+        spans.append(LabelSpan(start, end, str(e['label']), str(e.get('weld_id') or '')))
+    return sorted(spans, key=lambda s: s.start_ns)
 
 
 # --- writing -----------------------------------------------------------------------------

@@ -22,8 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.serialization import serialize_message
 from sensor_msgs.msg import CameraInfo, Image
@@ -35,6 +33,7 @@ from weld_vision_ros.dataset_bag import (CAMERA_INFO_TOPIC, COLOR_TOPIC, DEPTH_T
                                          free_bag_path)
 from weld_vision_ros.msg import WeldLabel
 from weld_vision_ros.ros.conversions import stamp_to_ns
+from weld_vision_ros.ros.spin import run_node
 from weld_vision_ros.ros.params import LiveParameters, ParamSpec
 from weld_vision_ros.ros.qos import RELIABILITY_CHOICES, camera_qos
 from weld_vision_ros.srv import CaptureFrame, GetDatasetCounts
@@ -232,17 +231,7 @@ class DatasetCaptureNode(Node):
 
 
 def main(args: Optional[list[str]] = None) -> None:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = DatasetCaptureNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(DatasetCaptureNode, args)
 
 
 if __name__ == '__main__':

@@ -6,13 +6,12 @@ import time
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 
 from weld_vision_ros.core.scoreboard import Scoreboard, TruthRecord
 from weld_vision_ros.msg import BeadMeasurement, WeldDefect, WeldGroundTruth
 from weld_vision_ros.ros.conversions import stamp_to_ns
+from weld_vision_ros.ros.spin import run_node
 from weld_vision_ros.ros.params import LiveParameters, ParamSpec
 from weld_vision_ros.ros.qos import results_qos
 
@@ -78,17 +77,7 @@ class DefectMonitorNode(Node):
 
 
 def main(args=None) -> None:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = DefectMonitorNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(DefectMonitorNode, args)
 
 
 if __name__ == '__main__':

@@ -33,9 +33,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping, Optional
 
 import cv2
-import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from std_msgs.msg import String
 
@@ -50,6 +48,7 @@ from weld_vision_ros.msg import WeldDefect
 from weld_vision_ros.ros.conversions import verdict_to_msg
 from weld_vision_ros.ros.diagnostics import OK, WARN, make_array, make_status
 from weld_vision_ros.ros.executor import SteadyExecutor
+from weld_vision_ros.ros.spin import run_node
 from weld_vision_ros.ros.params import LiveParameters, ParamSpec
 from weld_vision_ros.ros.qos import latched_qos, results_qos
 from weld_vision_ros.ros.rgbd_input import RgbdInput
@@ -312,22 +311,9 @@ class OnnxDefectNode(Node):
 
 def main(args=None, **node_kwargs) -> None:
     """Run the node until Ctrl-C; node_kwargs go to OnnxDefectNode (e.g. rule_fn)."""
-    rclpy.init(args=args)
-    node = None
     # Two groups need two threads: frames keep flowing while a parameter callback loads a
     # model. SteadyExecutor: rclpy's MultiThreadedExecutor would spin a core (executor.py).
-    executor = SteadyExecutor(num_threads=2)
-    try:
-        node = OnnxDefectNode(**node_kwargs)
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        executor.shutdown()
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(lambda: OnnxDefectNode(**node_kwargs), args, executor=lambda: SteadyExecutor(num_threads=2))
 
 
 if __name__ == '__main__':

@@ -27,9 +27,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any, Mapping
 
 import cv2
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
@@ -43,6 +41,7 @@ from weld_vision_ros.msg import BeadMeasurement, WeldDefect
 from weld_vision_ros.ros import rgbd_input
 from weld_vision_ros.ros.conversions import array_to_image, bead_to_msg, verdict_to_msg
 from weld_vision_ros.ros.diagnostics import OK, WARN, make_array, make_status
+from weld_vision_ros.ros.spin import run_node
 from weld_vision_ros.ros.params import LiveParameters, ParamSpec
 from weld_vision_ros.ros.qos import results_qos
 from weld_vision_ros.ros.rgbd_input import RgbdInput
@@ -252,17 +251,7 @@ class RuleDefectNode(Node):
 
 
 def main(args=None) -> None:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = RuleDefectNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(RuleDefectNode, args)
 
 
 if __name__ == '__main__':

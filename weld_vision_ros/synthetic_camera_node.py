@@ -19,8 +19,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
@@ -31,6 +29,7 @@ from weld_vision_ros.core.synthetic import SceneError, SyntheticWeldStream, defa
 from weld_vision_ros.msg import WeldGroundTruth, WeldLabel
 from weld_vision_ros.ros.conversions import (array_to_image, ground_truth_to_msg,
                                              intrinsics_to_camera_info)
+from weld_vision_ros.ros.spin import run_node
 from weld_vision_ros.ros.params import LiveParameters, ParamSpec
 from weld_vision_ros.ros.qos import RELIABILITY_CHOICES, camera_qos, latched_qos, results_qos
 
@@ -172,17 +171,7 @@ class SyntheticCameraNode(Node):
 
 
 def main(args: Optional[list[str]] = None) -> None:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = SyntheticCameraNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(SyntheticCameraNode, args)
 
 
 if __name__ == '__main__':
