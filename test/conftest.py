@@ -2,6 +2,7 @@
 import os
 import random
 import sys
+import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -13,3 +14,5 @@ if str(REPO) not in sys.path:
 os.environ.setdefault('ROS_DOMAIN_ID', str(random.Random(os.getpid()).randint(1, 200)))
 os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
 os.environ.setdefault('ROS_LOG_DIR', str(REPO / 'log' / 'ros'))
+# Trainings started by tests register in a registry of their own, never the user's runs/.
+os.environ.setdefault('WELD_REGISTRY', str(Path(tempfile.gettempdir()) / f'weld_test_registry_{os.getpid()}.sqlite'))

@@ -19,7 +19,7 @@ from typing import Optional, Sequence
 
 from .config import ConfigError, load_config
 
-DEFAULT_REGISTRY = 'runs/registry.sqlite'  # as in configs/default.yaml
+DEFAULT_REGISTRY = os.environ.get('WELD_REGISTRY') or 'runs/registry.sqlite'  # as in configs/default.yaml
 
 EPILOG = 'Configuration keys and defaults: weld_training/configs/default.yaml (docs/training.md).'
 

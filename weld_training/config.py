@@ -6,6 +6,7 @@ the valid ones listed, instead of being silently ignored for a whole training ru
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional
 
@@ -19,8 +20,14 @@ class ConfigError(ValueError):
     """A configuration key or value that is not valid."""
 
 
+REGISTRY_ENV = 'WELD_REGISTRY'  # overrides the default registry file (tests, shared machines)
+
+
 def default_config() -> dict:
-    return yaml.safe_load(DEFAULT_CONFIG.read_text())
+    cfg = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    if os.environ.get(REGISTRY_ENV):
+        cfg['registry'] = os.environ[REGISTRY_ENV]
+    return cfg
 
 
 def merge(base: dict, update: Mapping, path: tuple[str, ...] = ()) -> dict:
