@@ -51,9 +51,16 @@ def report(model: Path, heldout: Path, run: Path | None, recipe: str) -> str:
              'runs seed 7.', '']
     if run is not None and (run / 'history.json').is_file():
         hist = json.loads((run / 'history.json').read_text())
-        epochs = hist.get('epochs', hist) if isinstance(hist, dict) else hist
-        lines += [f'Training: {len(epochs) if isinstance(epochs, list) else "?"} epochs recorded in '
-                  f'`{run}/history.json`.', '']
+        epochs = hist.get('epochs', []) if isinstance(hist, dict) else hist
+        summary = hist.get('summary', {}) if isinstance(hist, dict) else {}
+        lines += ['## Training', '',
+                  f'{len(epochs)} epochs on the CPU; the exported weights are those of the best validation '
+                  f'epoch ({summary.get("best_epoch", "?")}).', '',
+                  '| epoch | train loss | val loss | val accuracy | val macro-F1 | images/s | seconds |',
+                  '| --- | --- | --- | --- | --- | --- | --- |']
+        lines += [f'| {e["epoch"]} | {e["train_loss"]:.4f} | {e["val_loss"]:.4f} | {e["val_accuracy"]:.4f} | '
+                  f'{e["val_macro_f1"]:.4f} | {e["images_per_s"]:.1f} | {e["seconds"]:.0f} |' for e in epochs]
+        lines += ['']
     lines += ['## Held-out evaluation (ONNX model, node loader and preprocessing, full-resolution bag frames)', '',
               f'{metrics["samples"]} frames: macro-F1 **{metrics["macro_f1"]:.4f}**, accuracy '
               f'{metrics["accuracy"]:.4f}, balanced accuracy {metrics["balanced_accuracy"]:.4f}, macro ROC-AUC '

@@ -12,8 +12,6 @@ from arrays.
 from __future__ import annotations
 
 import bisect
-import os
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +24,7 @@ from weld_vision_ros.core.camera import Intrinsics
 from weld_vision_ros.core.classes import DEFAULT_CLASS_NAMES, check_class_name
 from weld_vision_ros.core.depth import decode_depth, encode_depth_16uc1
 from weld_vision_ros.core.sync import StampSynchronizer
+from weld_vision_ros import dataset_bag
 from weld_vision_ros.dataset_bag import DatasetBagError, LabelSpan, read_sidecar
 
 COLOR_TOPIC = '/camera/color/image_raw'
@@ -92,32 +91,13 @@ class ReadStats:
 
 # --- message types ---------------------------------------------------------------------
 
-def msg_dirs() -> list[Path]:
-    """Folders that may hold our .msg files: the source tree, then installed locations."""
-    here = Path(__file__).resolve().parent.parent / 'msg'
-    dirs = [here, Path(sys.prefix) / 'share' / 'weld_vision_ros' / 'msg']
-    for prefix in os.environ.get('AMENT_PREFIX_PATH', '').split(os.pathsep):
-        if prefix:
-            dirs.append(Path(prefix) / 'share' / 'weld_vision_ros' / 'msg')
-    return dirs
-
-
 def make_typestore(msg_dir: Optional[Path] = None):
-    """A rosbags typestore with the ROS 2 standard types and ours from msg/*.msg."""
-    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
-
-    store = get_typestore(getattr(Stores, 'ROS2_KILTED', Stores.LATEST))
-    candidates = [Path(msg_dir)] if msg_dir else msg_dirs()
-    found = next((d for d in candidates if (d / 'WeldLabel.msg').is_file()), None)
-    if found is None:
-        raise BagError('cannot find the weld_vision_ros .msg files (looked in '
-                       f'{", ".join(str(d) for d in candidates)}); install the package or '
-                       'pass the msg folder')
-    types = {}
-    for path in sorted(found.glob('*.msg')):
-        types.update(get_types_from_msg(path.read_text(), f'weld_vision_ros/msg/{path.stem}'))
-    store.register(types)
-    return store
+    """A rosbags typestore with the ROS 2 standard types and ours from msg/*.msg (the one
+    `weld-sim record` writes with); a missing msg folder is a BagError."""
+    try:
+        return dataset_bag.make_typestore(msg_dir)
+    except DatasetBagError as exc:
+        raise BagError(f'{exc}; install the package or pass the msg folder') from None
 
 
 # --- finding bags and label files ------------------------------------------------------
