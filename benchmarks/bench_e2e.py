@@ -136,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--shm-segment-mb', type=int, default=None, metavar='MB',
                    help='run every process with a Fast DDS profile whose shared-memory segment is '
                         'this large (Fast DDS default: 512 KB, smaller than one 640x480 image); '
-                        'default: Fast DDS defaults, as the nodes run on the cell today')
+                        'default: Fast DDS defaults, to show what they cost; the launch files, the '
+                        'runner and the demo use config/fastdds_large_shm.xml (16 MB)')
     p.add_argument('--domain-id', type=int, default=None,
                    help='ROS_DOMAIN_ID (default: a random one in 1..101 where no other node is seen)')
     p.add_argument('--out-md', type=Path, default=REPO / 'BENCHMARKS_e2e.md',
