@@ -5,17 +5,15 @@
     python benchmarks/bench_onnx.py --model runs/weld/model.onnx   # a trained export
     python benchmarks/bench_onnx.py --frames 24 --repeats 100      # quick look
 
-Models: without --model, the training default architecture (weld_training/configs/
-default.yaml: model name, channels, input size) and the same architecture at the
-preprocessing preset's default (RGB, 224 px), built by weld_training.models.build_model with
-random weights (no trained model exists yet) and exported the way weld_training.export does
-(TorchScript exporter, opset 17, dynamic batch) with the weld.* contract. int8: static QDQ
-quantization with per-channel int8 weights and uint8 activations, as the training export's
---quantize does, calibrated here on preprocessed synthetic frames. With --model, its
-sibling <stem>.int8.onnx is used when it exists. The cascade runs the first model.
+Model: --model, by default the bundled demo model (config/models/weld_demo.onnx); with
+no bundled model, the training default architecture and preprocessing (weld_training/
+configs/default.yaml) with random weights, exported the way weld_training.export does. int8:
+the model's sibling <stem>.int8.onnx (as `weld-train export --quantize` writes it) when it
+exists, else made here by static QDQ quantization (per-channel int8 weights, uint8
+activations, as the export does), calibrated on other synthetic frames.
 
 ML latency per frame: OnnxClassifier.classify on 640x480 synthetic frames = the shared
-preprocessing (resize, relief channel, normalisation) + inference, intra_op_threads=1,
+preprocessing (seam crop, relief channel, normalisation) + inference, intra_op_threads=1,
 OpenCV on one thread; median and p99 over --repeats passes.
 
 Hybrid against ml-only: HybridCascade with the real rule core (default RuleConfig) and
@@ -57,6 +55,7 @@ from weld_vision_ros.core.preprocess import PreprocessPreset  # noqa: E402
 from weld_vision_ros.core.rules import RuleConfig, inspect  # noqa: E402
 from weld_vision_ros.core.synthetic import default_intrinsics, render_random  # noqa: E402
 
+DEMO_MODEL = REPO / 'config' / 'models' / 'weld_demo.onnx'
 ONE_CORE = RuntimeOptions(providers=('cpu',), intra_op_threads=1)
 
 
@@ -73,17 +72,16 @@ def _set_contract(path: Path, contract: ModelContract) -> None:
     onnx.save(proto, str(path))
 
 
-def export_default_model(out_dir: Path, name: str, channels: str, input_size: int,
-                         depth_range_mm: float) -> Path:
-    """The training default architecture with random weights, exported with the contract."""
+def export_default_model(out_dir: Path, name: str, preset: PreprocessPreset) -> Path:
+    """The architecture with random weights and this preprocessing, exported with the contract."""
     import torch
 
     from weld_training.models import build_model
     torch.manual_seed(0)
-    preset = replace(PreprocessPreset.for_channels(channels, input_size), depth_range_mm=depth_range_mm)
     model = build_model(name, len(DEFAULT_CLASS_NAMES), in_channels=preset.num_channels).eval()
-    path = out_dir / f'{name}_{channels}_{input_size}.onnx'
-    example = torch.zeros(1, preset.num_channels, input_size, input_size)
+    tag = f'{preset.channels}-{preset.input_width}x{preset.input_height}-{preset.crop}'
+    path = out_dir / f'{name}_{tag}.onnx'
+    example = torch.zeros(1, preset.num_channels, preset.input_height, preset.input_width)
     import warnings
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
@@ -92,7 +90,7 @@ def export_default_model(out_dir: Path, name: str, channels: str, input_size: in
                           dynamic_axes={'image': {0: 'batch'}, 'logits': {0: 'batch'}})
     _set_contract(path, ModelContract(
         class_names=DEFAULT_CLASS_NAMES, preprocess=preset, input_name='image', output_name='logits',
-        output_kind='logits', model_version=f'{name}-{channels}-{input_size}-random', metrics={}))
+        output_kind='logits', model_version=f'{name}-{tag}-random', metrics={}))
     return path
 
 
@@ -190,30 +188,34 @@ def main(argv: Optional[list[str]] = None) -> int:
     frames = render_frames(args.frames, args.width, args.height, args.seed)
     calibration = render_frames(32, args.width, args.height, args.seed + 1)
 
+    random_weights = False
+    if args.model is None and DEMO_MODEL.is_file():
+        args.model = DEMO_MODEL.relative_to(REPO)
     if args.model is None:
-        d = training_defaults()
-        size = int(d['input_size'] if isinstance(d['input_size'], int) else d['input_size'][0])
-        variants = [(d['channels'], size, 'the training defaults'), ('rgb', 224, 'the preset defaults')]
-        fp32_paths = []
-        for channels, px, why in variants:
-            print(f'[bench] exporting {d["name"]} ({channels}, {px} px, random weights)', flush=True)
-            fp32_paths.append(export_default_model(work, d['name'], channels, px, float(d['depth_range_mm'])))
-        models_dir = work
-        source = ('`' + d['name'] + '` with random weights, exported like `weld_training.export`, at '
-                  + ' and at '.join(f'{c}, {px}x{px} px ({why})' for c, px, why in variants))
+        from weld_training.config import load_config
+        from weld_training.train import preset_from_config
+        name = training_defaults()['name']
+        preset = preset_from_config(load_config())
+        print(f'[bench] no bundled model: exporting {name} with random weights', flush=True)
+        fp32_paths = [export_default_model(work, name, preset)]
+        source = (f'`{name}` with random weights (no bundled model), exported like `weld_training.export` '
+                  'with the training defaults\' preprocessing')
+        random_weights = True
     else:
-        fp32_paths = [args.model.resolve()]
-        models_dir = fp32_paths[0].parent
+        fp32_paths = [(REPO / args.model if not args.model.is_absolute() else args.model).resolve()]
         source = f'`{args.model}`'
     pairs = []
     for fp32_path in fp32_paths:
-        fp32 = load_classifier(str(fp32_path), models_dir=str(models_dir), options=ONE_CORE)
+        fp32 = load_classifier(str(fp32_path), models_dir=str(fp32_path.parent), options=ONE_CORE)
         int8_path = fp32_path.with_name(fp32_path.stem + '.int8.onnx')
-        if args.model is None:
-            print(f'[bench] static int8 quantization of {fp32.version}', flush=True)
+        if not int8_path.exists():
+            int8_path = work / (fp32_path.stem + '.int8.onnx')
+            print(f'[bench] static int8 quantization of {fp32.version} (calibrated on synthetic frames)',
+                  flush=True)
             quantize_int8(fp32, int8_path, calibration)
-        int8 = load_classifier(str(int8_path), models_dir=str(models_dir), options=ONE_CORE) \
-            if int8_path.exists() else None
+            source += (f'; its int8 version made here by static quantization calibrated on '
+                       f'{len(calibration)} other synthetic frames')
+        int8 = load_classifier(str(int8_path), models_dir=str(int8_path.parent), options=ONE_CORE)
         pairs.append((fp32, int8))
 
     rows, notes = [], []
@@ -233,8 +235,6 @@ def main(argv: Optional[list[str]] = None) -> int:
                          f'{rows[-1][3][2] / rows[-2][3][2]:.2f}x); on the {len(frames)} frames top-1 '
                          f'agreement {np.mean(p32.argmax(1) == p8.argmax(1)):.2f}, largest probability '
                          f'difference {np.abs(p32 - p8).max():.3f}.')
-        elif args.model is not None:
-            notes.append(f'No int8 model beside {args.model} ({int8_path.name}): export with --quantize for one.')
     fp32 = pairs[0][0]
 
     print('[bench] cascade modes', flush=True)
@@ -275,10 +275,15 @@ def main(argv: Optional[list[str]] = None) -> int:
                      f'{prep[0]:.2f} / {prep[1]:.2f} | {infer[0]:.2f} / {infer[1]:.2f} | '
                      f'{total[0]:.2f} / {total[1]:.2f} | {total[2]:.2f} |')
     lines += [''] + [f'- {n}' for n in notes] + [
-        '- Random weights: the int8 comparison checks the quantized graph, not accuracy; the '
-        'training export reports int8 accuracy on real frames.',
-        '- Preprocessing runs on the full camera frame: resize, and for rgbd the relief channel '
-        '(median depth of the frame, then resize).']
+        ('- Random weights: the int8 comparison checks the quantized graph, not accuracy; the '
+         'training export reports int8 accuracy on real frames.' if random_weights else
+         '- Agreement is measured on these synthetic frames; `weld-train export --quantize` reports '
+         'the int8 accuracy change on the validation split.'),
+        ('- Preprocessing: the seam finder and one perspective warp of a '
+         f'{fp32.preset.strip_length_mm:g} x {fp32.preset.strip_width_mm:g} mm strip along the seam to '
+         f'{fp32.preset.input_width}x{fp32.preset.input_height} px, with the relief channel above the fitted '
+         'plate (core/preprocess.py).' if fp32.preset.crop == 'seam' else
+         '- Preprocessing: the whole frame resized, and for rgbd the relief channel.')]
     lines += [
         '',
         f'## Hybrid (threshold {args.threshold:.2f}) against ml-only and rule-only, per frame, one core '
