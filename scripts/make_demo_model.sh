@@ -29,25 +29,26 @@ rm -rf "$WORK"
 mkdir -p "$WORK/bags" "$WORK/heldout"
 pool_frames=$(( WELDS * 6 * PER_WELD / 4 ))
 held_frames=$(( (WELDS / 4 > 3 ? WELDS / 4 : 3) * 6 * PER_WELD / 2 ))
-for b in 0 1 2 3; do
-  storage=sqlite3; enc=32FC1
-  if (( b % 2 )); then storage=mcap; enc=16UC1; fi
-  say "recording training bag $((b + 1))/4 (seed $((100 + b)), $pool_frames frames, $storage)"
-  run weld-sim record --out "$WORK/bags/bag_1_0$b" --frames "$pool_frames" --seed $((100 + b)) \
-    --frames-per-weld $PER_WELD --width 640 --height 480 --noise-scale 1.0 --storage $storage \
-    --depth-encoding $enc --start-ns $(( START_NS + b * 10000000000000 )) --quiet
-done
-for b in 0 1; do
-  storage=sqlite3; enc=32FC1
-  if (( b % 2 )); then storage=mcap; enc=16UC1; fi
-  say "recording held-out bag $((b + 1))/2 (seed $((200 + b)), $held_frames frames)"
-  run weld-sim record --out "$WORK/heldout/bag_2_0$b" --frames "$held_frames" --seed $((200 + b)) \
-    --frames-per-weld $PER_WELD --width 640 --height 480 --noise-scale 1.0 --storage $storage \
-    --depth-encoding $enc --start-ns $(( START_NS + b * 10000000000000 )) --quiet
-done
+# record KIND FOLDER BAGS FRAMES SEED_BASE: BAGS bags, sqlite3 + 32FC1 and mcap + 16UC1 in turn
+record() {
+  local kind=$1 dir=$2 bags=$3 frames=$4 seed_base=$5 b storage enc
+  for (( b = 0; b < bags; b++ )); do
+    storage=sqlite3; enc=32FC1
+    if (( b % 2 )); then storage=mcap; enc=16UC1; fi
+    say "recording $kind bag $((b + 1))/$bags (seed $((seed_base + b)), $frames frames, $storage)"
+    run weld-sim record --out "$dir/bag_$((seed_base / 100))_0$b" --frames "$frames" --seed $((seed_base + b)) \
+      --frames-per-weld $PER_WELD --width 640 --height 480 --noise-scale 1.0 --storage $storage \
+      --depth-encoding $enc --start-ns $(( START_NS + b * 10000000000000 )) --quiet
+  done
+}
+record training "$WORK/bags" 4 "$pool_frames" 100
+record held-out "$WORK/heldout" 2 "$held_frames" 200
 
+# The run is recorded in a registry of its own in $WORK, which every run of this recipe starts
+# afresh (the fixed version name would clash in the shared runs/registry.sqlite).
 say "weld-train pipeline: extract, train $EPOCHS epochs on $THREADS threads, evaluate, export"
 OMP_NUM_THREADS=$THREADS run weld-train pipeline "$WORK/bags" --dataset "$WORK/ds" -o "$WORK/run" \
+  --registry "$WORK/registry.sqlite" \
   --epochs "$EPOCHS" --seed 0 --device cpu --min-samples 3 --split-seed 0 --fractions 0.85,0.15,0.0 \
   --set model.name=mobilenet_v3_small --set train.threads="$THREADS" --set train.patience=0 \
   --set evaluate.split=val --set export.version=weld-demo-mnv3s-rgbd-seam-1024
