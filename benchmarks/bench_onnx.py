@@ -59,11 +59,6 @@ DEMO_MODEL = REPO / 'config' / 'models' / 'weld_demo.onnx'
 ONE_CORE = RuntimeOptions(providers=('cpu',), intra_op_threads=1)
 
 
-def training_defaults() -> dict:
-    import yaml
-    return yaml.safe_load((REPO / 'weld_training' / 'configs' / 'default.yaml').read_text())['model']
-
-
 def _set_contract(path: Path, contract: ModelContract) -> None:
     import onnx
     proto = onnx.load(str(path))
@@ -188,54 +183,43 @@ def main(argv: Optional[list[str]] = None) -> int:
     frames = render_frames(args.frames, args.width, args.height, args.seed)
     calibration = render_frames(32, args.width, args.height, args.seed + 1)
 
-    random_weights = False
-    if args.model is None and DEMO_MODEL.is_file():
-        args.model = DEMO_MODEL.relative_to(REPO)
-    if args.model is None:
+    random_weights = args.model is None and not DEMO_MODEL.is_file()
+    if random_weights:
         from weld_training.config import load_config
         from weld_training.train import preset_from_config
-        name = training_defaults()['name']
-        preset = preset_from_config(load_config())
+        cfg = load_config()
+        name = cfg['model']['name']
         print(f'[bench] no bundled model: exporting {name} with random weights', flush=True)
-        fp32_paths = [export_default_model(work, name, preset)]
+        fp32_path = export_default_model(work, name, preset_from_config(cfg))
         source = (f'`{name}` with random weights (no bundled model), exported like `weld_training.export` '
                   'with the training defaults\' preprocessing')
-        random_weights = True
     else:
-        fp32_paths = [(REPO / args.model if not args.model.is_absolute() else args.model).resolve()]
-        source = f'`{args.model}`'
-    pairs = []
-    for fp32_path in fp32_paths:
-        fp32 = load_classifier(str(fp32_path), models_dir=str(fp32_path.parent), options=ONE_CORE)
-        int8_path = fp32_path.with_name(fp32_path.stem + '.int8.onnx')
-        if not int8_path.exists():
-            int8_path = work / (fp32_path.stem + '.int8.onnx')
-            print(f'[bench] static int8 quantization of {fp32.version} (calibrated on synthetic frames)',
-                  flush=True)
-            quantize_int8(fp32, int8_path, calibration)
-            source += (f'; its int8 version made here by static quantization calibrated on '
-                       f'{len(calibration)} other synthetic frames')
-        int8 = load_classifier(str(int8_path), models_dir=str(int8_path.parent), options=ONE_CORE)
-        pairs.append((fp32, int8))
+        fp32_path = (args.model or DEMO_MODEL).resolve()
+        source = f'`{fp32_path.relative_to(REPO) if fp32_path.is_relative_to(REPO) else fp32_path}`'
+    fp32 = load_classifier(str(fp32_path), models_dir=str(fp32_path.parent), options=ONE_CORE)
+    int8_path = fp32_path.with_name(fp32_path.stem + '.int8.onnx')
+    if not int8_path.exists():
+        int8_path = work / (fp32_path.stem + '.int8.onnx')
+        print(f'[bench] static int8 quantization of {fp32.version} (calibrated on synthetic frames)', flush=True)
+        quantize_int8(fp32, int8_path, calibration)
+        source += (f'; its int8 version made here by static quantization calibrated on '
+                   f'{len(calibration)} other synthetic frames')
+    int8 = load_classifier(str(int8_path), models_dir=str(int8_path.parent), options=ONE_CORE)
 
-    rows, notes = [], []
-    for fp32, int8 in pairs:
-        for label, clf in [('fp32', fp32)] + ([('int8', int8)] if int8 is not None else []):
-            print(f'[bench] latency {clf.version}', flush=True)
-            prep = timed(clf.input_tensor, frames, args.repeats)
-            total = timed(clf.classify, frames, args.repeats)
-            batches = [clf.input_tensor(f) for f in frames]
-            infer = timed(lambda f: clf.probabilities(batches[f.stamp_ns]), frames, args.repeats)
-            rows.append((label, clf, stats(prep), stats(infer), stats(total)))
-        if int8 is not None:
-            p32 = np.array([fp32.classify(f).probabilities for f in frames])
-            p8 = np.array([int8.classify(f).probabilities for f in frames])
-            notes.append(f'`{fp32.version}`: int8 / fp32 inference median '
-                         f'{rows[-1][3][0] / rows[-2][3][0]:.2f}x (CPU time '
-                         f'{rows[-1][3][2] / rows[-2][3][2]:.2f}x); on the {len(frames)} frames top-1 '
-                         f'agreement {np.mean(p32.argmax(1) == p8.argmax(1)):.2f}, largest probability '
-                         f'difference {np.abs(p32 - p8).max():.3f}.')
-    fp32 = pairs[0][0]
+    rows = []
+    for label, clf in (('fp32', fp32), ('int8', int8)):
+        print(f'[bench] latency {clf.version}', flush=True)
+        prep = timed(clf.input_tensor, frames, args.repeats)
+        total = timed(clf.classify, frames, args.repeats)
+        batches = [clf.input_tensor(f) for f in frames]
+        infer = timed(lambda f: clf.probabilities(batches[f.stamp_ns]), frames, args.repeats)
+        rows.append((label, clf, stats(prep), stats(infer), stats(total)))
+    p32 = np.array([fp32.classify(f).probabilities for f in frames])
+    p8 = np.array([int8.classify(f).probabilities for f in frames])
+    notes = [f'`{fp32.version}`: int8 / fp32 inference median {rows[1][3][0] / rows[0][3][0]:.2f}x (CPU time '
+             f'{rows[1][3][2] / rows[0][3][2]:.2f}x); on the {len(frames)} frames top-1 agreement '
+             f'{np.mean(p32.argmax(1) == p8.argmax(1)):.2f}, largest probability difference '
+             f'{np.abs(p32 - p8).max():.3f}.']
 
     print('[bench] cascade modes', flush=True)
     cascade = {mode: cascade_cost(mode, fp32, frames, args.threshold) for mode in ('ml', 'rule', 'hybrid')}

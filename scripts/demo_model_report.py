@@ -50,12 +50,11 @@ def report(model: Path, heldout: Path, run: Path | None, recipe: str) -> str:
              '- Held-out evaluation: seeds 200 and 201 (2 bags), never seen in training; the demo camera '
              'runs seed 7.', '']
     if run is not None and (run / 'history.json').is_file():
-        hist = json.loads((run / 'history.json').read_text())
-        epochs = hist.get('epochs', []) if isinstance(hist, dict) else hist
-        summary = hist.get('summary', {}) if isinstance(hist, dict) else {}
+        hist = json.loads((run / 'history.json').read_text())  # as weld_training.train writes it
+        epochs = hist['epochs']
         lines += ['## Training', '',
                   f'{len(epochs)} epochs on the CPU; the exported weights are those of the best validation '
-                  f'epoch ({summary.get("best_epoch", "?")}).', '',
+                  f'epoch ({hist["summary"]["best_epoch"]}).', '',
                   '| epoch | train loss | val loss | val accuracy | val macro-F1 | images/s | seconds |',
                   '| --- | --- | --- | --- | --- | --- | --- |']
         lines += [f'| {e["epoch"]} | {e["train_loss"]:.4f} | {e["val_loss"]:.4f} | {e["val_accuracy"]:.4f} | '
