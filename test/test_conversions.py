@@ -51,3 +51,28 @@ def test_result_messages_carry_core_results():
     assert m.header.frame_id == 'cam' and verdict_from_msg(m) == v
     b = bead_to_msg(BeadMeasurement.invalid('no bead in view'), h)
     assert (b.valid, b.reason) == (False, 'no bead in view')
+
+
+def test_not_inspected_verdicts_round_trip_and_never_carry_a_class():
+    from std_msgs.msg import Header
+    from weld_vision_ros.core.results import REASON_DEPTH_UNRESOLVED, STATUS_NOT_INSPECTED, Verdict
+    from weld_vision_ros.msg import WeldDefect
+    from weld_vision_ros.ros.conversions import verdict_from_msg, verdict_to_msg
+    v = Verdict.not_inspected(REASON_DEPTH_UNRESOLVED, 'depth step 1.0 mm > bead height 0.6 mm',
+                              ('good', 'crack'), 'rule')
+    m = verdict_to_msg(v, Header())
+    assert (m.status, m.status_reason, m.defect_class, m.confidence) == \
+        (WeldDefect.STATUS_NOT_INSPECTED, WeldDefect.REASON_DEPTH_UNRESOLVED, '', 0.0)
+    assert list(m.probabilities) == [0.0, 0.0] and verdict_from_msg(m) == v
+    assert not v.inspected and v.status == STATUS_NOT_INSPECTED
+    # Every reason the core knows is a constant of the message, spelled the same.
+    from weld_vision_ros.core.results import NOT_INSPECTED_REASONS
+    assert {getattr(WeldDefect, k) for k in dir(WeldDefect) if k.startswith('REASON_')} == set(NOT_INSPECTED_REASONS)
+    with pytest.raises(ValueError, match='status_reason'):
+        Verdict('', 0.0, ('good',), (0.0,), 'rule', status=STATUS_NOT_INSPECTED, status_reason='tired')
+    with pytest.raises(ValueError, match='carries no class'):
+        Verdict('good', 0.9, ('good',), (0.9,), 'rule', status=STATUS_NOT_INSPECTED, status_reason='no_bead')
+    # An old message without a status (a bag recorded before the field existed) reads as inspected.
+    old = verdict_to_msg(Verdict('good', 0.9, ('good',), (0.9,), 'rule'), Header())
+    old.status = ''
+    assert verdict_from_msg(old).inspected

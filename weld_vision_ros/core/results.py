@@ -10,6 +10,24 @@ METHOD_RULE = 'rule'
 METHOD_ML = 'ml'
 METHOD_HYBRID = 'hybrid'
 
+# Inspection status of a verdict (WeldDefect.status). A frame either was inspected, or the
+# verdict says that it was not and why; a frame that was not inspected is never passed as
+# good. Status and reason are fields beside the class, not extra classes, so class_names
+# and probabilities stay aligned with the model's outputs.
+STATUS_INSPECTED = 'inspected'
+STATUS_NOT_INSPECTED = 'not_inspected'
+STATUSES = (STATUS_INSPECTED, STATUS_NOT_INSPECTED)
+# Why a frame was not inspected (WeldDefect.status_reason), one token each:
+REASON_NO_BEAD = 'no_bead'                        # no weld bead found in view
+REASON_NO_DEPTH = 'no_depth'                      # too little valid depth (dropouts, NaN/zero)
+REASON_DEPTH_UNRESOLVED = 'depth_unresolved'      # the depth's resolution cannot resolve the bead
+REASON_UNKNOWN_APPEARANCE = 'unknown_appearance'  # unlike anything the inspector knows (anomaly)
+REASON_BAD_FRAME = 'bad_frame'                    # unusable image (black, noise, too small)
+NOT_INSPECTED_REASONS = (REASON_NO_BEAD, REASON_NO_DEPTH, REASON_DEPTH_UNRESOLVED,
+                         REASON_UNKNOWN_APPEARANCE, REASON_BAD_FRAME)
+# defect_class of a not-inspected verdict: empty, so that no consumer can read it as a class.
+NOT_INSPECTED_CLASS = ''
+
 
 @dataclass(frozen=True)
 class DefectRegion:
@@ -28,7 +46,13 @@ class DefectRegion:
 
 @dataclass(frozen=True)
 class Verdict:
-    """Defect verdict for one frame; `probabilities` is aligned with `class_names`."""
+    """Defect verdict for one frame; `probabilities` is aligned with `class_names`.
+
+    status: STATUS_INSPECTED, or STATUS_NOT_INSPECTED with `status_reason` (one of
+    NOT_INSPECTED_REASONS) and a human-readable `status_detail`; a not-inspected verdict has
+    defect_class NOT_INSPECTED_CLASS and confidence 0. checks_not_made: checks an inspected
+    verdict could not make (e.g. 'undercut' where the depth cannot resolve it).
+    """
 
     defect_class: str
     confidence: float
@@ -38,6 +62,33 @@ class Verdict:
     model_version: str = ''
     latency_ms: float = 0.0
     regions: tuple[DefectRegion, ...] = ()
+    status: str = STATUS_INSPECTED
+    status_reason: str = ''
+    status_detail: str = ''
+    checks_not_made: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f'status must be one of {", ".join(STATUSES)}; got {self.status!r}')
+        if self.status == STATUS_NOT_INSPECTED:
+            if self.status_reason not in NOT_INSPECTED_REASONS:
+                raise ValueError(f'a not-inspected verdict needs a status_reason in '
+                                 f'{", ".join(NOT_INSPECTED_REASONS)}; got {self.status_reason!r}')
+            if self.defect_class != NOT_INSPECTED_CLASS:
+                raise ValueError(f'a not-inspected verdict carries no class; got {self.defect_class!r}')
+
+    @property
+    def inspected(self) -> bool:
+        return self.status == STATUS_INSPECTED
+
+    @classmethod
+    def not_inspected(cls, reason: str, detail: str, class_names: tuple[str, ...], method: str,
+                      **fields) -> 'Verdict':
+        """A verdict that says the frame was not inspected, and why (`reason` a token of
+        NOT_INSPECTED_REASONS, `detail` for people). Probabilities are all zero unless given."""
+        fields.setdefault('probabilities', tuple(0.0 for _ in class_names))
+        return cls(NOT_INSPECTED_CLASS, 0.0, tuple(class_names), method=method,
+                   status=STATUS_NOT_INSPECTED, status_reason=reason, status_detail=detail, **fields)
 
 
 @dataclass(frozen=True)

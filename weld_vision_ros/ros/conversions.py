@@ -11,7 +11,8 @@ import numpy as np
 from sensor_msgs.msg import CameraInfo, Image
 
 from weld_vision_ros.core.camera import Intrinsics, IntrinsicsError
-from weld_vision_ros.core.results import BeadMeasurement, DefectRegion, GroundTruth, Verdict
+from weld_vision_ros.core.results import (STATUS_INSPECTED, BeadMeasurement, DefectRegion, GroundTruth,
+                                          Verdict)
 
 _COLOR_ENCODINGS = {'rgb8': (3, False), 'bgr8': (3, True), 'rgba8': (4, False), 'bgra8': (4, True)}
 _DTYPES = {'rgb8': np.uint8, 'bgr8': np.uint8, 'rgba8': np.uint8, 'bgra8': np.uint8,
@@ -132,13 +133,17 @@ def verdict_to_msg(verdict: Verdict, header):
         class_names=list(verdict.class_names),
         probabilities=[float(p) for p in verdict.probabilities], method=verdict.method,
         model_version=verdict.model_version, latency_ms=float(verdict.latency_ms),
-        regions=[region_to_msg(r) for r in verdict.regions])
+        regions=[region_to_msg(r) for r in verdict.regions], status=verdict.status,
+        status_reason=verdict.status_reason, status_detail=verdict.status_detail,
+        checks_not_made=list(verdict.checks_not_made))
 
 
 def verdict_from_msg(msg) -> Verdict:
     return Verdict(msg.defect_class, msg.confidence, tuple(msg.class_names),
                    tuple(float(p) for p in msg.probabilities), msg.method, msg.model_version,
-                   msg.latency_ms, tuple(region_from_msg(r) for r in msg.regions))
+                   msg.latency_ms, tuple(region_from_msg(r) for r in msg.regions),
+                   msg.status or STATUS_INSPECTED, msg.status_reason, msg.status_detail,
+                   tuple(msg.checks_not_made))
 
 
 def bead_to_msg(bead: BeadMeasurement, header):
