@@ -9,7 +9,7 @@ setup:
 	@scripts/setup.sh
 
 run: setup
-	@scripts/with_env.sh python -m weld_vision_ros.demo $(ARGS)
+	@scripts/with_env.sh python -m weld_vision_ros.examples.demo $(ARGS)
 
 test: setup
 	@scripts/with_env.sh python -m pytest $(PYTEST_ARGS)

@@ -19,7 +19,11 @@ setup(
     package_data={'weld_training': ['configs/*.yaml']},
     data_files=[('share/weld_vision_ros/msg', ['msg/DefectRegion.msg', 'msg/BeadMeasurement.msg',
                                                'msg/WeldDefect.msg', 'msg/WeldLabel.msg',
-                                               'msg/WeldGroundTruth.msg'])],
+                                               'msg/WeldGroundTruth.msg']),
+                # Found at run time through weld_vision_ros.resources (prefix/share/...).
+                ('share/weld_vision_ros/config', ['config/weld_cell.yaml', 'config/fastdds_large_shm.xml']),
+                ('share/weld_vision_ros/config/models', ['config/models/weld_demo.onnx',
+                                                         'config/models/weld_demo.md'])],
     install_requires=['numpy', 'opencv-python-headless', 'PyYAML', 'rosbags'],
     extras_require={
         'onnx': ['onnxruntime', 'onnx'],
@@ -29,7 +33,7 @@ setup(
     entry_points={
         'console_scripts': [
             'weld-vision = weld_vision_ros.cli:main',
-            'weld-sim = weld_vision_ros.sim_record:main',
+            'weld-sim = weld_vision_ros.simulator.sim_record:main',
             'weld-train = weld_training.cli:main',
         ],
     },

@@ -61,7 +61,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks.e2e_metrics import (MARKDOWN_TITLE, NS_PER_MS, NS_PER_S, InputDrops, LatencySummary,  # noqa: E402
+from weld_vision_ros.perf.e2e_metrics import other_nodes  # noqa: E402
+from weld_vision_ros.perf.e2e_metrics import (MARKDOWN_TITLE, NS_PER_MS, NS_PER_S, InputDrops, LatencySummary,  # noqa: E402
                                     PathResult, ProcessSampler, Report, StampedSeries,
                                     achieved_rate_hz, counter_values, cpu_model, header_stamp_ns, input_drops,
                                     later_of, path_result, with_ratio)
@@ -71,10 +72,10 @@ ONNX_MODES = ('rule', 'ml', 'hybrid')
 RELIABILITY_CHOICES = ('best_effort', 'reliable')
 DEPTH_ENCODINGS = ('32FC1', '16UC1')
 
-CAMERA_MODULE = 'weld_vision_ros.synthetic_camera_node'
+CAMERA_MODULE = 'weld_vision_ros.simulator.synthetic_camera_node'
 RELAY_MODULE = 'benchmarks.image_relay'
-RULE_MODULE = 'weld_vision_ros.rule_defect_node'
-ONNX_MODULE = 'weld_vision_ros.onnx_defect_node'
+RULE_MODULE = 'weld_vision_ros.nodes.rule_defect_node'
+ONNX_MODULE = 'weld_vision_ros.nodes.onnx_defect_node'
 
 COLOR = 'camera/color/image_raw'
 DEPTH = 'camera/aligned_depth_to_color/image_raw'
@@ -336,12 +337,6 @@ DOMAIN_LISTEN_S = 2.0
 
 class DomainBusy(RuntimeError):
     pass
-
-
-def other_nodes(node, expected: Counter) -> list[str]:
-    """Nodes on the graph beyond `expected` (names, with how many of each this run started)."""
-    seen = Counter(name for name, _ in node.get_node_names_and_namespaces())
-    return sorted((seen - expected).elements())
 
 
 def open_quiet_domain(s: Settings):

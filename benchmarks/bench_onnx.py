@@ -53,7 +53,7 @@ from weld_vision_ros.core.onnx_classifier import (OnnxClassifier, RuntimeOptions
                                                   load_classifier)
 from weld_vision_ros.core.preprocess import PreprocessPreset  # noqa: E402
 from weld_vision_ros.core.rules import RuleConfig, inspect  # noqa: E402
-from weld_vision_ros.core.synthetic import default_intrinsics, render_random  # noqa: E402
+from weld_vision_ros.simulator.renderer import default_intrinsics, render_random  # noqa: E402
 
 DEMO_MODEL = REPO / 'config' / 'models' / 'weld_demo.onnx'
 ONE_CORE = RuntimeOptions(providers=('cpu',), intra_op_threads=1)

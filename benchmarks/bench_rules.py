@@ -47,7 +47,7 @@ if str(REPO) not in sys.path:
 from weld_vision_ros.core.classes import DEFAULT_CLASS_NAMES  # noqa: E402
 from weld_vision_ros.core.frames import RGBDFrame  # noqa: E402
 from weld_vision_ros.core.rules import RuleConfig, inspect  # noqa: E402
-from weld_vision_ros.core.synthetic import default_intrinsics, render_random  # noqa: E402
+from weld_vision_ros.simulator.renderer import default_intrinsics, render_random  # noqa: E402
 
 CLASSES = DEFAULT_CLASS_NAMES
 TUNING_SEEDS = '10_000-69_999: tuning 10_000-10_239 and 40_000-40_599, checks on 20_000-20_599, 30_000-30_119, 50_000-50_599 and 60_000-60_599'

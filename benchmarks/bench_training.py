@@ -39,7 +39,7 @@ TARGET_MACRO_F1 = 0.95
 def record(out: Path, frames: int, frames_per_weld: int, size: tuple[int, int], seed: int, n_bags: int) -> int:
     """Record n_bags synthetic bags with `weld-sim record` (alternating sqlite3 / mcap); return frames."""
     try:
-        from weld_vision_ros.sim_record import RecordOptions, record as sim_record
+        from weld_vision_ros.simulator.sim_record import RecordOptions, record as sim_record
     except ImportError as exc:
         sys.exit(f'bench_training: the synthetic camera (weld-sim record) is not available: {exc}')
     total = 0
@@ -123,7 +123,7 @@ def preprocess_cost_ms(preset, frames: int = 60) -> dict:
     import cv2
 
     from weld_vision_ros.core.preprocess import preprocess
-    from weld_vision_ros.core.synthetic import default_intrinsics, render_random
+    from weld_vision_ros.simulator.renderer import default_intrinsics, render_random
 
     cv2.setNumThreads(1)
     rng = np.random.default_rng(99)

@@ -51,11 +51,11 @@ def _first(*candidates):
     raise ImportError(f'none of {candidates}')
 
 render_random = _first(('weld_vision_ros.simulator.renderer', 'render_random'),
-                       ('weld_vision_ros.core.synthetic', 'render_random'))
+                       ('weld_vision_ros.simulator.renderer', 'render_random'))
 default_intrinsics = _first(('weld_vision_ros.simulator.renderer', 'default_intrinsics'),
-                            ('weld_vision_ros.core.synthetic', 'default_intrinsics'))
+                            ('weld_vision_ros.simulator.renderer', 'default_intrinsics'))
 Stream = _first(('weld_vision_ros.simulator.renderer', 'SyntheticWeldStream'),
-                ('weld_vision_ros.core.synthetic', 'SyntheticWeldStream'))
+                ('weld_vision_ros.simulator.renderer', 'SyntheticWeldStream'))
 from weld_vision_ros.core.frames import RGBDFrame
 from weld_vision_ros.core.classes import DEFAULT_CLASS_NAMES
 from weld_vision_ros.core.rules import RuleConfig, inspect_frame

@@ -18,7 +18,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from weld_vision_ros.core.classes import DEFAULT_CLASS_NAMES  # noqa: E402
-from weld_vision_ros.core.synthetic import default_intrinsics, render, sample_scene  # noqa: E402
+from weld_vision_ros.simulator.renderer import default_intrinsics, render, sample_scene  # noqa: E402
 
 RELIEF_RANGE_MM = (-1.5, 4.0)
 

@@ -21,7 +21,9 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from weld_vision_ros.bringup import DEFAULT_PARAMS_FILE, NODE_CLASSES, create_nodes, load_params_file  # noqa: E402
+from weld_vision_ros.bringup import NODE_CLASSES, create_nodes, load_params_file  # noqa: E402
+
+PARAMS_FILE = REPO / 'config' / 'weld_cell.yaml'   # the source file this script regenerates
 
 # Parameters every rclpy node declares by itself; they do not belong in our file.
 BUILTIN = {'use_sim_time', 'start_type_description_service'}
@@ -87,7 +89,7 @@ def _emit(tree: dict, comments: dict, prefix: str, indent: int, out: list) -> No
             out.append(f'{pad}{key}: {_scalar(value)}  # {comments[name]}')
 
 
-def render(params_file: Path = DEFAULT_PARAMS_FILE) -> str:
+def render(params_file: Path = PARAMS_FILE) -> str:
     import rclpy
     current = load_params_file(params_file) if params_file.exists() else {}
     out = [HEADER]

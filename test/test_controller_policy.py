@@ -1,7 +1,7 @@
 """The example controller policy (no ROS)."""
 import pytest
 
-from weld_vision_ros.core.controller_policy import CONTINUE, REWORK, STOP, PolicyConfig, decide
+from weld_vision_ros.examples.controller_policy import CONTINUE, REWORK, STOP, PolicyConfig, decide
 
 
 @pytest.mark.parametrize('cls,conf,valid,tol,score,action', [

@@ -7,7 +7,7 @@ from weld_vision_ros.core.depth import DepthError, decode_depth, encode_depth_16
 from weld_vision_ros.core.frames import FrameError, RGBDFrame
 from weld_vision_ros.core.model_contract import ModelContract, ModelContractError
 from weld_vision_ros.core.preprocess import PreprocessError, PreprocessPreset, preprocess
-from weld_vision_ros.core.sync import StampSynchronizer
+from weld_vision_ros.ros.sync import StampSynchronizer
 
 
 def test_intrinsics_from_k_and_mm_per_px():

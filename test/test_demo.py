@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _demo(*args: str, timeout_s: float = 240.0) -> tuple[int, str]:
-    out = subprocess.run([sys.executable, '-m', 'weld_vision_ros.demo', '--rate-hz', '5',
+    out = subprocess.run([sys.executable, '-m', 'weld_vision_ros.examples.demo', '--rate-hz', '5',
                           '--summary-period', '4', *args], cwd=REPO, capture_output=True,
                          text=True, timeout=timeout_s)
     return out.returncode, out.stdout + out.stderr

@@ -67,7 +67,7 @@ def test_deploy_to_a_running_node_and_a_corrupt_model_is_refused(trained, tmp_pa
     corrupt = tmp_path / 'corrupt.onnx'
     corrupt.write_bytes(exported.read_bytes()[:len(exported.read_bytes()) // 2])  # a truncated copy
 
-    proc = spawn_node('weld_vision_ros.onnx_defect_node',
+    proc = spawn_node('weld_vision_ros.nodes.onnx_defect_node',
                       {'models_dir': str(models_dir), 'model_path': 'v1.onnx', 'mode': 'ml',
                        'image_reliability': 'reliable', 'image_queue_depth': 100},
                       log_path=tmp_path / 'onnx_node.log')

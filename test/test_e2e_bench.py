@@ -28,7 +28,7 @@ def test_header_stamp_read_from_cdr_matches_rclpy_serialization() -> None:
     from rclpy.serialization import serialize_message
     from sensor_msgs.msg import Image
 
-    from benchmarks.e2e_metrics import header_stamp_ns
+    from weld_vision_ros.perf.e2e_metrics import header_stamp_ns
     from weld_vision_ros.msg import BeadMeasurement, WeldDefect
     from weld_vision_ros.ros.conversions import ns_to_stamp
     stamp = 1_790_123_456_987_654_321

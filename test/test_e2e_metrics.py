@@ -8,15 +8,16 @@ import os
 import struct
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from benchmarks import bench_e2e
-from benchmarks.e2e_metrics import (NS_PER_MS, NS_PER_S, LatencySummary, ProcessSampler, Report,
+from weld_vision_ros.perf.e2e_metrics import (NS_PER_MS, NS_PER_S, LatencySummary, ProcessSampler, Report,
                                     StampedSeries, achieved_rate_hz, cpu_ticks_from_stat,
-                                    header_stamp_ns, input_drops, later_of, memory_from_status,
+                                    header_stamp_ns, input_drops, later_of, memory_from_status, other_nodes,
                                     path_result, read_cpu_s, read_memory, with_ratio)
 
+REPO = Path(__file__).resolve().parent.parent
 T0 = 1_790_000_000 * NS_PER_S
 
 
@@ -192,24 +193,19 @@ def test_report_renders_a_markdown_table_and_plain_json() -> None:
     assert d['processes'][0]['name'] == 'self'
 
 
-def test_options_fail_fast_with_the_valid_choices(tmp_path) -> None:
-    with pytest.raises(SystemExit):
-        bench_e2e.parse_settings(['--nodes', 'rule,magic'])
-    with pytest.raises(SystemExit):
-        bench_e2e.parse_settings(['--nodes', 'onnx'])                      # no model
-    with pytest.raises(SystemExit):
-        bench_e2e.parse_settings(['--model', str(tmp_path / 'missing.onnx')])
-    with pytest.raises(SystemExit):
-        bench_e2e.parse_settings(['--duration', '0'])
-    with pytest.raises(SystemExit):
-        bench_e2e.parse_settings(['--shm-segment-mb', '0'])
-    with pytest.raises(SystemExit):
-        bench_e2e.parse_settings(['--report-period', '0'])
-    s = bench_e2e.parse_settings([])
-    assert s.nodes == ('rule',) and s.baseline and s.duration_s == 120.0 and not s.soak
-    assert 1 <= s.domain_id <= 101 and s.report_period_s == 10.0
-    soak = bench_e2e.parse_settings(['--soak', '3600'])
-    assert soak.soak and soak.duration_s == 3600.0 and soak.report_period_s == 30.0
+@pytest.mark.parametrize('argv, message', [
+    (['--nodes', 'rule,magic'], 'expected a comma-separated list of'),
+    (['--nodes', 'onnx'], 'needs --model PATH'),
+    (['--model', 'missing.onnx'], 'no such file'),
+    (['--duration', '0'], 'must be positive'),
+    (['--shm-segment-mb', '0'], 'expected 1..1024'),
+    (['--report-period', '0'], '--report-period must be positive'),
+])
+def test_options_fail_fast_with_the_valid_choices(tmp_path, argv, message) -> None:
+    # The benchmark is a script: run it as one (tests import no benchmark module).
+    out = subprocess.run([sys.executable, str(REPO / 'benchmarks' / 'bench_e2e.py'), *argv],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and message in out.stderr, out.stderr
 
 
 def test_nodes_the_run_did_not_start_are_named() -> None:
@@ -220,4 +216,4 @@ def test_nodes_the_run_did_not_start_are_named() -> None:
             return [('bench_e2e_probe', '/'), ('rule_defect_node', '/'), ('rule_defect_node', '/'),
                     ('someone_elses_camera', '/')]
     expected = Counter(['bench_e2e_probe', 'rule_defect_node'])
-    assert bench_e2e.other_nodes(Graph(), expected) == ['rule_defect_node', 'someone_elses_camera']
+    assert other_nodes(Graph(), expected) == ['rule_defect_node', 'someone_elses_camera']

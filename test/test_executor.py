@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.bench_executor import run_once
+from weld_vision_ros.perf.executor_probe import run_once
 
 pytestmark = pytest.mark.ros
 

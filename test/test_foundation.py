@@ -57,7 +57,7 @@ def test_installed_share_holds_launch_config_and_messages():
 
 def test_weld_training_imports_in_plain_python_without_ros():
     env = {'PATH': os.environ.get('PATH', '/usr/bin:/bin'), 'HOME': os.environ.get('HOME', '/tmp')}
-    code = ('import sys, weld_training, weld_vision_ros.core.preprocess, weld_vision_ros.core.sync;'
+    code = ('import sys, weld_training, weld_vision_ros.core.preprocess, weld_vision_ros.ros.sync;'
             'bad = [m for m in sys.modules if m.startswith(("rclpy", "rcl_interfaces", "sensor_msgs"))];'
             'assert not bad, bad; print("ok")')
     out = subprocess.run([sys.executable, '-c', code], cwd=REPO, env=env, capture_output=True,

@@ -214,9 +214,9 @@ def node_log(tmp_path):
 def test_every_parameter_is_described_documented_and_valid_in_the_params_file():
     import yaml
 
-    from weld_vision_ros.onnx_defect_node import PARAMS, OnnxNodeConfig
+    from weld_vision_ros.nodes.onnx_defect_node import PARAMS, OnnxNodeConfig
     from weld_vision_ros.ros.rgbd_input import INPUT_PARAMS
-    from weld_vision_ros.rule_defect_node import RULE_PARAMS
+    from weld_vision_ros.nodes.rule_defect_node import RULE_PARAMS
     repo = Path(__file__).resolve().parent.parent
     doc = (repo / 'docs' / 'onnx_node.md').read_text()
     for spec in PARAMS + INPUT_PARAMS:
@@ -426,7 +426,7 @@ def test_real_node_runs_the_rule_core_in_process_and_asks_the_model_where_it_is_
     """The installed entry point (real rules) on synthetic weld frames."""
     from weld_vision_ros.core.frames import RGBDFrame
     from weld_vision_ros.core.rules import inspect
-    from weld_vision_ros.core.synthetic import default_intrinsics, render_random
+    from weld_vision_ros.simulator.renderer import default_intrinsics, render_random
     models_dir, _ = models
     rng = np.random.default_rng(11)
     intr = default_intrinsics(320, 240)
@@ -441,7 +441,7 @@ def test_real_node_runs_the_rule_core_in_process_and_asks_the_model_where_it_is_
     threshold = 0.5 * (confidences[k - 1] + confidences[k])
     values = {'models_dir': str(models_dir), 'image_reliability': 'reliable',
               'image_queue_depth': 100, 'mode': 'rule', 'model_path': 'v1.onnx'}
-    proc = spawn_node('weld_vision_ros.onnx_defect_node', values, log_path=tmp_path / 'onnx_node.log')
+    proc = spawn_node('weld_vision_ros.nodes.onnx_defect_node', values, log_path=tmp_path / 'onnx_node.log')
     try:
         with ros_context() as (node, ex):
             rig = Rig(node, ex)
@@ -490,7 +490,7 @@ def test_an_unexpected_error_while_loading_is_a_refusal_not_a_crash(tmp_path):
     from rclpy.parameter import Parameter
 
     from test.helpers.onnx_node_stub_rules import stub_rules
-    from weld_vision_ros.onnx_defect_node import OnnxDefectNode
+    from weld_vision_ros.nodes.onnx_defect_node import OnnxDefectNode
 
     def loader(*args, **kwargs):
         raise MemoryError('cannot allocate the session')

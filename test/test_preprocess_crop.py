@@ -14,7 +14,7 @@ from weld_vision_ros.core.model_contract import ModelContract
 from weld_vision_ros.core.onnx_classifier import OnnxClassifier, load_classifier
 from weld_vision_ros.core.preprocess import (CROP_FRAME, PreprocessError, PreprocessPreset, crop_frame,
                                              preprocess, preprocess_with_info)
-from weld_vision_ros.core.synthetic import default_intrinsics, render, sample_scene
+from weld_vision_ros.simulator.renderer import default_intrinsics, render, sample_scene
 
 CLASSES = ('good', 'porosity', 'undercut', 'spatter', 'gap', 'crack')
 SEAM = replace(PreprocessPreset.for_channels('rgbd'), input_width=256, input_height=32, crop='seam',
@@ -116,7 +116,7 @@ def test_training_eval_transform_and_onnx_classifier_give_identical_tensors(tmp_
     """A recorded synthetic bag -> dataset -> eval tensor equals the node classifier's input."""
     from weld_training.bags import iter_bag_frames
     from weld_training.dataset import WeldFrames, extract_dataset
-    from weld_vision_ros.sim_record import RecordOptions, record
+    from weld_vision_ros.simulator.sim_record import RecordOptions, record
 
     record(RecordOptions(out=tmp_path / 'bag', frames=12, seed=7, frames_per_weld=2, width=320, height=240,
                          storage='sqlite3', depth_encoding='32FC1'))

@@ -20,7 +20,7 @@ from weld_vision_ros.core.measure import MeasureConfig, MeasureConfigError, fit_
 from weld_vision_ros.core.rules import (RuleConfig, RuleConfigError, class_probabilities, groove_depth_mm,
                                         inspect, inspect_frame)
 from weld_vision_ros.core.spec import WeldSpec, WeldSpecError, evaluate_spec
-from weld_vision_ros.core.synthetic import (Crack, GapSegment, Pit, UndercutSegment, default_intrinsics,
+from weld_vision_ros.simulator.renderer import (Crack, GapSegment, Pit, UndercutSegment, default_intrinsics,
                                             render, sample_scene)
 
 INTR = default_intrinsics(640, 480)

@@ -18,11 +18,11 @@ pytest.importorskip('rclpy')
 
 from test.rosutil import ros_context, set_parameters, spawn_node, spin_until, stop  # noqa: E402
 from weld_vision_ros.core.depth import encode_depth_16uc1  # noqa: E402
-from weld_vision_ros.core.synthetic import default_intrinsics, render_random  # noqa: E402
+from weld_vision_ros.simulator.renderer import default_intrinsics, render_random  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
-NODE = 'weld_vision_ros.rule_defect_node'
+NODE = 'weld_vision_ros.nodes.rule_defect_node'
 T0_NS = 1_700_000_000_000_000_000
 
 
@@ -140,7 +140,7 @@ def _log(tmp_path: Path, name: str) -> str:
 
 
 def _declared() -> dict:
-    from weld_vision_ros.rule_defect_node import NODE_PARAMS, RULE_PARAMS
+    from weld_vision_ros.nodes.rule_defect_node import NODE_PARAMS, RULE_PARAMS
     from weld_vision_ros.ros.rgbd_input import INPUT_PARAMS
     return {s.name: s for s in NODE_PARAMS + RULE_PARAMS + INPUT_PARAMS}
 
@@ -148,7 +148,7 @@ def _declared() -> dict:
 def test_every_parameter_is_described_documented_and_valid_in_the_params_file() -> None:
     import yaml
 
-    from weld_vision_ros.rule_defect_node import NodeConfig
+    from weld_vision_ros.nodes.rule_defect_node import NodeConfig
     declared = _declared()
     doc = (Path(__file__).resolve().parent.parent / 'docs' / 'rule_node.md').read_text()
     for name, spec in declared.items():

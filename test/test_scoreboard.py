@@ -1,7 +1,7 @@
 """Scoreboard of verdicts against ground truth (no ROS)."""
 import pytest
 
-from weld_vision_ros.core.scoreboard import Scoreboard, TruthRecord
+from weld_vision_ros.examples.scoreboard import Scoreboard, TruthRecord
 
 
 def test_scoreboard_matches_by_stamp_and_scores():

@@ -17,8 +17,8 @@ from test.rosutil import call_service, ros_context, set_parameters, spawn_node, 
 
 pytestmark = pytest.mark.ros
 
-CAMERA = 'weld_vision_ros.synthetic_camera_node'
-CAPTURE = 'weld_vision_ros.dataset_capture_node'
+CAMERA = 'weld_vision_ros.simulator.synthetic_camera_node'
+CAPTURE = 'weld_vision_ros.nodes.dataset_capture_node'
 
 
 def stamp_ns(header) -> int:

@@ -16,7 +16,7 @@ import pytest
 
 from weld_vision_ros.core.camera import Intrinsics
 from weld_vision_ros.core.classes import DEFAULT_CLASS_NAMES, UnknownClassError
-from weld_vision_ros.core.synthetic import (SceneError, SceneParams, SyntheticFrame, WELD_LEVEL_FIELDS,
+from weld_vision_ros.simulator.renderer import (SceneError, SceneParams, SyntheticFrame, WELD_LEVEL_FIELDS,
                                             default_intrinsics, render, render_random, sample_scene)
 
 INTR = default_intrinsics()

@@ -14,7 +14,7 @@ from weld_training.dataset import load_manifest
 from weld_training.train import load_checkpoint_model
 from weld_vision_ros.core.model_contract import ModelContract
 from weld_vision_ros.core.preprocess import preprocess
-from weld_vision_ros.sim_record import main as weld_sim
+from weld_vision_ros.simulator.sim_record import main as weld_sim
 
 torch.set_num_threads(2)
 

@@ -23,7 +23,7 @@ import yaml
 from weld_vision_ros.core.camera import Intrinsics
 from weld_vision_ros.core.classes import DEFAULT_CLASS_NAMES, check_class_name
 from weld_vision_ros.core.depth import decode_depth, encode_depth_16uc1
-from weld_vision_ros.core.sync import StampSynchronizer
+from weld_vision_ros.ros.sync import StampSynchronizer
 from weld_vision_ros import dataset_bag
 from weld_vision_ros.dataset_bag import DatasetBagError, LabelSpan, read_sidecar
 

@@ -17,18 +17,17 @@ from typing import Any, Mapping, Optional, Sequence
 
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
-DEFAULT_PARAMS_FILE = REPO / 'config' / 'weld_cell.yaml'
+from weld_vision_ros import resources
 
 # Executable name (as in nodes/ and the launch files) -> (module, class). The executable,
 # the node's default name and the YAML key are the same word.
 NODE_CLASSES: dict[str, tuple[str, str]] = {
-    'synthetic_camera_node': ('weld_vision_ros.synthetic_camera_node', 'SyntheticCameraNode'),
-    'rule_defect_node': ('weld_vision_ros.rule_defect_node', 'RuleDefectNode'),
-    'onnx_defect_node': ('weld_vision_ros.onnx_defect_node', 'OnnxDefectNode'),
-    'dataset_capture_node': ('weld_vision_ros.dataset_capture_node', 'DatasetCaptureNode'),
-    'defect_monitor_node': ('weld_vision_ros.defect_monitor_node', 'DefectMonitorNode'),
-    'controller_example_node': ('weld_vision_ros.controller_example_node', 'ControllerExampleNode'),
+    'synthetic_camera_node': ('weld_vision_ros.simulator.synthetic_camera_node', 'SyntheticCameraNode'),
+    'rule_defect_node': ('weld_vision_ros.nodes.rule_defect_node', 'RuleDefectNode'),
+    'onnx_defect_node': ('weld_vision_ros.nodes.onnx_defect_node', 'OnnxDefectNode'),
+    'dataset_capture_node': ('weld_vision_ros.nodes.dataset_capture_node', 'DatasetCaptureNode'),
+    'defect_monitor_node': ('weld_vision_ros.examples.defect_monitor_node', 'DefectMonitorNode'),
+    'controller_example_node': ('weld_vision_ros.examples.controller_example_node', 'ControllerExampleNode'),
 }
 CELL_NODES = ('rule_defect_node', 'onnx_defect_node')
 
@@ -44,17 +43,12 @@ def use_default_dds_profile() -> Optional[str]:
     import os
     if os.environ.get(DDS_PROFILE_ENV):
         return os.environ[DDS_PROFILE_ENV]
-    candidates = [REPO / 'config' / DDS_PROFILE_NAME]
     try:
-        from ament_index_python.packages import get_package_share_directory
-        candidates.append(Path(get_package_share_directory('weld_vision_ros')) / 'config' / DDS_PROFILE_NAME)
-    except Exception:  # noqa: BLE001 - no ament index (plain pip install): the repo copy only
-        pass
-    for path in candidates:
-        if path.is_file():
-            os.environ[DDS_PROFILE_ENV] = str(path)
-            return str(path)
-    return None
+        path = resources.resource_path('config', DDS_PROFILE_NAME)
+    except resources.ResourceNotFoundError:
+        return None
+    os.environ[DDS_PROFILE_ENV] = str(path)
+    return str(path)
 
 
 class ParamsFileError(ValueError):
@@ -116,7 +110,8 @@ def create_nodes(executables: Sequence[str], params: Mapping[str, Mapping[str, A
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='weld-vision run', description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--params-file', type=Path, default=DEFAULT_PARAMS_FILE)
+    p.add_argument('--params-file', type=Path, default=None,
+                   help='parameter YAML (default: the installed config/weld_cell.yaml)')
     p.add_argument('--sim-camera', action='store_true', help='also run the synthetic camera')
     p.add_argument('--nodes', nargs='+', default=list(CELL_NODES), choices=sorted(NODE_CLASSES),
                    help=f'nodes to run (default: {" ".join(CELL_NODES)})')
@@ -152,6 +147,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         overrides = parse_overrides(args.set)
+        if args.params_file is None:
+            args.params_file = resources.params_file()
         params = load_params_file(args.params_file)
     except (ValueError, ParamsFileError) as exc:
         parser.error(str(exc))

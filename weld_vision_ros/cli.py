@@ -5,9 +5,9 @@ import sys
 from typing import Optional, Sequence
 
 COMMANDS = {
-    'demo': ('weld_vision_ros.demo', 'the inspection pipeline on the synthetic camera, scored live'),
+    'demo': ('weld_vision_ros.examples.demo', 'the inspection pipeline on the synthetic camera, scored live'),
     'run': ('weld_vision_ros.bringup', 'the weld-cell nodes in one process, with the launch YAML'),
-    'sim': ('weld_vision_ros.sim_record', 'synthetic datasets (same as weld-sim): sim record --out DIR ...'),
+    'sim': ('weld_vision_ros.simulator.sim_record', 'synthetic datasets (same as weld-sim): sim record --out DIR ...'),
 }
 
 

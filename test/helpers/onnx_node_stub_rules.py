@@ -14,7 +14,7 @@ from weld_vision_ros.core.classes import DEFAULT_CLASS_NAMES
 from weld_vision_ros.core.frames import RGBDFrame
 from weld_vision_ros.core.onnx_classifier import OnnxClassifier, load_classifier
 from weld_vision_ros.core.results import BeadMeasurement, Verdict
-from weld_vision_ros.onnx_defect_node import main
+from weld_vision_ros.nodes.onnx_defect_node import main
 
 RULE_CLASS = 'gap'
 LOAD_DELAY_ENV = 'WELD_TEST_MODEL_LOAD_DELAY_S'

@@ -20,7 +20,7 @@ from sensor_msgs.msg import CameraInfo, Image
 from weld_vision_ros.core.camera import Intrinsics, IntrinsicsError
 from weld_vision_ros.core.depth import DepthError, decode_depth
 from weld_vision_ros.core.frames import RGBDFrame
-from weld_vision_ros.core.sync import StampSynchronizer
+from weld_vision_ros.ros.sync import StampSynchronizer
 from weld_vision_ros.ros.conversions import (ImageEncodingError, camera_info_to_intrinsics,
                                              color_to_rgb, image_to_array, stamp_to_ns)
 from weld_vision_ros.ros.params import LiveParameters, ParamSpec

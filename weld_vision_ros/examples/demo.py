@@ -21,10 +21,9 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-REPO = Path(__file__).resolve().parent.parent
-MODES = ('rule', 'ml', 'hybrid')
-DEFAULT_MODEL = REPO / 'config' / 'models' / 'weld_demo.onnx'
-PARAMS_FILE = REPO / 'config' / 'weld_cell.yaml'
+from weld_vision_ros import resources
+from weld_vision_ros.bringup import NODE_CLASSES
+from weld_vision_ros.core.cascade import MODES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--mode', choices=MODES, default='hybrid',
                    help='the ONNX node\'s mode (default hybrid: the model only where the rules are unsure)')
     p.add_argument('--model', type=Path, default=None,
-                   help=f'ONNX model (default: the bundled {DEFAULT_MODEL.relative_to(REPO)})')
+                   help='ONNX model (default: the bundled config/models/weld_demo.onnx)')
     p.add_argument('--separate-processes', action='store_true',
                    help='each node in a process of its own (as the launch file) instead of the runner')
     p.add_argument('--summary-period', type=float, default=5.0, help='seconds between summaries')
@@ -48,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _start(cmd: list[str], log_path: Path) -> subprocess.Popen:
     log = open(log_path, 'w')
-    return subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                             env=dict(os.environ, PYTHONUNBUFFERED='1'), start_new_session=True)
 
 
@@ -59,8 +58,9 @@ def _pipeline(args, model: Optional[Path], log_dir: Path) -> list[subprocess.Pop
     onnx = {'mode': args.mode}
     if model is not None:
         onnx.update(model_path=str(model), models_dir=str(model.parent))
+    params_file = resources.params_file()
     if not args.separate_processes:
-        cmd = [sys.executable, '-m', 'weld_vision_ros.bringup', '--params-file', str(PARAMS_FILE),
+        cmd = [sys.executable, '-m', 'weld_vision_ros.bringup', '--params-file', str(params_file),
                '--sim-camera', '--nodes', 'rule_defect_node', 'onnx_defect_node']
         for node, values in (('synthetic_camera_node', camera), ('onnx_defect_node', onnx)):
             cmd += [a for k, v in values.items() for a in ('--set', f'{node}.{k}={v}')]
@@ -68,8 +68,8 @@ def _pipeline(args, model: Optional[Path], log_dir: Path) -> list[subprocess.Pop
     procs = []
     for node, values in (('synthetic_camera_node', camera), ('rule_defect_node', {}),
                          ('onnx_defect_node', onnx)):
-        cmd = [sys.executable, '-m', f'weld_vision_ros.{node}', '--ros-args',
-               '--params-file', str(PARAMS_FILE)]
+        cmd = [sys.executable, '-m', NODE_CLASSES[node][0], '--ros-args',
+               '--params-file', str(params_file)]
         for k, v in values.items():
             cmd += ['-p', f'{k}:={v}']
         procs.append(_start(cmd, log_dir / f'{node}.log'))
@@ -97,11 +97,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     model = args.model
     if model is None and args.mode != 'rule':
-        if DEFAULT_MODEL.is_file():
-            model = DEFAULT_MODEL
-        else:
-            print(f'[demo] no bundled model at {DEFAULT_MODEL} (scripts/make_demo_model.sh makes '
-                  'it): the ONNX node publishes the rule verdicts', flush=True)
+        try:
+            model = resources.demo_model()
+        except resources.ResourceNotFoundError as exc:
+            print(f'[demo] {exc} (scripts/make_demo_model.sh makes it): the ONNX node publishes '
+                  'the rule verdicts', flush=True)
     if model is not None:
         model = model.resolve()
         if not model.is_file():
@@ -111,15 +111,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
     from weld_vision_ros.bringup import use_default_dds_profile
     use_default_dds_profile()
-    log_dir = REPO / 'log' / 'demo'
+    log_dir = Path('log') / 'demo'
     log_dir.mkdir(parents=True, exist_ok=True)
 
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.parameter import Parameter
 
-    from weld_vision_ros.controller_example_node import ControllerExampleNode
-    from weld_vision_ros.defect_monitor_node import DefectMonitorNode
+    from weld_vision_ros.examples.controller_example_node import ControllerExampleNode
+    from weld_vision_ros.examples.defect_monitor_node import DefectMonitorNode
 
     procs = _pipeline(args, model, log_dir)
     how = 'each node in its own process' if args.separate_processes else 'one runner process'

@@ -7,8 +7,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .classes import DEFAULT_CLASS_NAMES
-from .stats import RollingLatency
+from weld_vision_ros.core.classes import DEFAULT_CLASS_NAMES
+from weld_vision_ros.core.stats import RollingLatency
 
 
 @dataclass(frozen=True)

@@ -121,14 +121,14 @@ class OnnxNodeConfig:
 def _rule_config(values: Mapping[str, Any]) -> RuleConfig:
     """The rule core's RuleConfig from the measure.*/rules.*/spec.* values, built exactly as
     the rule node builds it (its own switches at their defaults)."""
-    from weld_vision_ros.rule_defect_node import NODE_PARAMS, NodeConfig
+    from weld_vision_ros.nodes.rule_defect_node import NODE_PARAMS, NodeConfig
     return NodeConfig.from_values({**{s.name: s.default for s in NODE_PARAMS}, **values}).rules
 
 
 def _declare_rule_core(node: Node) -> tuple[LiveParameters, RuleFn]:
     """The rule core with its parameters (the rule node's) declared on `node`."""
     from weld_vision_ros.core.rules import inspect
-    from weld_vision_ros.rule_defect_node import RULE_PARAMS
+    from weld_vision_ros.nodes.rule_defect_node import RULE_PARAMS
     params = LiveParameters(node, RULE_PARAMS, _rule_config)
     return params, lambda frame: inspect(frame, params.config)
 

@@ -12,6 +12,7 @@ import os
 import struct
 import time
 from array import array
+from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
@@ -541,3 +542,9 @@ def _f(x: float, digits: int = 1, signed: bool = False) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return 'n/a'
     return f'{x:+.{digits}f}' if signed else f'{x:.{digits}f}'
+
+
+def other_nodes(node, expected: Counter) -> list[str]:
+    """Nodes on the graph beyond `expected` (names, with how many of each this run started)."""
+    seen = Counter(name for name, _ in node.get_node_names_and_namespaces())
+    return sorted((seen - expected).elements())

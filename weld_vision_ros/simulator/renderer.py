@@ -57,9 +57,9 @@ from typing import Mapping, Optional
 import cv2
 import numpy as np
 
-from .camera import Intrinsics
-from .classes import DEFAULT_CLASS_NAMES, check_class_name
-from .results import DefectRegion, GroundTruth
+from weld_vision_ros.core.camera import Intrinsics
+from weld_vision_ros.core.classes import DEFAULT_CLASS_NAMES, check_class_name
+from weld_vision_ros.core.results import DefectRegion, GroundTruth
 
 
 class SceneError(ValueError):

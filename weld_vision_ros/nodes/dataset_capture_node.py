@@ -27,7 +27,7 @@ from rclpy.serialization import serialize_message
 from sensor_msgs.msg import CameraInfo, Image
 
 from weld_vision_ros.core.classes import DEFAULT_CLASS_NAMES
-from weld_vision_ros.core.sync import StampSynchronizer
+from weld_vision_ros.ros.sync import StampSynchronizer
 from weld_vision_ros.dataset_bag import (CAMERA_INFO_TOPIC, COLOR_TOPIC, DEPTH_TOPIC, LABEL_TOPIC,
                                          STORAGES, DatasetBagError, DatasetBagWriter,
                                          free_bag_path)

@@ -8,7 +8,7 @@ from typing import Any, Mapping
 
 from rclpy.node import Node
 
-from weld_vision_ros.core.scoreboard import Scoreboard, TruthRecord
+from weld_vision_ros.examples.scoreboard import Scoreboard, TruthRecord
 from weld_vision_ros.msg import BeadMeasurement, WeldDefect, WeldGroundTruth
 from weld_vision_ros.ros.conversions import stamp_to_ns
 from weld_vision_ros.ros.spin import run_node

@@ -14,7 +14,7 @@ from typing import Any
 from rclpy.node import Node
 from std_msgs.msg import String
 
-from weld_vision_ros.core.controller_policy import PolicyConfig, decide
+from weld_vision_ros.examples.controller_policy import PolicyConfig, decide
 from weld_vision_ros.msg import BeadMeasurement, WeldDefect
 from weld_vision_ros.ros.conversions import stamp_to_ns
 from weld_vision_ros.ros.spin import run_node

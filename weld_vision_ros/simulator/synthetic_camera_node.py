@@ -25,7 +25,7 @@ from std_msgs.msg import Header
 
 from weld_vision_ros.core.classes import DEFAULT_CLASS_NAMES
 from weld_vision_ros.core.depth import encode_depth_16uc1
-from weld_vision_ros.core.synthetic import SceneError, SyntheticWeldStream, default_intrinsics
+from weld_vision_ros.simulator.renderer import SceneError, SyntheticWeldStream, default_intrinsics
 from weld_vision_ros.msg import WeldGroundTruth, WeldLabel
 from weld_vision_ros.ros.conversions import (array_to_image, ground_truth_to_msg,
                                              intrinsics_to_camera_info)

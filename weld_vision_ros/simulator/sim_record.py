@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Optional, Sequence
 
 from weld_vision_ros.core.classes import DEFAULT_CLASS_NAMES, check_class_name
-from weld_vision_ros.core.synthetic import SyntheticWeldStream, default_intrinsics
+from weld_vision_ros.simulator.renderer import SyntheticWeldStream, default_intrinsics
 from weld_vision_ros.dataset_bag import (DEPTH_ENCODINGS, LABEL_TOPIC, SIDECAR_NAME, STORAGES,
                                          TOPIC_TYPES, DatasetBagWriter, LabelSpan,
                                          class_counts_table, write_sidecar)
