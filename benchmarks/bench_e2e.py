@@ -62,6 +62,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from weld_vision_ros.perf.e2e_metrics import other_nodes  # noqa: E402
+from weld_vision_ros.ros import codec  # noqa: E402
 from weld_vision_ros.perf.e2e_metrics import (MARKDOWN_TITLE, NS_PER_MS, NS_PER_S, InputDrops, LatencySummary,  # noqa: E402
                                     PathResult, ProcessSampler, Report, StampedSeries,
                                     achieved_rate_hz, counter_values, cpu_model, header_stamp_ns, input_drops,
@@ -77,9 +78,7 @@ RELAY_MODULE = 'benchmarks.image_relay'
 RULE_MODULE = 'weld_vision_ros.nodes.rule_defect_node'
 ONNX_MODULE = 'weld_vision_ros.nodes.onnx_defect_node'
 
-COLOR = 'camera/color/image_raw'
-DEPTH = 'camera/aligned_depth_to_color/image_raw'
-TRUTH = 'camera/ground_truth'
+COLOR, DEPTH, TRUTH = codec.COLOR_TOPIC, codec.DEPTH_TOPIC, codec.GROUND_TRUTH_TOPIC
 RELAY_COLOR = 'relay/color/image_raw'
 RELAY_DEPTH = 'relay/aligned_depth_to_color/image_raw'
 BEAD = 'weld/bead'

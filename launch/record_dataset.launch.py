@@ -15,13 +15,12 @@ from launch.substitutions import EnvironmentVariable, LaunchConfiguration, PathJ
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
+from weld_vision_ros.ros import dataset_bag
+
 PACKAGE = 'weld_vision_ros'
-RECORDED_TOPICS = (
-    '/camera/color/image_raw',
-    '/camera/aligned_depth_to_color/image_raw',
-    '/camera/color/camera_info',
-    '/weld/label',
-)
+# The dataset layout's topics (weld_vision_ros.ros.dataset_bag), less the synthetic ground truth.
+RECORDED_TOPICS = (dataset_bag.COLOR_TOPIC, dataset_bag.DEPTH_TOPIC, dataset_bag.CAMERA_INFO_TOPIC,
+                   dataset_bag.LABEL_TOPIC)
 
 ARGUMENTS = (
     ('params_file', PathJoinSubstitution([FindPackageShare(PACKAGE), 'config', 'weld_cell.yaml']),

@@ -18,6 +18,8 @@ from launch.substitutions import EnvironmentVariable, LaunchConfiguration, PathJ
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
+from weld_vision_ros.ros import codec
+
 PACKAGE = 'weld_vision_ros'
 
 ARGUMENTS = (
@@ -25,10 +27,9 @@ ARGUMENTS = (
      'YAML with every node\'s parameters (node_name: ros__parameters: ...)'),
     ('namespace', '', 'Namespace for all nodes and their relative topics'),
     ('use_sim_camera', 'false', 'Start the synthetic RGB-D camera instead of a real one'),
-    ('color_topic', 'camera/color/image_raw', 'Color image topic (rgb8/bgr8)'),
-    ('depth_topic', 'camera/aligned_depth_to_color/image_raw',
-     'Depth aligned to color (16UC1 mm or 32FC1 m)'),
-    ('camera_info_topic', 'camera/color/camera_info', 'Color camera_info topic'),
+    ('color_topic', codec.COLOR_TOPIC, 'Color image topic (rgb8/bgr8)'),
+    ('depth_topic', codec.DEPTH_TOPIC, 'Depth aligned to color (16UC1 mm or 32FC1 m)'),
+    ('camera_info_topic', codec.CAMERA_INFO_TOPIC, 'Color camera_info topic'),
     ('model_path', '', 'ONNX model for the ONNX node; empty keeps the params file value'),
     ('mode', 'hybrid', 'ONNX node mode: rule, ml or hybrid'),
     ('log_level', 'info', 'Log level of every node'),
@@ -42,9 +43,8 @@ ARGUMENTS = (
 def _nodes(context):
     cfg = {name: LaunchConfiguration(name).perform(context) for name, _, _ in ARGUMENTS}
     params_file = cfg['params_file']
-    remaps = [('camera/color/image_raw', cfg['color_topic']),
-              ('camera/aligned_depth_to_color/image_raw', cfg['depth_topic']),
-              ('camera/color/camera_info', cfg['camera_info_topic'])]
+    remaps = [(codec.COLOR_TOPIC, cfg['color_topic']), (codec.DEPTH_TOPIC, cfg['depth_topic']),
+              (codec.CAMERA_INFO_TOPIC, cfg['camera_info_topic'])]
     ros_args = ['--ros-args', '--log-level', cfg['log_level']]
     onnx_overrides = {'mode': cfg['mode']}
     if cfg['model_path']:

@@ -140,7 +140,7 @@ def test_camera_parameters_are_live_and_range_checked(tmp_path: Path) -> None:
 def test_capture_service_writes_what_it_reports(tmp_path: Path) -> None:
     from rosbags.rosbag2 import Reader
 
-    from weld_vision_ros.dataset_bag import make_typestore
+    from weld_vision_ros.ros.dataset_bag import make_typestore
     from weld_vision_ros.srv import CaptureFrame, GetDatasetCounts
 
     bag_dir = tmp_path / 'dataset'

@@ -12,7 +12,7 @@ from rosbags.rosbag2 import Reader
 from weld_vision_ros.core.classes import UnknownClassError
 from weld_vision_ros.core.depth import encode_depth_16uc1
 from weld_vision_ros.simulator.renderer import SyntheticWeldStream, default_intrinsics
-from weld_vision_ros.dataset_bag import (CAMERA_INFO_TOPIC, COLOR_TOPIC, DEPTH_TOPIC, GROUND_TRUTH_TOPIC,
+from weld_vision_ros.ros.dataset_bag import (CAMERA_INFO_TOPIC, COLOR_TOPIC, DEPTH_TOPIC, GROUND_TRUTH_TOPIC,
                                          LABEL_TOPIC, SIDECAR_NAME, DatasetBagError, DatasetBagWriter,
                                          LabelSpan, make_typestore, read_sidecar, write_sidecar)
 from weld_vision_ros.simulator.sim_record import RecordOptions, main, parse_class_weights, record

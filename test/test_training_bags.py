@@ -9,6 +9,7 @@ import yaml
 
 from test.helpers.training_toy import record_toy_bag, toy_frame
 from weld_training import bags
+from weld_vision_ros.ros import codec
 from weld_training.bags import BagError, ReadStats, find_bags, iter_bag_frames, make_typestore, write_bag
 from weld_vision_ros.core.classes import UnknownClassError
 
@@ -63,7 +64,7 @@ def test_stamp_tolerance(tmp_path):
         for conn, t, raw in reader.messages():
             if conn.topic == bags.DEPTH_TOPIC:
                 msg = store.deserialize_cdr(raw, conn.msgtype)
-                ns = bags.stamp_ns_of(msg) + 2_000_000
+                ns = codec.header_stamp_ns(msg) + 2_000_000
                 msg.header.stamp.sec, msg.header.stamp.nanosec = ns // 10**9, ns % 10**9
                 raw = store.serialize_cdr(msg, conn.msgtype)
             writer.write(conns[conn.id], t, raw)
@@ -144,15 +145,27 @@ def test_decode_padded_rows_and_big_endian_depth():
     rgb = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
     padded = np.zeros((2, 12), np.uint8)
     padded[:, :9] = rgb.reshape(2, 9)
-    np.testing.assert_array_equal(bags.decode_color(_Img(2, 3, 'rgb8', 12, padded.ravel())), rgb)
-    np.testing.assert_array_equal(bags.decode_color(_Img(2, 3, 'bgr8', 12, padded.ravel())), rgb[..., ::-1])
+    np.testing.assert_array_equal(codec.decode_color(_Img(2, 3, 'rgb8', 12, padded.ravel())), rgb)
+    np.testing.assert_array_equal(codec.decode_color(_Img(2, 3, 'bgr8', 12, padded.ravel())), rgb[..., ::-1])
     mm = np.array([[300, 0], [1200, 65535]], np.uint16)
-    depth = bags.decode_depth_msg(_Img(2, 2, '16UC1', 4, np.frombuffer(mm.astype('>u2').tobytes(), np.uint8), 1))
+    depth = codec.decode_depth_image(_Img(2, 2, '16UC1', 4, np.frombuffer(mm.astype('>u2').tobytes(), np.uint8), 1))
     assert depth[0, 0] == pytest.approx(0.3) and np.isnan(depth[0, 1]) and depth[1, 0] == pytest.approx(1.2)
-    with pytest.raises(BagError, match='unsupported color encoding'):
-        bags.decode_color(_Img(1, 1, 'yuv422', 2, np.zeros(2, np.uint8)))
-    with pytest.raises(BagError, match='too few'):
-        bags.decode_color(_Img(2, 3, 'rgb8', 9, np.zeros(10, np.uint8)))
+    color = _Img(2, 3, 'rgb8', 12, padded.ravel())
+    with pytest.raises(BagError, match='not supported'):
+        bags.decode_frame(_Img(1, 1, 'yuv422', 2, np.zeros(2, np.uint8)), color)
+    with pytest.raises(BagError, match='data holds 10 bytes'):
+        bags.decode_frame(_Img(2, 3, 'rgb8', 9, np.zeros(10, np.uint8)), color)
+
+
+def test_training_refuses_mono8_colour_as_the_nodes_do(tmp_path):
+    # One decision for both: a grey image repeated three times is no input the rules or a
+    # model were checked on, so training skips it as the nodes drop it.
+    grey = _Img(2, 3, 'mono8', 3, np.zeros(6, np.uint8))
+    depth = _Img(2, 3, '32FC1', 12, np.ones(6, np.float32).view(np.uint8))
+    with pytest.raises(BagError, match="'mono8' is not supported"):
+        bags.decode_frame(grey, depth)
+    with pytest.raises(codec.ImageEncodingError, match="'mono8' is not supported"):
+        codec.decode_color(grey)
 
 
 def test_weld_training_never_imports_rclpy(tmp_path):

@@ -47,7 +47,8 @@ def test_sim_bags_become_a_grouped_dataset(sim_run):
     assert len(splits_of_weld) == 60 and all(len(s) == 1 for s in splits_of_weld.values())
     # Labels agree with the renderer's own ground truth topic, frame by frame.
     from rosbags.rosbag2 import Reader
-    from weld_training.bags import make_typestore, stamp_ns_of
+    from weld_training.bags import make_typestore
+    from weld_vision_ros.ros.codec import header_stamp_ns as stamp_ns_of
     store = make_typestore()
     with Reader(sim_run / 'bags' / 'topic') as reader:
         conns = [c for c in reader.connections if c.topic == '/camera/ground_truth']

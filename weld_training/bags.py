@@ -6,8 +6,9 @@ is needed. Color, aligned depth and camera_info are paired by header stamp (exac
 default, or within a tolerance); each frame takes the latest label at or before its
 stamp, from the label topic or from a sidecar YAML file of time ranges.
 
-A small writer for the same layout (`write_bag`) lets tests and benchmarks record bags
-from arrays.
+Decoding is the frame codec's (weld_vision_ros.ros.codec), the one the nodes use, so a
+frame decodes the same in training and on the cell. `write_bag` records bags from arrays
+for tests with the one dataset writer (weld_vision_ros.ros.dataset_bag).
 """
 from __future__ import annotations
 
@@ -22,21 +23,14 @@ import yaml
 
 from weld_vision_ros.core.camera import Intrinsics
 from weld_vision_ros.core.classes import DEFAULT_CLASS_NAMES, check_class_name
-from weld_vision_ros.core.depth import decode_depth, encode_depth_16uc1
+from weld_vision_ros.core.depth import DepthError
+from weld_vision_ros.ros import codec, dataset_bag
+from weld_vision_ros.ros.dataset_bag import (CAMERA_INFO_TOPIC, COLOR_TOPIC, DEPTH_TOPIC, LABEL_TOPIC,
+                                             SIDECAR_NAME, STORAGES, DatasetBagError, DatasetBagWriter,
+                                             LabelSpan, read_sidecar)
 from weld_vision_ros.ros.sync import StampSynchronizer
-from weld_vision_ros import dataset_bag
-from weld_vision_ros.dataset_bag import DatasetBagError, LabelSpan, read_sidecar
 
-COLOR_TOPIC = '/camera/color/image_raw'
-DEPTH_TOPIC = '/camera/aligned_depth_to_color/image_raw'
-CAMERA_INFO_TOPIC = '/camera/color/camera_info'
-LABEL_TOPIC = '/weld/label'
-LABEL_MSGTYPE = 'weld_vision_ros/msg/WeldLabel'
-IMAGE_MSGTYPE = 'sensor_msgs/msg/Image'
-CAMERA_INFO_MSGTYPE = 'sensor_msgs/msg/CameraInfo'
-SIDECAR_NAME = 'labels.yaml'
 LABEL_SOURCES = ('auto', 'topic', 'sidecar')
-STORAGES = ('sqlite3', 'mcap')
 
 
 class BagError(ValueError):
@@ -123,7 +117,7 @@ def find_bags(paths: Sequence[str | Path]) -> list[Path]:
 
 def load_sidecar(path: str | Path, class_names: Sequence[str] = DEFAULT_CLASS_NAMES) -> list[LabelSpan]:
     """Read a sidecar label file: a YAML list of {start_ns, end_ns, label, weld_id}; the
-    format `weld-sim record` writes (weld_vision_ros.dataset_bag), read by the same code."""
+    format `weld-sim record` writes (weld_vision_ros.ros.dataset_bag), read by the same code."""
     try:
         return read_sidecar(path, class_names)
     except DatasetBagError as exc:
@@ -160,50 +154,13 @@ class LabelTimeline:
 
 # --- decoding --------------------------------------------------------------------------
 
-def stamp_ns_of(msg) -> int:
-    return int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
-
-
-def _image_plane(msg, dtype: np.dtype, channels: int) -> np.ndarray:
-    h, w, step = int(msg.height), int(msg.width), int(msg.step)
-    itemsize = np.dtype(dtype).itemsize
-    data = np.asarray(msg.data, dtype=np.uint8)
-    if step < w * channels * itemsize or data.size < h * step:
-        raise BagError(f'image {w}x{h} {msg.encoding} has step {step} and {data.size} bytes; too few')
-    rows = data[:h * step].reshape(h, step)[:, :w * channels * itemsize]
-    order = '>' if msg.is_bigendian else '<'
-    arr = np.ascontiguousarray(rows).view(np.dtype(dtype).newbyteorder(order) if itemsize > 1 else dtype)
-    arr = arr.reshape(h, w, channels) if channels > 1 else arr.reshape(h, w)
-    return arr.astype(np.dtype(dtype).newbyteorder('='), copy=False)
-
-
-def decode_color(msg) -> np.ndarray:
-    """sensor_msgs/Image (rgb8, bgr8, rgba8, bgra8, mono8) to uint8 (H, W, 3) RGB."""
-    enc = msg.encoding.lower()
-    if enc in ('rgb8', 'bgr8'):
-        img = _image_plane(msg, np.uint8, 3)
-        return np.ascontiguousarray(img[..., ::-1]) if enc == 'bgr8' else np.ascontiguousarray(img)
-    if enc in ('rgba8', 'bgra8'):
-        img = _image_plane(msg, np.uint8, 4)[..., :3]
-        return np.ascontiguousarray(img[..., ::-1] if enc == 'bgra8' else img)
-    if enc == 'mono8':
-        return np.repeat(_image_plane(msg, np.uint8, 1)[..., None], 3, axis=2)
-    raise BagError(f'unsupported color encoding {msg.encoding!r}; expected rgb8, bgr8, rgba8, bgra8 or mono8')
-
-
-def decode_depth_msg(msg, depth_scale_m: float = 0.001) -> np.ndarray:
-    """sensor_msgs/Image (16UC1 in depth_scale_m units, or 32FC1 in m) to float32 metres."""
-    if msg.encoding in ('16UC1', 'mono16'):
-        raw = _image_plane(msg, np.uint16, 1)
-    elif msg.encoding == '32FC1':
-        raw = _image_plane(msg, np.float32, 1)
-    else:
-        raise BagError(f'unsupported depth encoding {msg.encoding!r}; expected 16UC1 or 32FC1')
-    return decode_depth(raw, msg.encoding, depth_scale_m)
-
-
-def intrinsics_of(msg) -> Intrinsics:
-    return Intrinsics.from_k(list(msg.k), int(msg.width), int(msg.height))
+def decode_frame(color_msg, depth_msg, depth_scale_m: float = 0.001) -> tuple[np.ndarray, np.ndarray]:
+    """(RGB uint8, depth float32 [m]) of a color/depth message pair, decoded by the codec the
+    nodes use; raises BagError for an image the nodes would drop too."""
+    try:
+        return codec.decode_color(color_msg), codec.decode_depth_image(depth_msg, depth_scale_m)
+    except (codec.ImageEncodingError, DepthError) as exc:
+        raise BagError(str(exc)) from None
 
 
 # --- reading ---------------------------------------------------------------------------
@@ -231,7 +188,7 @@ def read_label_timeline(bag: Path, reader, typestore, topics: Topics, label_sour
     for conn, _t, raw in reader.messages(connections=conns):
         msg = typestore.deserialize_cdr(raw, conn.msgtype)
         check_class_name(msg.label, class_names)
-        stamps.append(stamp_ns_of(msg))
+        stamps.append(codec.header_stamp_ns(msg))
         labels.append((msg.label, msg.weld_id))
     if not stamps:
         raise BagError(f'{bag}: no labels: topic {topics.label} is empty or missing and there is no '
@@ -262,7 +219,7 @@ def iter_bag_frames(bag: str | Path, *, topics: Topics = Topics(), tolerance_ns:
         infos: list[tuple[int, Intrinsics]] = []
         for conn, _t, raw in reader.messages(connections=info_conns):
             msg = store.deserialize_cdr(raw, conn.msgtype)
-            infos.append((stamp_ns_of(msg), intrinsics_of(msg)))
+            infos.append((codec.header_stamp_ns(msg), codec.intrinsics_from_camera_info(msg)))
         infos.sort(key=lambda x: x[0])
         info_stamps = [s for s, _ in infos]
 
@@ -279,10 +236,10 @@ def iter_bag_frames(bag: str | Path, *, topics: Topics = Topics(), tolerance_ns:
             if conn.topic == topics.color:
                 stats.color_messages += 1
                 n_color += 1
-                pair = sync.add_color(stamp_ns_of(msg), msg)
+                pair = sync.add_color(codec.header_stamp_ns(msg), msg)
             else:
                 stats.depth_messages += 1
-                pair = sync.add_depth(stamp_ns_of(msg), msg)
+                pair = sync.add_depth(codec.header_stamp_ns(msg), msg)
             if pair is None:
                 continue
             stats.paired += 1
@@ -292,9 +249,8 @@ def iter_bag_frames(bag: str | Path, *, topics: Topics = Topics(), tolerance_ns:
                 stats.skipped['no label'] += 1
                 continue
             try:
-                rgb = decode_color(pair.color)
-                depth_m = decode_depth_msg(pair.depth, depth_scale_m)
-            except (BagError, ValueError) as exc:
+                rgb, depth_m = decode_frame(pair.color, pair.depth, depth_scale_m)
+            except BagError as exc:
                 stats.skipped[f'bad image: {exc}'] += 1
                 continue
             if rgb.shape[:2] != depth_m.shape:
@@ -320,73 +276,37 @@ def _camera_info_for(stamp_ns: int, stamps: list[int], infos: list, tolerance_ns
     return infos[max(j, 0)][1]
 
 
-# --- writing (tests, benchmarks, synthetic recordings) --------------------------------
+# --- writing (tests, benchmarks) ----------------------------------------------------
 
 def write_bag(path: str | Path, frames: Sequence[dict], *, storage: str = 'sqlite3',
-              topics: Topics = Topics(), depth_encoding: str = '16UC1', color_encoding: str = 'rgb8',
+              depth_encoding: str = '16UC1', color_encoding: str = 'rgb8',
               labels: Sequence[dict] = (), typestore=None) -> Path:
-    """Record frames into a rosbag2 folder in the camera layout read above.
+    """Record frames into a rosbag2 folder in the camera layout read above, with the one
+    dataset writer (ros.dataset_bag.DatasetBagWriter).
 
     frames: dicts with 'stamp_ns', 'rgb' (uint8 H, W, 3 RGB), 'depth_m' (float32 [m]) and
     optional 'intrinsics' (Intrinsics). labels: dicts with 'stamp_ns', 'label', 'weld_id'
-    and optional 'source', published on the label topic.
+    and optional 'source', published on the label topic. Labels and frames are written in
+    stamp order (a label before the frames of its stamp).
     """
-    from rosbags.rosbag2 import StoragePlugin, Writer
-
-    if storage not in STORAGES:
-        raise BagError(f'storage must be one of {", ".join(STORAGES)}, got {storage!r}')
-    if depth_encoding not in ('16UC1', '32FC1'):
-        raise BagError(f"depth_encoding must be '16UC1' or '32FC1', got {depth_encoding!r}")
-    if color_encoding not in ('rgb8', 'bgr8'):
-        raise BagError(f"color_encoding must be 'rgb8' or 'bgr8', got {color_encoding!r}")
-    store = typestore or make_typestore()
-    T = store.types
-    plugin = StoragePlugin.MCAP if storage == 'mcap' else StoragePlugin.SQLITE3
-
-    def header(stamp_ns: int, frame_id: str):
-        return T['std_msgs/msg/Header'](
-            stamp=T['builtin_interfaces/msg/Time'](sec=stamp_ns // 1_000_000_000,
-                                                   nanosec=stamp_ns % 1_000_000_000),
-            frame_id=frame_id)
-
-    events: list[tuple[int, int, str, object]] = []
-    for lab in labels:
-        msg = T[LABEL_MSGTYPE](header=header(int(lab['stamp_ns']), ''), label=str(lab['label']),
-                               weld_id=str(lab.get('weld_id', '')), source=str(lab.get('source', 'sim')))
-        events.append((int(lab['stamp_ns']), 0, topics.label, msg))
-    for f in frames:
-        s = int(f['stamp_ns'])
-        rgb = np.ascontiguousarray(f['rgb'], dtype=np.uint8)
-        h, w = rgb.shape[:2]
-        color = rgb[..., ::-1] if color_encoding == 'bgr8' else rgb
-        frame_id = 'camera_color_optical_frame'
-        events.append((s, 1, topics.color, T[IMAGE_MSGTYPE](
-            header=header(s, frame_id), height=h, width=w, encoding=color_encoding, is_bigendian=0,
-            step=w * 3, data=np.frombuffer(np.ascontiguousarray(color).tobytes(), np.uint8))))
-        if depth_encoding == '16UC1':
-            raw, step = encode_depth_16uc1(f['depth_m']), w * 2
-        else:
-            raw, step = np.nan_to_num(f['depth_m'].astype(np.float32), nan=0.0), w * 4
-        events.append((s, 2, topics.depth, T[IMAGE_MSGTYPE](
-            header=header(s, frame_id), height=h, width=w, encoding=depth_encoding, is_bigendian=0,
-            step=step, data=np.frombuffer(raw.tobytes(), np.uint8))))
-        intr = f.get('intrinsics') or Intrinsics(fx=w, fy=w, cx=w / 2, cy=h / 2, width=w, height=h)
-        events.append((s, 3, topics.camera_info, T[CAMERA_INFO_MSGTYPE](
-            header=header(s, frame_id), height=h, width=w, distortion_model='plumb_bob',
-            d=np.zeros(5, np.float64), k=np.asarray(intr.k, np.float64),
-            r=np.eye(3).ravel(), p=np.array([intr.fx, 0, intr.cx, 0, 0, intr.fy, intr.cy, 0, 0, 0, 1, 0],
-                                              np.float64),
-            binning_x=0, binning_y=0,
-            roi=T['sensor_msgs/msg/RegionOfInterest'](x_offset=0, y_offset=0, height=0, width=0,
-                                                      do_rectify=False))))
+    events: list[tuple[int, int, dict]] = [(int(lab['stamp_ns']), 0, lab) for lab in labels]
+    events += [(int(f['stamp_ns']), 1, f) for f in frames]
     events.sort(key=lambda e: (e[0], e[1]))
-    path = Path(path)
-    with Writer(path, version=9, storage_plugin=plugin) as writer:
-        conns = {}
-        for topic, msgtype in ((topics.label, LABEL_MSGTYPE), (topics.color, IMAGE_MSGTYPE),
-                               (topics.depth, IMAGE_MSGTYPE), (topics.camera_info, CAMERA_INFO_MSGTYPE)):
-            conns[topic] = (writer.add_connection(topic, msgtype, typestore=store), msgtype)
-        for stamp, _order, topic, msg in events:
-            conn, msgtype = conns[topic]
-            writer.write(conn, stamp, store.serialize_cdr(msg, msgtype))
-    return path
+    topics = (COLOR_TOPIC, DEPTH_TOPIC, CAMERA_INFO_TOPIC, LABEL_TOPIC)
+    try:
+        # Accepts any label name: a bag with a class outside the defaults is the reader's to refuse.
+        with DatasetBagWriter(path, storage, typestore=typestore or make_typestore(), topics=topics,
+                              class_names=()) as writer:
+            for stamp, kind, item in events:
+                if kind == 0:
+                    writer.write_label(stamp, str(item['label']), str(item.get('weld_id', '')),
+                                       str(item.get('source', 'sim')), frame_id='')
+                    continue
+                rgb = np.ascontiguousarray(item['rgb'], dtype=np.uint8)
+                h, w = rgb.shape[:2]
+                intr = item.get('intrinsics') or Intrinsics(fx=w, fy=w, cx=w / 2, cy=h / 2, width=w, height=h)
+                writer.write_frame(stamp, rgb, item['depth_m'], intr, depth_encoding=depth_encoding,
+                                   color_encoding=color_encoding, label=writer.current_label or '')
+    except DatasetBagError as exc:
+        raise BagError(str(exc)) from None
+    return Path(path)

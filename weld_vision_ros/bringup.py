@@ -18,6 +18,7 @@ from typing import Any, Mapping, Optional, Sequence
 import yaml
 
 from weld_vision_ros import resources
+from weld_vision_ros.core.cascade import MODES
 
 # Executable name (as in nodes/ and the launch files) -> (module, class). The executable,
 # the node's default name and the YAML key are the same word.
@@ -116,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--nodes', nargs='+', default=list(CELL_NODES), choices=sorted(NODE_CLASSES),
                    help=f'nodes to run (default: {" ".join(CELL_NODES)})')
     p.add_argument('--model-path', default=None, help='ONNX model for the ONNX node')
-    p.add_argument('--mode', choices=('rule', 'ml', 'hybrid'), default=None,
+    p.add_argument('--mode', choices=MODES, default=None,
                    help='ONNX node mode (default: the params file value)')
     p.add_argument('--set', action='append', default=[], metavar='NODE.PARAM=VALUE',
                    help='override one parameter (value read as YAML), e.g. '

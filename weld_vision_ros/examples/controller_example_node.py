@@ -16,7 +16,7 @@ from std_msgs.msg import String
 
 from weld_vision_ros.examples.controller_policy import PolicyConfig, decide
 from weld_vision_ros.msg import BeadMeasurement, WeldDefect
-from weld_vision_ros.ros.conversions import stamp_to_ns
+from weld_vision_ros.ros.codec import stamp_to_ns
 from weld_vision_ros.ros.spin import run_node
 from weld_vision_ros.ros.params import LiveParameters, ParamSpec
 from weld_vision_ros.ros.qos import results_qos

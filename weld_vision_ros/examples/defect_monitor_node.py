@@ -10,7 +10,7 @@ from rclpy.node import Node
 
 from weld_vision_ros.examples.scoreboard import Scoreboard, TruthRecord
 from weld_vision_ros.msg import BeadMeasurement, WeldDefect, WeldGroundTruth
-from weld_vision_ros.ros.conversions import stamp_to_ns
+from weld_vision_ros.ros.codec import stamp_to_ns
 from weld_vision_ros.ros.spin import run_node
 from weld_vision_ros.ros.params import LiveParameters, ParamSpec
 from weld_vision_ros.ros.qos import results_qos

@@ -28,11 +28,12 @@ from sensor_msgs.msg import CameraInfo, Image
 
 from weld_vision_ros.core.classes import DEFAULT_CLASS_NAMES
 from weld_vision_ros.ros.sync import StampSynchronizer
-from weld_vision_ros.dataset_bag import (CAMERA_INFO_TOPIC, COLOR_TOPIC, DEPTH_TOPIC, LABEL_TOPIC,
-                                         STORAGES, DatasetBagError, DatasetBagWriter,
-                                         free_bag_path)
+from weld_vision_ros.ros import codec
+from weld_vision_ros.ros.dataset_bag import (CAMERA_INFO_TOPIC, COLOR_TOPIC, DEPTH_TOPIC, LABEL_TOPIC,
+                                             STORAGES, DatasetBagError, DatasetBagWriter,
+                                             free_bag_path)
 from weld_vision_ros.msg import WeldLabel
-from weld_vision_ros.ros.conversions import stamp_to_ns
+from weld_vision_ros.ros.codec import stamp_to_ns
 from weld_vision_ros.ros.spin import run_node
 from weld_vision_ros.ros.params import LiveParameters, ParamSpec
 from weld_vision_ros.ros.qos import RELIABILITY_CHOICES, camera_qos
@@ -100,9 +101,9 @@ class DatasetCaptureNode(Node):
         # Camera inputs: sensor-data QoS like every camera subscriber here; capture wants
         # the newest frame, never a backlog.
         qos = camera_qos(cfg.image_reliability)
-        self.create_subscription(Image, 'camera/color/image_raw', self._on_color, qos)
-        self.create_subscription(Image, 'camera/aligned_depth_to_color/image_raw', self._on_depth, qos)
-        self.create_subscription(CameraInfo, 'camera/color/camera_info', self._on_info, qos)
+        self.create_subscription(Image, codec.COLOR_TOPIC, self._on_color, qos)
+        self.create_subscription(Image, codec.DEPTH_TOPIC, self._on_depth, qos)
+        self.create_subscription(CameraInfo, codec.CAMERA_INFO_TOPIC, self._on_info, qos)
         self.create_service(CaptureFrame, '~/capture', self._on_capture)
         self.create_service(GetDatasetCounts, '~/counts', self._on_counts)
         self.get_logger().info(f'dataset capture ready: labels {", ".join(cfg.class_names)}; '
@@ -150,9 +151,9 @@ class DatasetCaptureNode(Node):
         frame = self._latest
         if frame is None:
             response.message = ('no frame yet: nothing received with identical stamps on '
-                                f'{self.resolve_topic_name("camera/color/image_raw")}, '
-                                f'{self.resolve_topic_name("camera/aligned_depth_to_color/image_raw")} and '
-                                f'{self.resolve_topic_name("camera/color/camera_info")}')
+                                f'{self.resolve_topic_name(codec.COLOR_TOPIC)}, '
+                                f'{self.resolve_topic_name(codec.DEPTH_TOPIC)} and '
+                                f'{self.resolve_topic_name(codec.CAMERA_INFO_TOPIC)}')
             return response
         if frame.stamp_ns == self._last_captured_ns:
             response.message = (f'no new frame since the last capture (stamp {frame.stamp_ns} ns); '

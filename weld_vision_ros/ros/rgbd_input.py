@@ -18,17 +18,15 @@ from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
 
 from weld_vision_ros.core.camera import Intrinsics, IntrinsicsError
-from weld_vision_ros.core.depth import DepthError, decode_depth
+from weld_vision_ros.core.depth import DepthError
 from weld_vision_ros.core.frames import RGBDFrame
+from weld_vision_ros.ros import codec
+from weld_vision_ros.ros.codec import ImageEncodingError, stamp_to_ns
 from weld_vision_ros.ros.sync import StampSynchronizer
-from weld_vision_ros.ros.conversions import (ImageEncodingError, camera_info_to_intrinsics,
-                                             color_to_rgb, image_to_array, stamp_to_ns)
 from weld_vision_ros.ros.params import LiveParameters, ParamSpec
 from weld_vision_ros.ros.qos import RELIABILITY_CHOICES, camera_qos
 
-COLOR_TOPIC = 'camera/color/image_raw'
-DEPTH_TOPIC = 'camera/aligned_depth_to_color/image_raw'
-INFO_TOPIC = 'camera/color/camera_info'
+COLOR_TOPIC, DEPTH_TOPIC, INFO_TOPIC = codec.COLOR_TOPIC, codec.DEPTH_TOPIC, codec.CAMERA_INFO_TOPIC
 
 # Drop reasons, as they appear in diagnostics.
 DROP_BAD_COLOR = 'bad_color_encoding'
@@ -129,7 +127,7 @@ class RgbdInput:
 
     def _on_info(self, msg: CameraInfo) -> None:
         try:
-            self._intrinsics = camera_info_to_intrinsics(msg)
+            self._intrinsics = codec.intrinsics_from_camera_info(msg)
             self._info = msg
         except IntrinsicsError as exc:
             self._drop(DROP_BAD_CAMERA_INFO, f'camera_info unusable: {exc}')
@@ -162,13 +160,12 @@ class RgbdInput:
             self._drop(DROP_NO_CAMERA_INFO, 'no camera_info received yet: frame dropped')
             return None
         try:
-            rgb = color_to_rgb(color_msg)
+            rgb = codec.decode_color(color_msg)
         except ImageEncodingError as exc:
             self._drop(DROP_BAD_COLOR, str(exc))
             return None
         try:
-            raw = image_to_array(depth_msg)
-            depth_m = decode_depth(raw, depth_msg.encoding, self.params.config.depth_scale_m)
+            depth_m = codec.decode_depth_image(depth_msg, self.params.config.depth_scale_m)
         except (ImageEncodingError, DepthError) as exc:
             self._drop(DROP_BAD_DEPTH, f'depth: {exc}')
             return None

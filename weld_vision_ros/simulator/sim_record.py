@@ -21,9 +21,9 @@ from typing import Callable, Mapping, Optional, Sequence
 
 from weld_vision_ros.core.classes import DEFAULT_CLASS_NAMES, check_class_name
 from weld_vision_ros.simulator.renderer import SyntheticWeldStream, default_intrinsics
-from weld_vision_ros.dataset_bag import (DEPTH_ENCODINGS, LABEL_TOPIC, SIDECAR_NAME, STORAGES,
-                                         TOPIC_TYPES, DatasetBagWriter, LabelSpan,
-                                         class_counts_table, write_sidecar)
+from weld_vision_ros.ros.dataset_bag import (DEPTH_ENCODINGS, GROUND_TRUTH_TOPIC, LABEL_TOPIC,
+                                             SIDECAR_NAME, STORAGES, TOPIC_TYPES, DatasetBagWriter,
+                                             LabelSpan, class_counts_table, write_sidecar)
 
 # 2026-01-01T00:00:00Z: a fixed start, so that a seed gives the same bag byte for byte.
 DEFAULT_START_NS = 1_767_225_600_000_000_000
@@ -88,7 +88,7 @@ def record(opts: RecordOptions, progress: Optional[ProgressFn] = None) -> Record
                                  noise_scale=opts.noise_scale, frames_per_weld=opts.frames_per_weld)
     topics = [t for t in TOPIC_TYPES
               if (t != LABEL_TOPIC or opts.label_topic)
-              and (t != '/camera/ground_truth' or opts.ground_truth)]
+              and (t != GROUND_TRUTH_TOPIC or opts.ground_truth)]
     summary = RecordSummary(bag=Path(opts.out))
     spans: list[LabelSpan] = []
     period_ns = 1e9 / opts.rate_hz

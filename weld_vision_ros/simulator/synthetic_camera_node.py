@@ -27,19 +27,17 @@ from weld_vision_ros.core.classes import DEFAULT_CLASS_NAMES
 from weld_vision_ros.core.depth import encode_depth_16uc1
 from weld_vision_ros.simulator.renderer import SceneError, SyntheticWeldStream, default_intrinsics
 from weld_vision_ros.msg import WeldGroundTruth, WeldLabel
+from weld_vision_ros.ros import codec
 from weld_vision_ros.ros.conversions import (array_to_image, ground_truth_to_msg,
                                              intrinsics_to_camera_info)
 from weld_vision_ros.ros.spin import run_node
 from weld_vision_ros.ros.params import LiveParameters, ParamSpec
 from weld_vision_ros.ros.qos import RELIABILITY_CHOICES, camera_qos, latched_qos, results_qos
 
-COLOR_TOPIC = 'camera/color/image_raw'
-DEPTH_TOPIC = 'camera/aligned_depth_to_color/image_raw'
-INFO_TOPIC = 'camera/color/camera_info'
-TRUTH_TOPIC = 'camera/ground_truth'
-LABEL_TOPIC = 'weld/label'
+COLOR_TOPIC, DEPTH_TOPIC, INFO_TOPIC = codec.COLOR_TOPIC, codec.DEPTH_TOPIC, codec.CAMERA_INFO_TOPIC
+TRUTH_TOPIC, LABEL_TOPIC = codec.GROUND_TRUTH_TOPIC, codec.LABEL_TOPIC
 LABEL_SOURCE = 'sim'
-DEPTH_ENCODINGS = ('32FC1', '16UC1')
+DEPTH_ENCODINGS = codec.DEPTH_ENCODINGS
 SEED_MAX = 2**31 - 1
 
 PARAMS = (

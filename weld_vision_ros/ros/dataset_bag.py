@@ -14,13 +14,13 @@ Every message of a frame carries the frame's header stamp, and the bag timestamp
 message is that stamp too, so that a reader pairs frames, labels and truth by stamp. A
 sidecar file (`labels.yaml` in the bag folder) can map stamp ranges to labels instead.
 
-Our message types are registered from the package's msg/*.msg text, found in the source
-tree or in an installed share/weld_vision_ros/msg folder.
+Our message types are registered from the package's msg/*.msg text (weld_vision_ros.resources).
+Topic names, encodings and message fields come from the frame codec (ros.codec). This is
+the one writer of the layout (the recorders and tests use it); weld_training.bags is the
+one reader.
 """
 from __future__ import annotations
 
-import os
-import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,14 +31,16 @@ import yaml
 
 from weld_vision_ros.core.camera import Intrinsics
 from weld_vision_ros.core.classes import DEFAULT_CLASS_NAMES, check_class_name
-from weld_vision_ros.core.depth import encode_depth_16uc1
+from weld_vision_ros import resources
 from weld_vision_ros.core.results import GroundTruth
+from weld_vision_ros.ros import codec
 
-COLOR_TOPIC = '/camera/color/image_raw'
-DEPTH_TOPIC = '/camera/aligned_depth_to_color/image_raw'
-CAMERA_INFO_TOPIC = '/camera/color/camera_info'
-LABEL_TOPIC = '/weld/label'
-GROUND_TRUTH_TOPIC = '/camera/ground_truth'
+# The bag's topics: the codec's, recorded from the root namespace.
+COLOR_TOPIC = codec.bag_topic(codec.COLOR_TOPIC)
+DEPTH_TOPIC = codec.bag_topic(codec.DEPTH_TOPIC)
+CAMERA_INFO_TOPIC = codec.bag_topic(codec.CAMERA_INFO_TOPIC)
+LABEL_TOPIC = codec.bag_topic(codec.LABEL_TOPIC)
+GROUND_TRUTH_TOPIC = codec.bag_topic(codec.GROUND_TRUTH_TOPIC)
 
 IMAGE_TYPE = 'sensor_msgs/msg/Image'
 CAMERA_INFO_TYPE = 'sensor_msgs/msg/CameraInfo'
@@ -53,7 +55,7 @@ TOPIC_TYPES: dict[str, str] = {
     GROUND_TRUTH_TOPIC: GROUND_TRUTH_TYPE,
 }
 STORAGES = ('sqlite3', 'mcap')
-DEPTH_ENCODINGS = ('32FC1', '16UC1')
+DEPTH_ENCODINGS = codec.DEPTH_ENCODINGS
 SIDECAR_NAME = 'labels.yaml'
 DEFAULT_FRAME_ID = 'camera_color_optical_frame'
 
@@ -65,13 +67,8 @@ class DatasetBagError(ValueError):
 # --- message types -----------------------------------------------------------------------
 
 def msg_dirs() -> list[Path]:
-    """Folders that may hold our .msg files: the source tree first, then installed ones."""
-    dirs = [Path(__file__).resolve().parent.parent / 'msg',
-            Path(sys.prefix) / 'share' / 'weld_vision_ros' / 'msg']
-    for prefix in os.environ.get('AMENT_PREFIX_PATH', '').split(os.pathsep):
-        if prefix:
-            dirs.append(Path(prefix) / 'share' / 'weld_vision_ros' / 'msg')
-    return dirs
+    """Folders that may hold our .msg files: the package's share folders (resources)."""
+    return [d / 'msg' for d in resources.share_dirs()]
 
 
 def make_typestore(msg_dir: Optional[Path] = None):
@@ -201,6 +198,11 @@ class DatasetBagWriter:
             self._closed = True
             self._writer.close()
 
+    @property
+    def current_label(self) -> Optional[str]:
+        """The latest label written (None before the first)."""
+        return self._label
+
     def count_list(self) -> list[int]:
         """Frame counts aligned with `class_names`."""
         return [int(self.counts.get(name, 0)) for name in self.class_names]
@@ -221,18 +223,15 @@ class DatasetBagWriter:
 
     # --- from arrays --------------------------------------------------------------------
     def _header(self, stamp_ns: int, frame_id: str):
-        T = self.store.types
-        return T['std_msgs/msg/Header'](
-            stamp=T['builtin_interfaces/msg/Time'](sec=int(stamp_ns // 1_000_000_000),
-                                                   nanosec=int(stamp_ns % 1_000_000_000)),
-            frame_id=frame_id)
+        return _header(self.store, stamp_ns, frame_id)
 
     def _write_msg(self, topic: str, stamp_ns: int, msg) -> None:
         self.write_raw(topic, stamp_ns, self.store.serialize_cdr(msg, TOPIC_TYPES[topic]))
 
     def write_label(self, stamp_ns: int, label: str, weld_id: str, source: str,
                     frame_id: str = DEFAULT_FRAME_ID) -> None:
-        check_class_name(label, self.class_names)
+        if self.class_names:       # empty: any label (a test writing a bag a reader must refuse)
+            check_class_name(label, self.class_names)
         msg = self.store.types[LABEL_TYPE](header=self._header(stamp_ns, frame_id), label=label,
                                            weld_id=weld_id, source=source)
         self._write_msg(LABEL_TOPIC, stamp_ns, msg)
@@ -240,8 +239,9 @@ class DatasetBagWriter:
 
     def write_frame(self, stamp_ns: int, rgb: np.ndarray, depth_m: np.ndarray,
                     intrinsics: Intrinsics, depth_encoding: str = '32FC1',
-                    frame_id: str = DEFAULT_FRAME_ID, label: Optional[str] = None) -> None:
-        """Color (rgb8), aligned depth and camera_info of one frame, all stamped `stamp_ns`.
+                    frame_id: str = DEFAULT_FRAME_ID, label: Optional[str] = None,
+                    color_encoding: str = 'rgb8') -> None:
+        """Color (rgb8, or bgr8), aligned depth and camera_info of one frame, all stamped `stamp_ns`.
 
         The frame counts under `label`, or else under the latest label written.
         """
@@ -249,7 +249,7 @@ class DatasetBagWriter:
         if label is None:
             raise DatasetBagError('write a label before the first frame, or pass label=')
         for topic, msg in frame_messages(self.store, stamp_ns, rgb, depth_m, intrinsics,
-                                         depth_encoding, frame_id):
+                                         depth_encoding, frame_id, color_encoding):
             self._write_msg(topic, stamp_ns, msg)
         self.frame_written(label)
 
@@ -269,49 +269,36 @@ class DatasetBagWriter:
         self._write_msg(GROUND_TRUTH_TOPIC, stamp_ns, msg)
 
 
-def depth_payload(depth_m: np.ndarray, encoding: str) -> tuple[np.ndarray, int]:
-    """Depth [m] as the bytes of an Image in `encoding`, and the row step [bytes].
-
-    32FC1 keeps metres and NaN for no return (REP 118); 16UC1 is whole millimetres, 0 for
-    no return (what a RealSense publishes, too coarse for sub-millimetre bead relief).
-    """
-    if encoding == '32FC1':
-        raw = np.ascontiguousarray(depth_m, dtype=np.float32)
-        return raw, raw.shape[1] * 4
-    if encoding == '16UC1':
-        raw = encode_depth_16uc1(depth_m)
-        return raw, raw.shape[1] * 2
-    raise DatasetBagError(f'depth encoding must be one of {", ".join(DEPTH_ENCODINGS)}; got {encoding!r}')
-
-
 def frame_messages(store, stamp_ns: int, rgb: np.ndarray, depth_m: np.ndarray, intrinsics: Intrinsics,
-                   depth_encoding: str, frame_id: str) -> list[tuple[str, Any]]:
-    """The color, depth and camera_info messages (rosbags types) of one frame."""
+                   depth_encoding: str, frame_id: str, color_encoding: str = 'rgb8') -> list[tuple[str, Any]]:
+    """The color, depth and camera_info messages (rosbags types) of one frame, all stamped
+    `stamp_ns`, with the codec's fields."""
     T = store.types
-    h, w = depth_m.shape
 
     def header():
-        return T['std_msgs/msg/Header'](
-            stamp=T['builtin_interfaces/msg/Time'](sec=int(stamp_ns // 1_000_000_000),
-                                                   nanosec=int(stamp_ns % 1_000_000_000)),
-            frame_id=frame_id)
+        return _header(store, stamp_ns, frame_id)
 
-    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
-    raw_depth, depth_step = depth_payload(depth_m, depth_encoding)
-    is_big = int(sys.byteorder == 'big')
-    color = T[IMAGE_TYPE](header=header(), height=h, width=w, encoding='rgb8', is_bigendian=0,
-                          step=w * 3, data=rgb.reshape(-1).view(np.uint8))
-    depth = T[IMAGE_TYPE](header=header(), height=h, width=w, encoding=depth_encoding,
-                          is_bigendian=is_big, step=depth_step, data=raw_depth.reshape(-1).view(np.uint8))
+    try:
+        color = T[IMAGE_TYPE](header=header(), **codec.color_image_fields(rgb, color_encoding))
+        depth = T[IMAGE_TYPE](header=header(), **codec.depth_image_fields(depth_m, depth_encoding))
+    except codec.ImageEncodingError as exc:
+        raise DatasetBagError(str(exc)) from None
+    fields = codec.camera_info_fields(intrinsics)
     info = T[CAMERA_INFO_TYPE](
-        header=header(), height=h, width=w, distortion_model='plumb_bob', d=np.zeros(5),
-        k=np.asarray(intrinsics.k, dtype=np.float64), r=np.eye(3).reshape(-1),
-        p=np.array([intrinsics.fx, 0.0, intrinsics.cx, 0.0, 0.0, intrinsics.fy, intrinsics.cy, 0.0,
-                    0.0, 0.0, 1.0, 0.0]),
-        binning_x=0, binning_y=0,
+        header=header(), height=fields['height'], width=fields['width'],
+        distortion_model=fields['distortion_model'], d=np.asarray(fields['d'], np.float64),
+        k=np.asarray(fields['k'], np.float64), r=np.asarray(fields['r'], np.float64),
+        p=np.asarray(fields['p'], np.float64), binning_x=0, binning_y=0,
         roi=T['sensor_msgs/msg/RegionOfInterest'](x_offset=0, y_offset=0, height=0, width=0,
                                                   do_rectify=False))
     return [(COLOR_TOPIC, color), (DEPTH_TOPIC, depth), (CAMERA_INFO_TOPIC, info)]
+
+
+def _header(store, stamp_ns: int, frame_id: str):
+    T = store.types
+    sec, nanosec = codec.ns_to_sec_nanosec(stamp_ns)
+    return T['std_msgs/msg/Header'](stamp=T['builtin_interfaces/msg/Time'](sec=sec, nanosec=nanosec),
+                                    frame_id=frame_id)
 
 
 def class_counts_table(counts: Mapping[str, int], welds: Optional[Mapping[str, int]] = None,
