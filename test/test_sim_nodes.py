@@ -225,9 +225,9 @@ def test_params_file_sections_match_the_declared_parameters() -> None:
     import rclpy
     from rcl_interfaces.msg import ParameterType
 
-    from weld_vision_ros.bringup import DEFAULT_PARAMS_FILE, create_nodes, load_params_file
+    from weld_vision_ros.bringup import create_nodes, load_params_file
 
-    params = load_params_file(DEFAULT_PARAMS_FILE)
+    params = load_params_file(Path(__file__).resolve().parent.parent / 'config' / 'weld_cell.yaml')
     ctx = rclpy.Context()
     rclpy.init(context=ctx)
     nodes = []
