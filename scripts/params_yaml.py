@@ -22,6 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from weld_vision_ros.bringup import NODE_CLASSES, create_nodes, load_params_file  # noqa: E402
+from weld_vision_ros.ros.rule_params import PREFIXES  # noqa: E402
 
 PARAMS_FILE = REPO / 'config' / 'weld_cell.yaml'   # the source file this script regenerates
 
@@ -29,7 +30,7 @@ PARAMS_FILE = REPO / 'config' / 'weld_cell.yaml'   # the source file this script
 BUILTIN = {'use_sim_time', 'start_type_description_service'}
 
 HEADER = """\
-# Parameters of every weld_vision_ros node (node_name: ros__parameters: ...), used by
+# Parameters of every weld_vision_ros node (node_name: ros__parameters: ...; /** for all), used by
 # launch/weld_cell.launch.py, launch/record_dataset.launch.py and `weld-vision run`.
 # Every parameter each node declares is here with its value; the comments give the
 # description, unit, range and whether the value is fixed at start. Parameters without
@@ -37,9 +38,13 @@ HEADER = """\
 # Regenerate after changing a node's parameters: scripts/params_yaml.py.
 """
 
+# The rule core's parameters: one fact each, declared by both cell nodes, written once under
+# `/**` (launch_ros's wildcard: every node of the file; nodes that do not declare them ignore them).
+SHARED_PREFIXES = tuple(f'{p}.' for p in PREFIXES)
+SHARED_NOTE = ('The rule core\'s settings (measure.*, rules.*, spec.*), for every node that runs it:\n'
+               'rule_defect_node and onnx_defect_node read the same values from here.')
+
 NOTES = {
-    'onnx_defect_node': ('The rule core runs inside this node too: its measure.*, rules.* and spec.*\n'
-                         'values must match rule_defect_node\'s (test/test_bringup.py checks it).'),
     'synthetic_camera_node': 'Only for use_sim_camera:=true, the demo and tests.',
     'dataset_capture_node': 'launch/record_dataset.launch.py mode:=capture.',
     'defect_monitor_node': 'Scores verdicts against the synthetic camera\'s ground truth (demo).',
@@ -89,10 +94,19 @@ def _emit(tree: dict, comments: dict, prefix: str, indent: int, out: list) -> No
             out.append(f'{pad}{key}: {_scalar(value)}  # {comments[name]}')
 
 
+def _section(key: str, values: dict, comments: dict, out: list) -> None:
+    out.append(f'{key}:\n  ros__parameters:')
+    _emit(_nest({n: list(v) if isinstance(v, (list, tuple)) or hasattr(v, 'tolist') else v
+                 for n, v in values.items()}), comments, '', 4, out)
+    out.append('')
+
+
 def render(params_file: Path = PARAMS_FILE) -> str:
     import rclpy
     current = load_params_file(params_file) if params_file.exists() else {}
-    out = [HEADER]
+    sections: list[tuple[str, dict, dict]] = []
+    shared: dict = {}
+    shared_comments: dict = {}
     rclpy.init()
     try:
         for exe in NODE_CLASSES:
@@ -103,14 +117,20 @@ def render(params_file: Path = PARAMS_FILE) -> str:
                 comments = {n: _comment(node.describe_parameter(n)) for n in names}
             finally:
                 node.destroy_node()
-            if exe in NOTES:
-                out.append('# ' + NOTES[exe].replace('\n', '\n# '))
-            out.append(f'{exe}:\n  ros__parameters:')
-            _emit(_nest({n: list(v) if isinstance(v, (list, tuple)) or hasattr(v, 'tolist') else v
-                         for n, v in values.items()}), comments, '', 4, out)
-            out.append('')
+            for n in [n for n in names if n.startswith(SHARED_PREFIXES)]:
+                if n in shared and shared[n] != values[n]:
+                    raise SystemExit(f'{n}: {exe} runs with {values[n]!r}, another node with {shared[n]!r}')
+                shared[n], shared_comments[n] = values.pop(n), comments[n]
+            sections.append((exe, values, comments))
     finally:
         rclpy.try_shutdown()
+    out = [HEADER]
+    out.append('# ' + SHARED_NOTE.replace('\n', '\n# '))
+    _section('/**', dict(sorted(shared.items())), shared_comments, out)
+    for exe, values, comments in sections:
+        if exe in NOTES:
+            out.append('# ' + NOTES[exe].replace('\n', '\n# '))
+        _section(exe, values, comments, out)
     return '\n'.join(out)
 
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from weld_vision_ros.bringup import CELL_NODES, NODE_CLASSES, create_nodes, load_params_file
+from weld_vision_ros.bringup import CELL_NODES, NODE_CLASSES, WILDCARD, create_nodes, load_params_file, node_params
+from weld_vision_ros.ros.rule_params import RULE_PARAMS
 
 REPO = Path(__file__).resolve().parent.parent
 PARAMS_FILE = REPO / 'config' / 'weld_cell.yaml'
@@ -86,35 +87,44 @@ def test_the_runner_knows_exactly_the_installed_executables_and_starts_the_cell_
 def test_yaml_parameters_are_declared_by_their_node_with_the_same_type_and_back(declared_nodes):
     from rclpy.parameter import Parameter
     file_params = load_params_file(PARAMS_FILE)
-    assert set(file_params) == set(NODE_CLASSES), \
-        f'weld_cell.yaml sections {sorted(file_params)} vs nodes {sorted(NODE_CLASSES)}'
-    for exe, values in file_params.items():
+    assert set(file_params) == set(NODE_CLASSES) | {WILDCARD}, \
+        f'weld_cell.yaml sections {sorted(file_params)} vs nodes {sorted(NODE_CLASSES)} and /**'
+    shared = file_params[WILDCARD]
+    for exe in NODE_CLASSES:
         declared, _ = declared_nodes[exe]
+        values = file_params[exe]
         extra = sorted(set(values) - set(declared))
-        missing = sorted(set(declared) - set(values))
+        missing = sorted(set(declared) - set(values) - set(shared))
         assert not extra, f'{exe}: weld_cell.yaml sets parameters the node does not declare: {extra}'
         assert not missing, (f'{exe}: declared but missing from weld_cell.yaml: {missing} '
                              '(scripts/params_yaml.py regenerates the file)')
-        for name, value in values.items():
+        for name, value in node_params(file_params, exe).items():
+            if name not in declared:
+                continue            # a /** value for the nodes that declare it
             file_type = Parameter(name, value=value).type_
             assert file_type == declared[name], \
                 f'{exe}.{name}: {value!r} in the file is {file_type.name}, the node declares {declared[name].name}'
 
 
 def test_the_yaml_values_are_the_values_the_nodes_run_with(declared_nodes):
-    for exe, values in load_params_file(PARAMS_FILE).items():
-        _, running = declared_nodes[exe]
-        for name, value in values.items():
+    params = load_params_file(PARAMS_FILE)
+    for exe in NODE_CLASSES:
+        declared, running = declared_nodes[exe]
+        for name, value in node_params(params, exe).items():
+            if name not in declared:
+                continue
             got = running[name]
             got = list(got) if isinstance(got, (list, tuple)) or hasattr(got, 'tolist') else got
             assert got == value, f'{exe}.{name}: file {value!r}, node runs with {got!r}'
 
 
-def test_rule_core_settings_are_the_same_on_the_rule_and_onnx_nodes():
+def test_rule_core_settings_are_written_once_for_both_cell_nodes(declared_nodes):
     params = load_params_file(PARAMS_FILE)
-    rule = {k: v for k, v in params['rule_defect_node'].items() if k.startswith(SHARED_PREFIXES)}
-    onnx = {k: v for k, v in params['onnx_defect_node'].items() if k.startswith(SHARED_PREFIXES)}
-    assert rule and rule == onnx, sorted(set(rule.items()) ^ set(onnx.items()))
+    shared = params[WILDCARD]
+    assert set(shared) == {s.name for s in RULE_PARAMS}, 'the /** section holds exactly the rule core'
+    for exe in CELL_NODES:
+        assert not [k for k in params[exe] if k.startswith(SHARED_PREFIXES)], f'{exe} repeats a shared value'
+        assert set(shared) <= set(declared_nodes[exe][0]), f'{exe} does not declare every rule parameter'
 
 
 def test_launch_overrides_and_runner_options_name_real_parameters(declared_nodes):
@@ -137,3 +147,14 @@ def test_a_malformed_params_file_is_refused_with_its_path(tmp_path):
     nested = tmp_path / 'ns.yaml'
     nested.write_text(yaml.safe_dump({'/cell_2/rule_defect_node': {'ros__parameters': {'spec': {'target_width_mm': 7.5}}}}))
     assert load_params_file(nested) == {'rule_defect_node': {'spec.target_width_mm': 7.5}}
+
+
+def test_the_params_file_is_what_the_generator_writes_from_the_declared_fields():
+    # Descriptions, units and ranges come from the core's fields through the nodes'
+    # descriptors; a field changed without regenerating the file fails here.
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, str(REPO / 'scripts' / 'params_yaml.py')], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout == PARAMS_FILE.read_text(), 'config/weld_cell.yaml is stale: run scripts/params_yaml.py'

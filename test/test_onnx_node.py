@@ -216,7 +216,7 @@ def test_every_parameter_is_described_documented_and_valid_in_the_params_file():
 
     from weld_vision_ros.nodes.onnx_defect_node import PARAMS, OnnxNodeConfig
     from weld_vision_ros.ros.rgbd_input import INPUT_PARAMS
-    from weld_vision_ros.nodes.rule_defect_node import RULE_PARAMS
+    from weld_vision_ros.ros.rule_params import RULE_PARAMS
     repo = Path(__file__).resolve().parent.parent
     doc = (repo / 'docs' / 'onnx_node.md').read_text()
     for spec in PARAMS + INPUT_PARAMS:
@@ -227,8 +227,8 @@ def test_every_parameter_is_described_documented_and_valid_in_the_params_file():
     declared = {s.name: s for s in PARAMS + INPUT_PARAMS + RULE_PARAMS}
     values = {s.name: s.default for s in PARAMS}
     OnnxNodeConfig.from_values(values)
-    from weld_vision_ros.bringup import load_params_file
-    params = load_params_file(repo / 'config' / 'weld_cell.yaml')['onnx_defect_node']  # dotted names
+    from weld_vision_ros.bringup import load_params_file, node_params
+    params = node_params(load_params_file(repo / 'config' / 'weld_cell.yaml'), 'onnx_defect_node')
     for name, value in params.items():
         assert name in declared, f'{name} in weld_cell.yaml is not a parameter of onnx_defect_node'
         assert declared[name].check(value) is None, name

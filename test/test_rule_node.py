@@ -140,8 +140,9 @@ def _log(tmp_path: Path, name: str) -> str:
 
 
 def _declared() -> dict:
-    from weld_vision_ros.nodes.rule_defect_node import NODE_PARAMS, RULE_PARAMS
+    from weld_vision_ros.nodes.rule_defect_node import NODE_PARAMS
     from weld_vision_ros.ros.rgbd_input import INPUT_PARAMS
+    from weld_vision_ros.ros.rule_params import RULE_PARAMS
     return {s.name: s for s in NODE_PARAMS + RULE_PARAMS + INPUT_PARAMS}
 
 
@@ -162,7 +163,7 @@ def test_every_parameter_is_described_documented_and_valid_in_the_params_file() 
     # The defaults make a valid config, and the params file names only declared parameters.
     NodeConfig.from_values({n: s.default for n, s in declared.items()})
     cfg = yaml.safe_load((Path(__file__).resolve().parent.parent / 'config' / 'weld_cell.yaml').read_text())
-    params = cfg['rule_defect_node']['ros__parameters']
+    params = {**cfg['/**']['ros__parameters'], **cfg['rule_defect_node']['ros__parameters']}
 
     def flat(d, prefix=''):
         for k, v in d.items():

@@ -87,6 +87,14 @@ def _flatten(params: Mapping[str, Any], prefix: str = '') -> dict[str, Any]:
     return flat
 
 
+WILDCARD = '**'     # a `/**:` section: parameters for every node of the file
+
+
+def node_params(params: Mapping[str, Mapping[str, Any]], executable: str) -> dict[str, Any]:
+    """The parameters a node gets from a loaded file: the `/**` section, then its own section."""
+    return {**params.get(WILDCARD, {}), **params.get(executable, {})}
+
+
 def node_class(executable: str):
     if executable not in NODE_CLASSES:
         raise ValueError(f'unknown node {executable!r}; known: {", ".join(NODE_CLASSES)}')
@@ -100,7 +108,7 @@ def create_nodes(executables: Sequence[str], params: Mapping[str, Mapping[str, A
     from rclpy.parameter import Parameter
     nodes = []
     for exe in executables:
-        values = {**params.get('**', {}), **params.get(exe, {}), **(overrides or {}).get(exe, {})}
+        values = {**node_params(params, exe), **(overrides or {}).get(exe, {})}
         kwargs = {'parameter_overrides': [Parameter(k, value=v) for k, v in values.items()]}
         if context is not None:
             kwargs['context'] = context

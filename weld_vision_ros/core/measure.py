@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 
 from .camera import Intrinsics
+from .fields import tunable
 from .frames import RGBDFrame
 
 
@@ -46,21 +47,35 @@ class MeasureConfigError(ValueError):
 class MeasureConfig:
     """Settings of the bead measurement (lengths in mm unless named otherwise)."""
 
-    lowres_width_px: int = 160            # working width for plate fit and segmentation [px]
-    plane_inlier_mm: float = 0.6          # RANSAC inlier band around the plate [mm]
-    plane_iterations: int = 32            # RANSAC hypotheses
-    min_plate_fraction: float = 0.3       # plate inliers needed among valid depth samples
-    bead_min_elevation_mm: float = 0.35   # lowest elevation counted as bead in segmentation
-    bead_noise_factor: float = 4.0        # ... or this many plate-noise sigmas if higher
-    min_bead_area_mm2: float = 60.0       # smallest raised blob accepted as a bead [mm^2]
-    min_seam_length_mm: float = 15.0      # shortest bead accepted [mm]
-    along_step_mm: float = 0.5            # profile spacing along the seam [mm]
-    across_step_mm: float = 0.25          # sample spacing across the seam [mm]
-    max_profiles: int = 1200              # cap on profiles per frame (along_step grows)
-    window_margin_mm: float = 4.5         # profile half-width beyond the coarse bead edge [mm]
-    chunk_mm: float = 4.0                 # profiles averaged per chunk along the seam [mm]
-    gap_height_ratio: float = 0.6         # chunk crown below this x median crown: under-filled
-    gap_margin_mm: float = 5.0            # bead left out of the statistics beside a gap [mm]
+    lowres_width_px: int = tunable(
+        160, 'Working width of the plate fit and bead segmentation',
+        'px', 32, 1920)
+    plane_inlier_mm: float = tunable(0.6, 'RANSAC inlier band around the plate plane', 'mm', 0.05, 10.0)
+    plane_iterations: int = tunable(32, 'RANSAC plane hypotheses', '', 1, 1000)
+    min_plate_fraction: float = tunable(
+        0.3, 'Fraction of valid depth that must lie on the plate',
+        '', 0.01, 1.0)
+    bead_min_elevation_mm: float = tunable(
+        0.35, 'Lowest elevation above the plate segmented as bead',
+        'mm', 0.05, 10.0)
+    bead_noise_factor: float = tunable(
+        4.0, 'Bead segmentation threshold in plate-noise sigmas (if above the minimum)',
+        '', 0.0, 50.0)
+    min_bead_area_mm2: float = tunable(60.0, 'Smallest raised blob accepted as a bead', 'mm^2', 1.0, 100000.0)
+    min_seam_length_mm: float = tunable(15.0, 'Shortest bead accepted', 'mm', 1.0, 10000.0)
+    along_step_mm: float = tunable(
+        0.5, 'Spacing of the cross-section profiles along the seam',
+        'mm', 0.05, 10.0)
+    across_step_mm: float = tunable(0.25, 'Sample spacing across the seam', 'mm', 0.02, 5.0)
+    max_profiles: int = tunable(1200, 'Most profiles per frame (the spacing grows beyond)', '', 16, 20000)
+    window_margin_mm: float = tunable(4.5, 'Profile reach beyond the coarse bead edge', 'mm', 0.5, 100.0)
+    chunk_mm: float = tunable(4.0, 'Seam length averaged into one cross-section', 'mm', 0.1, 100.0)
+    gap_height_ratio: float = tunable(
+        0.6, 'A stretch whose crown is below this fraction of the median crown is under-filled (gap)',
+        '', 0.01, 0.99)
+    gap_margin_mm: float = tunable(
+        5.0, 'Bead left out of the width/height statistics beside a gap',
+        'mm', 0.0, 100.0)
 
     def __post_init__(self) -> None:
         checks = (

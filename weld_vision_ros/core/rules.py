@@ -36,6 +36,7 @@ import cv2
 import numpy as np
 
 from .classes import DEFAULT_CLASS_NAMES, GOOD
+from .fields import tunable
 from .frames import RGBDFrame
 from .measure import BeadGeometry, MeasureConfig, MeasurementError, measure_bead
 from .results import METHOD_RULE, BeadMeasurement, DefectRegion, Verdict
@@ -64,31 +65,61 @@ class RuleConfig:
     measure: MeasureConfig = field(default_factory=MeasureConfig)
     spec: WeldSpec = field(default_factory=WeldSpec)
     # porosity and crack: dark marks on the bead
-    mark_core_fraction: float = 0.75       # marks are searched for within this part of the half-width
-    mark_background_mm: float = 30.0       # along-seam reach of the bead background estimate [mm]
-    mark_darkness: float = 0.6             # relative darkness (0..1) that makes a mark
-    mark_extent_darkness: float = 0.4      # relative darkness of the pixels that belong to a mark
-    pore_min_diameter_mm: float = 0.4      # smaller marks are ignored [mm]
-    crack_min_length_mm: float = 5.0       # a crack along the seam is at least this long [mm]
-    crack_min_elongation: float = 3.5      # ... and this many times longer than wide
-    crack_transverse_angle_deg: float = 50.0   # marks this steep to the seam are transverse [deg]
-    crack_transverse_min_length_mm: float = 2.0  # a transverse crack is at least this long [mm]
-    crack_transverse_min_elongation: float = 1.7  # ... and this many times longer than wide
-    crack_max_width_mm: float = 0.8        # cracks are at most this wide, plus 1.5 px of blur [mm]
+    mark_core_fraction: float = tunable(
+        0.75, 'Part of the bead half-width searched for pores and cracks',
+        '', 0.05, 1.0)
+    mark_background_mm: float = tunable(
+        30.0, 'Along-seam reach of the bead brightness background',
+        'mm', 1.0, 500.0)
+    mark_darkness: float = tunable(
+        0.6, 'Relative darkness below the background that makes a pore/crack mark',
+        '', 0.01, 0.99)
+    mark_extent_darkness: float = tunable(
+        0.4, 'Relative darkness of the pixels that belong to a mark',
+        '', 0.01, 0.99)
+    pore_min_diameter_mm: float = tunable(
+        0.4, 'Smallest mark reported (equivalent diameter)',
+        'mm', 0.01, 20.0)
+    crack_min_length_mm: float = tunable(5.0, 'Shortest crack along the seam', 'mm', 0.1, 500.0)
+    crack_min_elongation: float = tunable(3.5, 'Length/width of a crack along the seam', '', 1.0, 100.0)
+    crack_transverse_angle_deg: float = tunable(
+        50.0, 'Marks at least this steep to the seam are transverse',
+        'deg', 0.0, 90.0)
+    crack_transverse_min_length_mm: float = tunable(2.0, 'Shortest transverse crack', 'mm', 0.1, 100.0)
+    crack_transverse_min_elongation: float = tunable(
+        1.7, 'Length/width of a transverse crack',
+        '', 1.0, 100.0)
+    crack_max_width_mm: float = tunable(
+        0.8, 'Widest mark (mean width) still called a crack, beyond 1.5 pixels of image blur',
+        'mm', 0.01, 20.0)
     # undercut
-    undercut_search_mm: float = 2.8        # groove searched this far beyond each toe [mm]
-    undercut_min_depth_mm: float = 0.15    # shallowest groove that counts [mm]
-    undercut_noise_factor: float = 4.0     # ... or this many noise sigmas if higher
-    undercut_min_length_mm: float = 8.0    # shortest undercut along the seam [mm]
+    undercut_search_mm: float = tunable(
+        2.8, 'Distance beyond each toe searched for an undercut groove',
+        'mm', 0.2, 20.0)
+    undercut_min_depth_mm: float = tunable(
+        0.15, 'Shallowest undercut groove below the plate',
+        'mm', 0.01, 10.0)
+    undercut_noise_factor: float = tunable(
+        4.0, 'Undercut threshold in profile-noise sigmas (if above the minimum)',
+        '', 0.0, 50.0)
+    undercut_min_length_mm: float = tunable(8.0, 'Shortest undercut along the seam', 'mm', 0.1, 1000.0)
     # gap (the crown ratio itself is measure.gap_height_ratio)
-    gap_min_length_mm: float = 3.0         # shortest under-filled stretch [mm]
+    gap_min_length_mm: float = tunable(
+        3.0, 'Shortest under-filled stretch reported as gap',
+        'mm', 0.1, 1000.0)
     # spatter
-    spatter_search_mm: float = 20.0        # plate searched this far beyond the toes [mm]
-    spatter_clearance_mm: float = 2.0      # ... starting this far beyond the toes [mm]
-    spatter_contrast: float = 0.6          # local contrast of a droplet (gradient / brightness)
-    spatter_min_count: int = 2             # droplets needed to call spatter
+    spatter_search_mm: float = tunable(
+        20.0, 'Plate searched for spatter beyond the clearance',
+        'mm', 0.5, 500.0)
+    spatter_clearance_mm: float = tunable(
+        2.0, 'Distance beyond the toes where the spatter search starts',
+        'mm', 0.0, 100.0)
+    spatter_contrast: float = tunable(0.6, 'Local contrast (range / brightness) of a droplet', '', 0.01, 10.0)
+    spatter_min_count: int = tunable(2, 'Droplets needed to call spatter', 'droplets', 1, 1000)
     # verdict
-    evidence_sharpness: float = 3.0        # k in s = x^k / (1 + x^k)
+    evidence_sharpness: float = tunable(
+        3.0, 'Exponent k of the rule score x^k / (1 + x^k), x = strength / threshold',
+        '', 0.1, 50.0)
 
     def __post_init__(self) -> None:
         positive = ('mark_background_mm', 'pore_min_diameter_mm', 'crack_min_length_mm',

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .fields import tunable
+
 
 class WeldSpecError(ValueError):
     """A weld spec whose numbers cannot describe a bead."""
@@ -19,11 +21,15 @@ class WeldSpecError(ValueError):
 class WeldSpec:
     """Target bead geometry [mm] and tolerances [mm] (symmetric: target +- tolerance)."""
 
-    target_width_mm: float = 8.0
-    width_tolerance_mm: float = 3.0
-    target_height_mm: float = 2.0
-    height_tolerance_mm: float = 1.5
-    max_undercut_mm: float = 0.5
+    target_width_mm: float = tunable(8.0, 'Weld spec: target toe-to-toe bead width', 'mm', 0.1, 100.0)
+    width_tolerance_mm: float = tunable(
+        3.0, 'Weld spec: width tolerance (target +- tolerance)',
+        'mm', 0.01, 100.0)
+    target_height_mm: float = tunable(2.0, 'Weld spec: target reinforcement height', 'mm', 0.05, 50.0)
+    height_tolerance_mm: float = tunable(
+        1.5, 'Weld spec: height tolerance (target +- tolerance)',
+        'mm', 0.01, 50.0)
+    max_undercut_mm: float = tunable(0.5, 'Weld spec: deepest acceptable undercut', 'mm', 0.0, 10.0)
 
     def __post_init__(self) -> None:
         if not (self.target_width_mm > 0 and self.target_height_mm > 0):

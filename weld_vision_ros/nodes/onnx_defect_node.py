@@ -11,7 +11,7 @@ Subscribes to the synchronized RGB-D input (RgbdInput) and publishes:
   /diagnostics       once per second: frames, per-method counts, ML invocation ratio,
                      latency p50/p99, swaps accepted/refused, model version, fallback state
 
-The rule core (core.rules.inspect) runs in this process with the rule node's parameters
+The rule core (core.rules.inspect_frame) runs in this process with the rule node's parameters
 (measure.*, rules.*, spec.*: the same names, descriptions and ranges, so one YAML section
 can serve both nodes). This node does not republish the rule node's outputs (weld/bead,
 weld/defect/rule): run the rule node beside it for those.
@@ -42,7 +42,7 @@ from weld_vision_ros.core.cascade import (DEFAULT_HYBRID_THRESHOLD, MODE_HYBRID,
 from weld_vision_ros.core.frames import RGBDFrame
 from weld_vision_ros.core.onnx_classifier import (PROVIDERS, ModelValidationError, OnnxClassifier,
                                                   RuntimeOptions, load_classifier, normalize_sha256)
-from weld_vision_ros.core.rules import RuleConfig
+from weld_vision_ros.core.rules import inspect_frame
 from weld_vision_ros.core.stats import RollingLatency
 from weld_vision_ros.msg import WeldDefect
 from weld_vision_ros.ros.conversions import verdict_to_msg
@@ -52,6 +52,7 @@ from weld_vision_ros.ros.spin import run_node
 from weld_vision_ros.ros.params import LiveParameters, ParamSpec
 from weld_vision_ros.ros.qos import latched_qos, results_qos
 from weld_vision_ros.ros.rgbd_input import RgbdInput
+from weld_vision_ros.ros.rule_params import RULE_PARAMS, rule_config
 
 ML_TOPIC = 'weld/defect/ml'
 FINAL_TOPIC = 'weld/defect'
@@ -118,19 +119,14 @@ class OnnxNodeConfig:
                    opencv_threads=int(v['opencv_threads']))
 
 
-def _rule_config(values: Mapping[str, Any]) -> RuleConfig:
-    """The rule core's RuleConfig from the measure.*/rules.*/spec.* values, built exactly as
-    the rule node builds it (its own switches at their defaults)."""
-    from weld_vision_ros.nodes.rule_defect_node import NODE_PARAMS, NodeConfig
-    return NodeConfig.from_values({**{s.name: s.default for s in NODE_PARAMS}, **values}).rules
-
-
 def _declare_rule_core(node: Node) -> tuple[LiveParameters, RuleFn]:
-    """The rule core with its parameters (the rule node's) declared on `node`."""
-    from weld_vision_ros.core.rules import inspect
-    from weld_vision_ros.nodes.rule_defect_node import RULE_PARAMS
-    params = LiveParameters(node, RULE_PARAMS, _rule_config)
-    return params, lambda frame: inspect(frame, params.config)
+    """The rule core with its parameters (ros.rule_params, as the rule node's) declared on `node`."""
+    params = LiveParameters(node, RULE_PARAMS, rule_config)
+
+    def rule_fn(frame: RGBDFrame):
+        inspection = inspect_frame(frame, params.config)
+        return inspection.measurement, inspection.verdict
+    return params, rule_fn
 
 
 class OnnxDefectNode(Node):

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
 import cv2
@@ -33,9 +33,7 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
 from weld_vision_ros.core.debug_view import draw_inspection
-from weld_vision_ros.core.measure import MeasureConfig
 from weld_vision_ros.core.rules import RuleConfig, inspect_frame
-from weld_vision_ros.core.spec import WeldSpec
 from weld_vision_ros.core.stats import RateMeter, RollingLatency
 from weld_vision_ros.msg import BeadMeasurement, WeldDefect
 from weld_vision_ros.ros import rgbd_input
@@ -45,6 +43,7 @@ from weld_vision_ros.ros.spin import run_node
 from weld_vision_ros.ros.params import LiveParameters, ParamSpec
 from weld_vision_ros.ros.qos import results_qos
 from weld_vision_ros.ros.rgbd_input import RgbdInput
+from weld_vision_ros.ros.rule_params import RULE_PARAMS, rule_config
 
 NODE_NAME = 'rule_defect_node'
 BEAD_TOPIC = 'weld/bead'
@@ -58,75 +57,6 @@ DROP_REASONS = (rgbd_input.DROP_BAD_COLOR, rgbd_input.DROP_BAD_DEPTH, rgbd_input
                 rgbd_input.DROP_INFO_MISMATCH, rgbd_input.DROP_DEPTH_INVALID,
                 rgbd_input.DROP_PROCESSING_ERROR, 'unmatched', 'stamp_backwards')
 
-# (description, unit, min, max) of every field of the core configs, by parameter name.
-_MEASURE_DOC: dict[str, tuple[str, str, float, float]] = {
-    'lowres_width_px': ('Working width of the plate fit and bead segmentation', 'px', 32, 1920),
-    'plane_inlier_mm': ('RANSAC inlier band around the plate plane', 'mm', 0.05, 10.0),
-    'plane_iterations': ('RANSAC plane hypotheses', '', 1, 1000),
-    'min_plate_fraction': ('Fraction of valid depth that must lie on the plate', '', 0.01, 1.0),
-    'bead_min_elevation_mm': ('Lowest elevation above the plate segmented as bead', 'mm', 0.05, 10.0),
-    'bead_noise_factor': ('Bead segmentation threshold in plate-noise sigmas (if above the minimum)',
-                          '', 0.0, 50.0),
-    'min_bead_area_mm2': ('Smallest raised blob accepted as a bead', 'mm^2', 1.0, 100000.0),
-    'min_seam_length_mm': ('Shortest bead accepted', 'mm', 1.0, 10000.0),
-    'along_step_mm': ('Spacing of the cross-section profiles along the seam', 'mm', 0.05, 10.0),
-    'across_step_mm': ('Sample spacing across the seam', 'mm', 0.02, 5.0),
-    'max_profiles': ('Most profiles per frame (the spacing grows beyond)', '', 16, 20000),
-    'window_margin_mm': ('Profile reach beyond the coarse bead edge', 'mm', 0.5, 100.0),
-    'chunk_mm': ('Seam length averaged into one cross-section', 'mm', 0.1, 100.0),
-    'gap_height_ratio': ('A stretch whose crown is below this fraction of the median crown is '
-                         'under-filled (gap)', '', 0.01, 0.99),
-    'gap_margin_mm': ('Bead left out of the width/height statistics beside a gap', 'mm', 0.0, 100.0),
-}
-_RULE_DOC: dict[str, tuple[str, str, float, float]] = {
-    'mark_core_fraction': ('Part of the bead half-width searched for pores and cracks', '', 0.05, 1.0),
-    'mark_background_mm': ('Along-seam reach of the bead brightness background', 'mm', 1.0, 500.0),
-    'mark_darkness': ('Relative darkness below the background that makes a pore/crack mark',
-                      '', 0.01, 0.99),
-    'mark_extent_darkness': ('Relative darkness of the pixels that belong to a mark', '', 0.01, 0.99),
-    'pore_min_diameter_mm': ('Smallest mark reported (equivalent diameter)', 'mm', 0.01, 20.0),
-    'crack_min_length_mm': ('Shortest crack along the seam', 'mm', 0.1, 500.0),
-    'crack_min_elongation': ('Length/width of a crack along the seam', '', 1.0, 100.0),
-    'crack_transverse_angle_deg': ('Marks at least this steep to the seam are transverse', 'deg',
-                                   0.0, 90.0),
-    'crack_transverse_min_length_mm': ('Shortest transverse crack', 'mm', 0.1, 100.0),
-    'crack_transverse_min_elongation': ('Length/width of a transverse crack', '', 1.0, 100.0),
-    'crack_max_width_mm': ('Widest mark (mean width) still called a crack, beyond 1.5 pixels of '
-                           'image blur', 'mm', 0.01, 20.0),
-    'undercut_search_mm': ('Distance beyond each toe searched for an undercut groove', 'mm', 0.2, 20.0),
-    'undercut_min_depth_mm': ('Shallowest undercut groove below the plate', 'mm', 0.01, 10.0),
-    'undercut_noise_factor': ('Undercut threshold in profile-noise sigmas (if above the minimum)',
-                              '', 0.0, 50.0),
-    'undercut_min_length_mm': ('Shortest undercut along the seam', 'mm', 0.1, 1000.0),
-    'gap_min_length_mm': ('Shortest under-filled stretch reported as gap', 'mm', 0.1, 1000.0),
-    'spatter_search_mm': ('Plate searched for spatter beyond the clearance', 'mm', 0.5, 500.0),
-    'spatter_clearance_mm': ('Distance beyond the toes where the spatter search starts', 'mm', 0.0, 100.0),
-    'spatter_contrast': ('Local contrast (range / brightness) of a droplet', '', 0.01, 10.0),
-    'spatter_min_count': ('Droplets needed to call spatter', 'droplets', 1, 1000),
-    'evidence_sharpness': ('Exponent k of the rule score x^k / (1 + x^k), x = strength / threshold',
-                           '', 0.1, 50.0),
-}
-_SPEC_DOC: dict[str, tuple[str, str, float, float]] = {
-    'target_width_mm': ('Weld spec: target toe-to-toe bead width', 'mm', 0.1, 100.0),
-    'width_tolerance_mm': ('Weld spec: width tolerance (target +- tolerance)', 'mm', 0.01, 100.0),
-    'target_height_mm': ('Weld spec: target reinforcement height', 'mm', 0.05, 50.0),
-    'height_tolerance_mm': ('Weld spec: height tolerance (target +- tolerance)', 'mm', 0.01, 50.0),
-    'max_undercut_mm': ('Weld spec: deepest acceptable undercut', 'mm', 0.0, 10.0),
-}
-
-
-def _specs_for(prefix: str, cls: type, doc: Mapping[str, tuple[str, str, float, float]]) -> tuple[ParamSpec, ...]:
-    out = []
-    defaults = cls()
-    for f in fields(cls):
-        if f.name not in doc:
-            continue
-        text, unit, lo, hi = doc[f.name]
-        default = getattr(defaults, f.name)
-        out.append(ParamSpec(f'{prefix}.{f.name}', default, text, unit=unit, min_value=lo, max_value=hi))
-    return tuple(out)
-
-
 NODE_PARAMS = (
     ParamSpec('publish_debug_image', False, 'Publish the annotated image on weld/debug_image '
               '(costs a few ms per frame)'),
@@ -136,9 +66,6 @@ NODE_PARAMS = (
               'latency steady beside other nodes), fixed at start', unit='threads',
               min_value=1, max_value=64, read_only=True),
 )
-RULE_PARAMS = (_specs_for('measure', MeasureConfig, _MEASURE_DOC)
-               + _specs_for('rules', RuleConfig, _RULE_DOC)
-               + _specs_for('spec', WeldSpec, _SPEC_DOC))
 
 
 @dataclass(frozen=True)
@@ -153,19 +80,8 @@ class NodeConfig:
     @classmethod
     def from_values(cls, v: Mapping[str, Any]) -> 'NodeConfig':
         """Build (and so validate) the whole config; raises ValueError with the reason."""
-        def group(prefix: str, kind: type) -> dict[str, Any]:
-            types = {f.name: f.type for f in fields(kind)}
-            out = {}
-            for key, value in v.items():
-                if key.startswith(prefix + '.'):
-                    name = key[len(prefix) + 1:]
-                    out[name] = int(value) if types.get(name) in (int, 'int') else value
-            return out
-        measure = MeasureConfig(**group('measure', MeasureConfig))
-        spec = WeldSpec(**group('spec', WeldSpec))
-        rules = RuleConfig(measure=measure, spec=spec, **group('rules', RuleConfig))
         return cls(bool(v['publish_debug_image']), float(v['diagnostics_period_s']),
-                   int(v['opencv_threads']), rules)
+                   int(v['opencv_threads']), rule_config(v))
 
 
 class RuleDefectNode(Node):

@@ -145,3 +145,12 @@ def _plain(value: Any) -> Any:
         return list(value)
     except TypeError:
         return value
+
+
+def specs_for(prefix: str, config_cls: type) -> tuple[ParamSpec, ...]:
+    """A ParamSpec `<prefix>.<field>` for every tunable field of a core config dataclass, with
+    the default, description, unit and range declared beside the field (core.fields)."""
+    from weld_vision_ros.core.fields import tunable_fields
+    return tuple(ParamSpec(f'{prefix}.{name}', default, doc.description, unit=doc.unit,
+                           min_value=doc.min_value, max_value=doc.max_value)
+                 for name, default, doc in tunable_fields(config_cls))
