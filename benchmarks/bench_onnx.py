@@ -52,7 +52,7 @@ from weld_vision_ros.core.model_contract import ModelContract  # noqa: E402
 from weld_vision_ros.core.onnx_classifier import (OnnxClassifier, RuntimeOptions,  # noqa: E402
                                                   load_classifier)
 from weld_vision_ros.core.preprocess import PreprocessPreset  # noqa: E402
-from weld_vision_ros.core.rules import RuleConfig, inspect  # noqa: E402
+from weld_vision_ros.core.rules import RuleConfig, inspect_frame  # noqa: E402
 from weld_vision_ros.simulator.renderer import default_intrinsics, render_random  # noqa: E402
 
 DEMO_MODEL = REPO / 'config' / 'models' / 'weld_demo.onnx'
@@ -146,7 +146,7 @@ def stats(ms: np.ndarray) -> tuple[float, float, float]:
 def cascade_cost(mode: str, classifier: Optional[OnnxClassifier], frames: list[RGBDFrame],
                  threshold: float) -> tuple[np.ndarray, float]:
     config = RuleConfig()
-    cascade = HybridCascade(lambda f: inspect(f, config), CascadeConfig(mode, threshold), classifier)
+    cascade = HybridCascade(lambda f: inspect_frame(f, config), CascadeConfig(mode, threshold), classifier)
     ms = timed(cascade.run, frames, len(frames) * 2)
     return ms, cascade.stats.ml_invocations / cascade.stats.frames
 
@@ -227,7 +227,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     cascade['hybrid, threshold 1.0'] = cascade_cost('hybrid', fp32, frames, 1.0)
     rule_conf = []
     for f in frames:
-        _, v = inspect(f, RuleConfig())
+        v = inspect_frame(f, RuleConfig()).verdict
         rule_conf.append(v.confidence if v is not None else float('nan'))
     rule_conf = np.asarray(rule_conf)
 

@@ -10,7 +10,7 @@ tuned and checked on seeds 10_000-69_999; the default seed base (7_000_000) was 
 looked at while tuning. Width and height errors are against the
 renderer's truth (for 'gap', the truth leaves the gap out, as the measurement does).
 
-Speed: the core alone (`inspect`) on one thread (OpenCV and BLAS limited to 1), median
+Speed: the core alone (`inspect_frame`) on one thread (OpenCV and BLAS limited to 1), median
 and p99 per frame at 640x480 and 1280x720, on frames rendered beforehand.
 
 Baseline, in the same run: the seeds' approach as their evaluator ran it: HSV threshold
@@ -46,7 +46,7 @@ if str(REPO) not in sys.path:
 
 from weld_vision_ros.core.classes import DEFAULT_CLASS_NAMES  # noqa: E402
 from weld_vision_ros.core.frames import RGBDFrame  # noqa: E402
-from weld_vision_ros.core.rules import RuleConfig, inspect  # noqa: E402
+from weld_vision_ros.core.rules import RuleConfig, inspect_frame  # noqa: E402
 from weld_vision_ros.simulator.renderer import default_intrinsics, render_random  # noqa: E402
 
 CLASSES = DEFAULT_CLASS_NAMES
@@ -147,7 +147,8 @@ def _evaluate(args: tuple[int, int, int]) -> dict:
     seed, width, height = args
     cv2.setNumThreads(1)
     frame, truth = _render(seed, width, height)
-    bead, verdict = inspect(frame, RuleConfig())
+    result = inspect_frame(frame, RuleConfig())
+    bead, verdict = result.measurement, result.verdict
     base = seed_baseline(frame)
     return dict(seed=seed, truth=truth.defect_class, pred=verdict.defect_class if verdict else 'none',
                 conf=verdict.confidence if verdict else 0.0, valid=bead.valid,
@@ -192,7 +193,7 @@ def time_per_frame(fn, frames: list[RGBDFrame], repeats: int) -> tuple[np.ndarra
 def speed(width: int, height: int, n_frames: int, repeats: int, base_repeats: int) -> dict:
     frames = [_render(9_000_000 + i, width, height)[0] for i in range(n_frames)]
     cfg = RuleConfig()
-    rule, rule_cpu = time_per_frame(lambda f: inspect(f, cfg), frames, repeats)
+    rule, rule_cpu = time_per_frame(lambda f: inspect_frame(f, cfg), frames, repeats)
     base, base_cpu = time_per_frame(seed_baseline, frames, base_repeats)
     return dict(size=f'{width}x{height}', rule_med=float(np.median(rule)), rule_p99=float(np.percentile(rule, 99)),
                 rule_cpu_med=float(np.median(rule_cpu)), rule_cpu_p99=float(np.percentile(rule_cpu, 99)),

@@ -12,8 +12,9 @@ commit is unpacked with `git archive` into a temporary folder), on the same fixe
 
 On every frame each version runs what the nodes run: the rule core with default parameters
 (rule node: measurement and verdict) and the hybrid cascade with the bundled demo model
-(ONNX node: final and ml verdicts), and the model alone on every frame (mode ml, so that
-every frame's seam strip reaches the comparison). Every verdict's class, confidence, probabilities,
+(ONNX node: final and ml verdicts), the model alone on every frame (mode ml) and the hybrid
+cascade with threshold 1 (the model behind the rules on every frame), so that every frame's
+seam strip, located alone or taken over from the rule stage, reaches the comparison. Every verdict's class, confidence, probabilities,
 status and regions, and every measurement field, must be equal (exactly: both versions run
 the same arithmetic on the same machine). Latencies are left out; they are timings.
 No ROS is needed.
@@ -84,11 +85,15 @@ rule_config = RuleConfig()
 def rule_fn(frame):
     r = inspect_frame(frame, rule_config)
     return r.measurement, r.verdict
-try:
-    from weld_vision_ros.core.cascade import RuleStage
-    cascade = HybridCascade(RuleStage(rule_config), CascadeConfig('hybrid'), classifier)
-except ImportError:
-    cascade = HybridCascade(rule_fn, CascadeConfig('hybrid'), classifier)
+import weld_vision_ros.core.cascade as cascade_module
+if 'Inspection' in repr(cascade_module.RuleFn):     # the rule stage hands over its whole Inspection
+    stage = lambda frame: inspect_frame(frame, rule_config)
+else:                                               # (measurement, verdict), as before
+    stage = rule_fn
+cascade = HybridCascade(stage, CascadeConfig('hybrid'), classifier)
+# Threshold 1: the model behind the rules on every frame (its strip cut from the rules' seam
+# where the version shares it), so every frame's hybrid path reaches the comparison.
+unsure = HybridCascade(stage, CascadeConfig('hybrid', 1.0), classifier)
 
 def frames():
     for i in range(BENCH_FRAMES):
@@ -105,9 +110,10 @@ for key, frame in frames():
     r = inspect_frame(frame, rule_config)
     c = cascade.run(frame)
     every = classifier.classify(frame)     # the model on every frame (mode ml): its input strip
+    u = unsure.run(frame)
     print(json.dumps({'frame': key, 'measurement': plain(r.measurement), 'rule': plain(r.verdict),
                       'final': plain(c.final), 'ml': plain(c.ml), 'ml_invoked': c.ml_invoked,
-                      'ml_every_frame': plain(every)}), flush=True)
+                      'ml_every_frame': plain(every), 'hybrid_threshold_1': plain(u.final)}), flush=True)
 '''
 
 

@@ -107,9 +107,10 @@ def test_input_drops_from_rule_node_counters() -> None:
 
 
 def test_input_drops_from_onnx_node_counters_sum_the_reasons() -> None:
-    diags = [(T0, {'frames_in': '5', 'frames': '5', 'dropped_unmatched': '1', 'dropped_no_camera_info': '0'}),
+    # Counters without drops_total (as nodes before the one key scheme published them).
+    diags = [(T0, {'frames_in': '5', 'frames': '5', 'dropped_unmatched': '1', 'drop.no_camera_info': '0'}),
              (T0 + NS_PER_S, {'frames_in': '35', 'frames': '30', 'dropped_unmatched': '4',
-                              'dropped_no_camera_info': '2', 'last_refusal': ''})]
+                              'drop.no_camera_info': '2', 'last_refusal': ''})]
     d = input_drops('onnx_defect_node', diags, T0, T0 + NS_PER_S, [T0 + i for i in range(1, 31)])
     assert (d.sent, d.frames_in, d.processed, d.node_drops) == (30, 30, 25, 5)
     assert input_drops('x', diags[:1], T0, T0 + NS_PER_S, []) is None

@@ -17,6 +17,7 @@ from weld_vision_ros.core.onnx_classifier import (PROVIDERS, InferenceError, Mod
                                                   probabilities_from_output, resolve_providers)
 from weld_vision_ros.core.preprocess import preprocess
 from weld_vision_ros.core.results import BeadMeasurement, DefectRegion, Verdict
+from weld_vision_ros.core.rules import Inspection
 
 CLASSES = ('good', 'porosity', 'undercut', 'spatter', 'gap', 'crack')
 
@@ -59,7 +60,8 @@ def test_valid_model_classifies_with_the_training_preprocessing_and_matches_torc
     assert np.array_equal(x[0], preprocess(frame.rgb, None, clf.preset))
     verdict = clf.classify(frame)
     assert verdict.method == 'ml' and verdict.model_version == 'v1'
-    assert verdict.class_names == CLASSES and verdict.latency_ms > 0
+    # latency_ms is reception to verdict: the node's to fill, not the classifier's.
+    assert verdict.class_names == CLASSES and verdict.latency_ms == 0.0
     assert sum(verdict.probabilities) == pytest.approx(1.0)
     # Softmax of the logits torch computes for the same input: the export and the reader agree.
     expected = probabilities_from_output(torch_logits(x, seed=0)[0], 'logits')
@@ -200,20 +202,20 @@ class StubRules:
         self.calls += 1
         conf = self.confidences[frame.stamp_ns]
         if conf is None:  # no bead measured: no rule verdict
-            return BeadMeasurement.invalid('no bead in view'), None
-        return BeadMeasurement(valid=True, width_mm=4.0), rule_verdict('gap', conf)
+            return Inspection(BeadMeasurement.invalid('no bead in view'), None, None, ())
+        return Inspection(BeadMeasurement(valid=True, width_mm=4.0), rule_verdict('gap', conf), None, ())
 
 
 class StubModel:
     def __init__(self, version, cls='porosity', fail_on=()):
         self.version, self.cls, self.fail_on, self.calls = version, cls, set(fail_on), 0
 
-    def classify(self, frame):
+    def classify(self, frame, seam=None):
         self.calls += 1
         if frame.stamp_ns in self.fail_on:
             raise InferenceError(f'model {self.version} returned non-finite outputs')
         probs = tuple(0.9 if c == self.cls else 0.02 for c in CLASSES)
-        return Verdict(self.cls, 0.9, CLASSES, probs, 'ml', self.version, latency_ms=1.0)
+        return Verdict(self.cls, 0.9, CLASSES, probs, 'ml', self.version)
 
 
 def frames(*stamps):
@@ -255,12 +257,12 @@ def test_hybrid_runs_the_model_only_where_rules_are_unsure():
     assert cascade.run(make_frame(2)).ml_invoked
 
 
-def test_combine_keeps_ml_decision_and_total_latency():
-    rule = replace(rule_verdict('gap', 0.4), latency_ms=2.0)
+def test_combine_keeps_ml_decision_and_the_rules_regions_of_that_class():
+    rule = rule_verdict('gap', 0.4)
     ml = StubModel('m9', cls='spatter').classify(make_frame(1))
     out = combine(rule, ml)
     assert (out.defect_class, out.method, out.model_version) == ('spatter', 'hybrid', 'm9')
-    assert out.probabilities == ml.probabilities and out.latency_ms == pytest.approx(3.0)
+    assert out.probabilities == ml.probabilities
     assert [r.defect_class for r in out.regions] == ['spatter']
 
 
@@ -313,9 +315,9 @@ def test_a_frame_is_served_by_one_model_even_if_a_swap_happens_during_it():
     cascade = HybridCascade(rules, CascadeConfig('ml'))
 
     class SwapsDuring(StubModel):
-        def classify(self, frame):
+        def classify(self, frame, seam=None):
             cascade.swap_classifier(StubModel('new'))  # a parameter thread swapping mid-frame
-            return super().classify(frame)
+            return super().classify(frame, seam)
 
     cascade.swap_classifier(SwapsDuring('old'))
     assert cascade.run(make_frame(1)).final.model_version == 'old'

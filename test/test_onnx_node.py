@@ -425,13 +425,13 @@ def test_modes_switch_at_run_time_and_hybrid_falls_back_to_rules(models, tmp_pat
 def test_real_node_runs_the_rule_core_in_process_and_asks_the_model_where_it_is_unsure(models, tmp_path):
     """The installed entry point (real rules) on synthetic weld frames."""
     from weld_vision_ros.core.frames import RGBDFrame
-    from weld_vision_ros.core.rules import inspect
+    from weld_vision_ros.core.rules import inspect_frame
     from weld_vision_ros.simulator.renderer import default_intrinsics, render_random
     models_dir, _ = models
     rng = np.random.default_rng(11)
     intr = default_intrinsics(320, 240)
     scenes = [render_random(rng, intr) for _ in range(12)]
-    expected = [inspect(RGBDFrame(f.rgb, f.depth_m, f.intrinsics))[1] for f in scenes]
+    expected = [inspect_frame(RGBDFrame(f.rgb, f.depth_m, f.intrinsics)).verdict for f in scenes]
     # A threshold between two of the scenes' rule confidences, so both branches are taken.
     confidences = sorted(v.confidence for v in expected if v is not None)
     assert len(set(confidences)) >= 2

@@ -152,3 +152,48 @@ def test_classifier_counts_frames_without_a_seam(tmp_path):
     f = synthetic(8, -40.0, w=w, h=h)
     clf.classify(RGBDFrame(f.rgb, f.depth_m, f.intrinsics))
     assert clf.seam_not_found == 1
+
+
+def test_the_model_input_depends_on_its_contract_only_and_takes_over_the_rules_seam_when_found_alike():
+    """Live re-tuning of measure.* changes where the rules find the seam, never the model's
+    strip: the strip uses the seam finder its preset (its ONNX contract) records, and the
+    rule stage's location is reused only when it was found with exactly those settings."""
+    from weld_vision_ros.core.measure import MeasureConfig
+    from weld_vision_ros.core.preprocess import LEGACY_SEAM_FINDER, reuses_seam
+    from weld_vision_ros.core.rules import RuleConfig, inspect_frame
+    f = synthetic(21, 17.0, 'porosity')
+    frame = RGBDFrame(f.rgb, f.depth_m, f.intrinsics)
+    alone, info = preprocess_with_info(frame.rgb, frame.depth_m, SEAM, frame.intrinsics)
+    assert info.seam_found
+
+    default_seam = inspect_frame(frame, RuleConfig()).geometry.location
+    assert reuses_seam(SEAM, default_seam)
+    shared, _ = preprocess_with_info(frame.rgb, frame.depth_m, SEAM, frame.intrinsics, default_seam)
+    assert np.array_equal(shared, alone), 'the strip cut from the rules\' seam differs from the strip alone'
+
+    retuned_cfg = MeasureConfig(plane_inlier_mm=0.9, lowres_width_px=320)   # a finer plate fit
+    retuned_seam = inspect_frame(frame, RuleConfig(measure=retuned_cfg)).geometry.location
+    assert not reuses_seam(SEAM, retuned_seam)
+    assert not np.array_equal(retuned_seam.origin_m, default_seam.origin_m), 'the re-tuning moved nothing'
+    given, _ = preprocess_with_info(frame.rgb, frame.depth_m, SEAM, frame.intrinsics, retuned_seam)
+    assert np.array_equal(given, alone), 'a re-tuned rule stage changed the model input'
+
+    # A model whose contract records other settings gets its strip from those, both ways.
+    other = replace(SEAM, seam_finder=tuple((n, getattr(retuned_cfg, n)) for n, _ in LEGACY_SEAM_FINDER))
+    assert reuses_seam(other, retuned_seam)
+    own, _ = preprocess_with_info(frame.rgb, frame.depth_m, other, frame.intrinsics)
+    reused, _ = preprocess_with_info(frame.rgb, frame.depth_m, other, frame.intrinsics, retuned_seam)
+    assert np.array_equal(own, reused) and not np.array_equal(own, alone)
+
+
+def test_the_seam_finder_travels_in_the_preset_and_old_presets_get_the_legacy_one():
+    from weld_vision_ros.core.preprocess import LEGACY_SEAM_FINDER
+    d = SEAM.to_dict()
+    assert d['seam_finder'] == dict(LEGACY_SEAM_FINDER)
+    assert PreprocessPreset.from_dict(json.loads(json.dumps(d))) == SEAM
+    old = {k: v for k, v in d.items() if k != 'seam_finder'}
+    assert PreprocessPreset.from_dict(old).seam_finder == LEGACY_SEAM_FINDER
+    with pytest.raises(PreprocessError, match='seam_finder lacks'):
+        PreprocessPreset.from_dict({**d, 'seam_finder': {'plane_inlier_mm': 0.6}})
+    with pytest.raises(PreprocessError, match='seam_finder'):
+        replace(SEAM, seam_finder=(('plane_inlier_mm', 0.6),))

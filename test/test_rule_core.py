@@ -18,7 +18,7 @@ from weld_vision_ros.core.debug_view import draw_inspection
 from weld_vision_ros.core.frames import FrameError, RGBDFrame
 from weld_vision_ros.core.measure import MeasureConfig, MeasureConfigError, fit_plate, measure_bead
 from weld_vision_ros.core.rules import (RuleConfig, RuleConfigError, class_probabilities, groove_depth_mm,
-                                        inspect, inspect_frame)
+                                        inspect_frame)
 from weld_vision_ros.core.spec import WeldSpec, WeldSpecError, evaluate_spec
 from weld_vision_ros.simulator.renderer import (Crack, GapSegment, Pit, UndercutSegment, default_intrinsics,
                                             render, sample_scene)
@@ -90,8 +90,8 @@ def test_analytic_ridge_is_measured_in_millimetres(width_mm, height_mm, exponent
 
 
 def test_measurement_does_not_depend_on_resolution() -> None:
-    low = inspect(ridge_frame(intr=default_intrinsics(640, 480)))[0]
-    high = inspect(ridge_frame(intr=default_intrinsics(1280, 720)))[0]
+    low = inspect_frame(ridge_frame(intr=default_intrinsics(640, 480))).measurement
+    high = inspect_frame(ridge_frame(intr=default_intrinsics(1280, 720))).measurement
     assert high.width_mm == pytest.approx(low.width_mm, abs=0.15)
     assert high.height_mm == pytest.approx(low.height_mm, abs=0.06)
     assert high.seam_length_mm == pytest.approx(low.seam_length_mm, rel=0.05)
@@ -112,7 +112,8 @@ def synthetic(seed: int, defect_class: str, noise_scale: float = 1.0, intr: Intr
 def test_good_welds_are_measured_against_ground_truth(seed: int) -> None:
     frame, truth_frame = synthetic(seed, 'good')
     truth = truth_frame.truth
-    bead, verdict = inspect(frame)
+    result = inspect_frame(frame)
+    bead, verdict = result.measurement, result.verdict
     assert bead.valid, bead.reason
     assert bead.width_mm == pytest.approx(truth.width_mm, abs=0.25)
     assert bead.height_mm == pytest.approx(truth.height_mm, abs=0.12)
@@ -150,7 +151,8 @@ CLEAR = {
 @pytest.mark.parametrize('seed', [51, 52])
 def test_each_defect_class_is_found_and_located_on_clear_examples(defect_class: str, seed: int) -> None:
     frame, truth_frame = synthetic(seed, defect_class, noise_scale=0.5, **CLEAR[defect_class])
-    bead, verdict = inspect(frame)
+    result = inspect_frame(frame)
+    bead, verdict = result.measurement, result.verdict
     assert bead.valid, bead.reason
     assert verdict.defect_class == defect_class, verdict.probabilities
     assert verdict.confidence > 0.7
@@ -191,7 +193,8 @@ def test_groove_depth_undoes_the_pixel_blur(width_mm: float, depth_mm: float, pi
 def test_a_bare_plate_has_no_bead_and_no_verdict() -> None:
     frame, f = synthetic(61, 'good')
     plate = np.where(np.isfinite(f.depth_m), np.float32(f.truth.plate_distance_m), np.float32(np.nan))
-    bead, verdict = inspect(RGBDFrame(f.rgb, plate.astype(np.float32), f.intrinsics))
+    result = inspect_frame(RGBDFrame(f.rgb, plate.astype(np.float32), f.intrinsics))
+    bead, verdict = result.measurement, result.verdict
     assert not bead.valid and bead.reason.startswith('no bead in view')
     assert verdict is None
 
@@ -199,10 +202,12 @@ def test_a_bare_plate_has_no_bead_and_no_verdict() -> None:
 def test_unusable_depth_gives_a_reason_not_an_exception() -> None:
     frame, f = synthetic(62, 'good')
     empty = np.full(f.depth_m.shape, np.nan, np.float32)
-    bead, verdict = inspect(RGBDFrame(f.rgb, empty, f.intrinsics))
+    result = inspect_frame(RGBDFrame(f.rgb, empty, f.intrinsics))
+    bead, verdict = result.measurement, result.verdict
     assert not bead.valid and 'valid' in bead.reason and verdict is None
     noise = np.random.default_rng(0).uniform(0.1, 2.0, f.depth_m.shape).astype(np.float32)
-    bead, verdict = inspect(RGBDFrame(f.rgb, noise, f.intrinsics))
+    result = inspect_frame(RGBDFrame(f.rgb, noise, f.intrinsics))
+    bead, verdict = result.measurement, result.verdict
     assert not bead.valid and verdict is None
 
 
@@ -238,9 +243,11 @@ def test_spec_scores_distance_from_target_in_tolerance_units() -> None:
 
 def test_measured_bead_is_checked_against_the_configured_spec() -> None:
     frame = ridge_frame(width_mm=8.0, height_mm=2.0)
-    ok, _ = inspect(frame, RuleConfig(spec=WeldSpec(target_width_mm=8.0, target_height_mm=2.0)))
+    result = inspect_frame(frame, RuleConfig(spec=WeldSpec(target_width_mm=8.0, target_height_mm=2.0)))
+    ok, _ = result.measurement, result.verdict
     assert ok.within_tolerance and ok.score > 90.0
-    wide, _ = inspect(frame, RuleConfig(spec=WeldSpec(target_width_mm=12.0, width_tolerance_mm=1.0)))
+    result = inspect_frame(frame, RuleConfig(spec=WeldSpec(target_width_mm=12.0, width_tolerance_mm=1.0)))
+    wide, _ = result.measurement, result.verdict
     assert not wide.within_tolerance and wide.score < 10.0
 
 

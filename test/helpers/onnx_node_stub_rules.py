@@ -14,18 +14,19 @@ from weld_vision_ros.core.classes import DEFAULT_CLASS_NAMES
 from weld_vision_ros.core.frames import RGBDFrame
 from weld_vision_ros.core.onnx_classifier import OnnxClassifier, load_classifier
 from weld_vision_ros.core.results import BeadMeasurement, Verdict
+from weld_vision_ros.core.rules import Inspection
 from weld_vision_ros.nodes.onnx_defect_node import main
 
 RULE_CLASS = 'gap'
 LOAD_DELAY_ENV = 'WELD_TEST_MODEL_LOAD_DELAY_S'
 
 
-def stub_rules(frame: RGBDFrame) -> tuple[BeadMeasurement, Verdict]:
+def stub_rules(frame: RGBDFrame) -> Inspection:
     conf = float(frame.rgb[0, 0, 0]) / 255.0
     rest = (1.0 - conf) / (len(DEFAULT_CLASS_NAMES) - 1)
     probs = tuple(conf if c == RULE_CLASS else rest for c in DEFAULT_CLASS_NAMES)
-    return (BeadMeasurement(valid=True, width_mm=4.0),
-            Verdict(RULE_CLASS, conf, DEFAULT_CLASS_NAMES, probs, 'rule'))
+    return Inspection(BeadMeasurement(valid=True, width_mm=4.0),
+                      Verdict(RULE_CLASS, conf, DEFAULT_CLASS_NAMES, probs, 'rule'), None, ())
 
 
 def slow_loader(*args, **kwargs) -> OnnxClassifier:

@@ -21,6 +21,15 @@ consumer sees that no model took part) and the reason is recorded for diagnostic
 
 The model is a reference swapped in one assignment (`swap_classifier`); `run` reads it
 once per frame, so a frame is served entirely by one model, never by a half-swapped one.
+
+One pass per frame: the rule stage's Inspection carries the seam it located; when the
+model then runs on the frame, its seam strip is cut from that location (if the rules found
+it with the model's own seam-finder settings, see core.preprocess) instead of locating
+the seam again.
+
+Timings: a Verdict's latency_ms is frame reception to verdict, which only the node knows
+(it fills it in); the cascade reports its own compute times in CascadeResult (rule_ms,
+ml_ms).
 """
 from __future__ import annotations
 
@@ -31,7 +40,9 @@ from typing import Callable, Optional, Protocol
 
 from .frames import RGBDFrame
 from .onnx_classifier import InferenceError
+from .measure import SeamLocation
 from .results import METHOD_HYBRID, METHOD_ML, METHOD_RULE, BeadMeasurement, Verdict
+from .rules import Inspection
 
 MODE_RULE, MODE_ML, MODE_HYBRID = METHOD_RULE, METHOD_ML, METHOD_HYBRID
 MODES = (MODE_RULE, MODE_ML, MODE_HYBRID)
@@ -40,7 +51,7 @@ DEFAULT_HYBRID_THRESHOLD = 0.70
 FALLBACK_NO_MODEL = 'no_model'
 FALLBACK_ML_ERROR = 'ml_error'
 
-RuleFn = Callable[[RGBDFrame], tuple[BeadMeasurement, Optional[Verdict]]]
+RuleFn = Callable[[RGBDFrame], Inspection]
 
 
 class Classifier(Protocol):
@@ -49,7 +60,7 @@ class Classifier(Protocol):
     @property
     def version(self) -> str: ...
 
-    def classify(self, frame: RGBDFrame) -> Verdict: ...
+    def classify(self, frame: RGBDFrame, seam: Optional[SeamLocation] = None) -> Verdict: ...
 
 
 @dataclass(frozen=True)
@@ -75,6 +86,8 @@ class CascadeResult:
     ml: the model's own verdict when it ran and succeeded. rule, bead: the rule core's
     outputs when the rules ran (rule is None when no bead was measured). fallback: why the
     rule result stands in for the model ('' when it does not), e.g. 'no model loaded'.
+    rule_ms, ml_ms: compute time of the rule stage and of the model (preprocessing and
+    inference) on this frame [ms], 0 for a stage that did not run.
     """
 
     final: Optional[Verdict]
@@ -83,12 +96,15 @@ class CascadeResult:
     bead: Optional[BeadMeasurement] = None
     ml_invoked: bool = False
     fallback: str = ''
+    rule_ms: float = 0.0
+    ml_ms: float = 0.0
 
 
 @dataclass
 class CascadeStats:
-    """Counts since start. by_method counts final verdicts; fallbacks counts by kind;
-    no_verdict counts frames that got no verdict at all."""
+    """Counts since start. by_method counts final verdicts; fallbacks counts frames that got
+    the rule verdict in place of the model's, by kind (FALLBACK_*); no_verdict counts frames
+    that got no verdict at all."""
 
     frames: int = 0
     ml_invocations: int = 0
@@ -113,8 +129,7 @@ def combine(rule: Optional[Verdict], ml: Verdict) -> Verdict:
     regions = () if rule is None else tuple(r for r in rule.regions if r.defect_class == ml.defect_class)
     return Verdict(defect_class=ml.defect_class, confidence=ml.confidence,
                    class_names=ml.class_names, probabilities=ml.probabilities,
-                   method=METHOD_HYBRID, model_version=ml.model_version,
-                   latency_ms=(rule.latency_ms if rule else 0.0) + ml.latency_ms, regions=regions)
+                   method=METHOD_HYBRID, model_version=ml.model_version, regions=regions)
 
 
 class HybridCascade:
@@ -155,46 +170,57 @@ class HybridCascade:
 
     def run(self, frame: RGBDFrame) -> CascadeResult:
         config, classifier = self.config, self._classifier
-        t0 = time.perf_counter()
+        timing = _Timing()
         if config.mode == MODE_RULE:
-            bead, rule = self._rule_fn(frame)
-            result = CascadeResult(final=rule, rule=rule, bead=bead)
+            rule = self._rules(frame, timing)
+            result = CascadeResult(final=rule.verdict, rule=rule.verdict, bead=rule.measurement)
         elif config.mode == MODE_ML:
-            ml, error = self._try_ml(classifier, frame)
+            ml, error = self._try_ml(classifier, frame, None, timing)
             if ml is not None:
                 result = CascadeResult(final=ml, ml=ml, ml_invoked=True)
             else:
-                bead, rule = self._rule_fn(frame)
-                result = CascadeResult(final=rule, rule=rule, bead=bead,
+                rule = self._rules(frame, timing)
+                result = CascadeResult(final=rule.verdict, rule=rule.verdict, bead=rule.measurement,
                                        ml_invoked=classifier is not None, fallback=error)
         else:
-            bead, rule = self._rule_fn(frame)
+            rule = self._rules(frame, timing)
+            verdict, bead = rule.verdict, rule.measurement
             if classifier is None:
-                result = CascadeResult(final=rule, rule=rule, bead=bead, fallback='no model loaded')
-            elif rule is not None and rule.confidence >= config.hybrid_threshold:
-                result = CascadeResult(final=replace(rule, method=METHOD_HYBRID), rule=rule, bead=bead)
+                result = CascadeResult(final=verdict, rule=verdict, bead=bead, fallback='no model loaded')
+            elif verdict is not None and verdict.confidence >= config.hybrid_threshold:
+                result = CascadeResult(final=replace(verdict, method=METHOD_HYBRID), rule=verdict, bead=bead)
             else:
-                ml, error = self._try_ml(classifier, frame)
+                seam = rule.geometry.location if rule.geometry is not None else None
+                ml, error = self._try_ml(classifier, frame, seam, timing)
                 if ml is None:
-                    result = CascadeResult(final=rule, rule=rule, bead=bead, ml_invoked=True,
+                    result = CascadeResult(final=verdict, rule=verdict, bead=bead, ml_invoked=True,
                                            fallback=error)
                 else:
-                    result = CascadeResult(final=combine(rule, ml), ml=ml, rule=rule, bead=bead,
+                    result = CascadeResult(final=combine(verdict, ml), ml=ml, rule=verdict, bead=bead,
                                            ml_invoked=True)
-        if result.final is not None:
-            result = replace(result, final=replace(result.final,
-                                                   latency_ms=(time.perf_counter() - t0) * 1000.0))
+        result = replace(result, rule_ms=timing.rule_ms, ml_ms=timing.ml_ms)
         self._count(result)
         return result
 
-    def _try_ml(self, classifier: Optional[Classifier], frame: RGBDFrame) -> tuple[Optional[Verdict], str]:
+    def _rules(self, frame: RGBDFrame, timing: '_Timing') -> Inspection:
+        t0 = time.perf_counter()
+        try:
+            return self._rule_fn(frame)
+        finally:
+            timing.rule_ms = (time.perf_counter() - t0) * 1000.0
+
+    def _try_ml(self, classifier: Optional[Classifier], frame: RGBDFrame, seam: Optional[SeamLocation],
+                timing: '_Timing') -> tuple[Optional[Verdict], str]:
         if classifier is None:
             return None, 'no model loaded'
+        t0 = time.perf_counter()
         try:
-            verdict = classifier.classify(frame)
+            verdict = classifier.classify(frame, seam=seam)
         except InferenceError as exc:
             self.last_ml_error = str(exc)
             return None, f'the model failed: {exc}'
+        finally:
+            timing.ml_ms = (time.perf_counter() - t0) * 1000.0
         self.last_ml_error = ''
         return verdict, ''
 
@@ -211,3 +237,9 @@ class HybridCascade:
             s.ml_errors += 1
         if result.fallback:
             s.fallbacks[FALLBACK_ML_ERROR if result.ml_invoked else FALLBACK_NO_MODEL] += 1
+
+
+@dataclass
+class _Timing:
+    rule_ms: float = 0.0
+    ml_ms: float = 0.0

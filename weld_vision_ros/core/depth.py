@@ -43,7 +43,3 @@ def encode_depth_16uc1(depth_m: np.ndarray, depth_scale_m: float = 0.001) -> np.
     units = np.round(np.nan_to_num(depth_m, nan=0.0) / depth_scale_m)
     return np.clip(units, 0, 65535).astype(np.uint16)
 
-
-def valid_fraction(depth_m: np.ndarray) -> float:
-    """Fraction of pixels with a depth return."""
-    return float(np.count_nonzero(np.isfinite(depth_m))) / max(depth_m.size, 1)

@@ -23,7 +23,7 @@ Only NumPy and OpenCV are used; nothing here knows about ROS.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Optional
 
@@ -284,13 +284,11 @@ class BeadGeometry:
     lowres_mask: np.ndarray
     lowres_step: int
     col_inside: np.ndarray
+    location: Optional['SeamLocation'] = None   # steps 1 and 2 as found; the ONNX stage cuts its strip from it
 
     @property
     def seam_length_mm(self) -> float:
         return self.seam_end_mm - self.seam_start_mm
-
-    def stat_values(self, values: np.ndarray) -> np.ndarray:
-        return values[self.chunk_stat]
 
 
 # --- Measurement ---------------------------------------------------------------------------
@@ -350,6 +348,17 @@ class SeamLocation:
     cell_mm: float
     bead_mask: np.ndarray
     lowres_step: int
+    finder: tuple[tuple[str, float], ...] = ()   # the settings it was found with (seam_finder_settings)
+
+
+# The MeasureConfig fields locate_seam reads: they alone decide where the seam is found.
+SEAM_FINDER_FIELDS = ('lowres_width_px', 'plane_inlier_mm', 'plane_iterations', 'min_plate_fraction',
+                      'bead_min_elevation_mm', 'bead_noise_factor', 'min_bead_area_mm2', 'min_seam_length_mm')
+
+
+def seam_finder_settings(cfg: MeasureConfig) -> tuple[tuple[str, float], ...]:
+    """The (name, value) pairs of `cfg` that locate_seam reads, in SEAM_FINDER_FIELDS order."""
+    return tuple((name, getattr(cfg, name)) for name in SEAM_FINDER_FIELDS)
 
 
 def locate_seam(depth_m: np.ndarray, intr: Intrinsics, cfg: MeasureConfig = MeasureConfig()) -> SeamLocation:
@@ -445,7 +454,7 @@ def locate_seam(depth_m: np.ndarray, intr: Intrinsics, cfg: MeasureConfig = Meas
     return SeamLocation(plate=plate, origin_m=origin_m, along=along3, across=across3, angle_deg=angle,
                         s_min_mm=float(s_pts.min()), s_max_mm=float(s_pts.max()),
                         coarse_width_mm=float(coarse_width), mm_per_px=mm_per_px, cell_mm=cell_mm,
-                        bead_mask=bead_mask, lowres_step=step)
+                        bead_mask=bead_mask, lowres_step=step, finder=seam_finder_settings(cfg))
 
 
 def measure_bead(frame: RGBDFrame, cfg: MeasureConfig = MeasureConfig(),
@@ -496,8 +505,8 @@ def measure_bead(frame: RGBDFrame, cfg: MeasureConfig = MeasureConfig(),
     seam_start = float(seam.s_of_col(vis[0]))
     seam_end = float(seam.s_of_col(vis[-1]))
 
-    return _profiles(cfg, plate, seam, elevation, gg, seam_start, seam_end, angle,
-                     mm_per_px, bead_mask, step, col_inside)
+    return replace(_profiles(cfg, plate, seam, elevation, gg, seam_start, seam_end, angle,
+                             mm_per_px, bead_mask, step, col_inside), location=loc)
 
 
 def seam_elevation_mm(depth_m: np.ndarray, plate: Plate, seam: SeamFrame,

@@ -32,16 +32,16 @@ import hashlib
 import json
 import re
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
 from .frames import RGBDFrame
 from .model_contract import ModelContract, ModelContractError
-from .preprocess import CropInfo, PreprocessError, PreprocessPreset, preprocess_with_info
+from .measure import SeamLocation
+from .preprocess import CropInfo, PreprocessError, PreprocessPreset, preprocess_with_info, reuses_seam
 from .results import METHOD_ML, Verdict
 
 PROVIDERS = {
@@ -224,6 +224,7 @@ class OnnxClassifier:
         self.info = info
         self._lock = threading.Lock()
         self._seam_not_found = 0
+        self._seam_reused = 0
         self.last_seam_problem = ''
 
     @property
@@ -239,11 +240,21 @@ class OnnxClassifier:
     def preset(self) -> PreprocessPreset:
         return self.contract.preprocess
 
-    def prepare(self, frame: RGBDFrame) -> tuple[np.ndarray, CropInfo]:
+    @property
+    def seam_reused(self) -> int:
+        """Frames classified since loading whose seam strip was cut from the seam the rule stage
+        had located (found with this model's seam finder), without locating it again."""
+        return self._seam_reused
+
+    def prepare(self, frame: RGBDFrame, seam: Optional[SeamLocation] = None) -> tuple[np.ndarray, CropInfo]:
         """The (1, C, H, W) float32 network input for a frame (the training preprocessing),
-        and how the frame was cropped."""
+        and how the frame was cropped. seam: the seam already located on this frame (the rule
+        stage's); used only when found with this model's seam finder (core.preprocess)."""
         depth = frame.depth_m if self.preset.needs_depth else None
-        x, crop = preprocess_with_info(frame.rgb, depth, self.preset, frame.intrinsics)
+        if reuses_seam(self.preset, seam):
+            with self._lock:
+                self._seam_reused += 1
+        x, crop = preprocess_with_info(frame.rgb, depth, self.preset, frame.intrinsics, seam)
         return x[None], crop
 
     def input_tensor(self, frame: RGBDFrame) -> np.ndarray:
@@ -269,11 +280,11 @@ class OnnxClassifier:
                                  f'{np.array2string(out, precision=3)}')
         return probs
 
-    def classify(self, frame: RGBDFrame) -> Verdict:
-        """The model's verdict on one frame; latency_ms covers preprocessing and inference."""
-        t0 = time.perf_counter()
+    def classify(self, frame: RGBDFrame, seam: Optional[SeamLocation] = None) -> Verdict:
+        """The model's verdict on one frame (latency_ms 0: reception to verdict is the node's to
+        fill). seam: see `prepare`."""
         try:
-            batch, crop = self.prepare(frame)
+            batch, crop = self.prepare(frame, seam)
         except PreprocessError as exc:
             raise InferenceError(f'cannot preprocess the frame for model {self.version}: {exc}') from None
         if not crop.seam_found:
@@ -285,8 +296,7 @@ class OnnxClassifier:
         return Verdict(defect_class=self.contract.class_names[best], confidence=float(probs[best]),
                        class_names=self.contract.class_names,
                        probabilities=tuple(float(p) for p in probs), method=METHOD_ML,
-                       model_version=self.version,
-                       latency_ms=(time.perf_counter() - t0) * 1000.0)
+                       model_version=self.version)
 
 
 def warmup_frames(preset: PreprocessPreset, seed: int = 0) -> list[RGBDFrame]:

@@ -20,6 +20,13 @@ Two crops (`PreprocessPreset.crop`):
   one through the image centre on a fronto-parallel plane at the median depth (relief
   above that depth), and `CropInfo.seam_found` is False with the reason, so a caller can
   count such frames; with no depth at all the strip spans the image width.
+
+The seam finder's settings are part of the preset (`seam_finder`: the MeasureConfig fields
+locate_seam reads), so they travel in the model's contract like the rest: the strip a
+model sees depends on its contract only, never on the rule node's live `measure.*` values
+nor on a later change of MeasureConfig's defaults. A caller that has already located the
+seam (the rule stage of the hybrid cascade) passes that location; it is used only when it
+was found with exactly the preset's settings, else the seam is located again with them.
 """
 from __future__ import annotations
 
@@ -31,7 +38,8 @@ import cv2
 import numpy as np
 
 from .camera import Intrinsics
-from .measure import MeasureConfig, MeasurementError, Plate, SeamFrame, locate_seam, seam_elevation_mm
+from .measure import (SEAM_FINDER_FIELDS, MeasureConfig, MeasurementError, Plate, SeamFrame, SeamLocation,
+                      locate_seam, seam_elevation_mm)
 
 CHANNELS_RGB = 'rgb'
 CHANNELS_RGBD = 'rgbd'
@@ -41,7 +49,12 @@ CROP_FRAME = 'frame'
 CROP_SEAM = 'seam'
 CROPS = (CROP_FRAME, CROP_SEAM)
 SEAM_SUPERSAMPLING = 2              # strip samples per input pixel and axis (area-averaged)
-SEAM_MEASURE = MeasureConfig()      # the rule node's seam finder, with its defaults
+# The seam finder of every model whose contract records none (all models exported before the
+# field existed were trained and served with these MeasureConfig defaults of the time).
+LEGACY_SEAM_FINDER: tuple[tuple[str, float], ...] = (
+    ('lowres_width_px', 160), ('plane_inlier_mm', 0.6), ('plane_iterations', 32),
+    ('min_plate_fraction', 0.3), ('bead_min_elevation_mm', 0.35), ('bead_noise_factor', 4.0),
+    ('min_bead_area_mm2', 60.0), ('min_seam_length_mm', 15.0))
 
 
 class PreprocessError(ValueError):
@@ -71,6 +84,7 @@ class PreprocessPreset:
     crop: str = CROP_FRAME
     strip_length_mm: float = 400.0
     strip_width_mm: float = 37.5
+    seam_finder: tuple[tuple[str, float], ...] = LEGACY_SEAM_FINDER
 
     def __post_init__(self) -> None:
         if self.channels not in (CHANNELS_RGB, CHANNELS_RGBD):
@@ -91,6 +105,17 @@ class PreprocessPreset:
         if not (self.strip_length_mm > 0 and self.strip_width_mm > 0):
             raise PreprocessError(f'strip_length_mm and strip_width_mm must be positive, got '
                                   f'{self.strip_length_mm} and {self.strip_width_mm}')
+        if tuple(name for name, _ in self.seam_finder) != SEAM_FINDER_FIELDS:
+            raise PreprocessError(f'seam_finder must set {", ".join(SEAM_FINDER_FIELDS)} in this order, '
+                                  f'got {[name for name, _ in self.seam_finder]}')
+        try:
+            self.seam_measure()
+        except ValueError as exc:
+            raise PreprocessError(f'seam_finder: {exc}') from None
+
+    def seam_measure(self) -> MeasureConfig:
+        """The MeasureConfig the seam crop locates the seam with (only seam_finder matters)."""
+        return MeasureConfig(**dict(self.seam_finder))
 
     @property
     def needs_depth(self) -> bool:
@@ -112,6 +137,7 @@ class PreprocessPreset:
     def to_dict(self) -> dict:
         d = asdict(self)
         d['mean'], d['std'] = list(self.mean), list(self.std)
+        d['seam_finder'] = dict(self.seam_finder)
         return d
 
     @classmethod
@@ -124,12 +150,23 @@ class PreprocessPreset:
                        # Models exported before the crop existed were fed whole frames.
                        crop=str(d.get('crop', CROP_FRAME)),
                        strip_length_mm=float(d.get('strip_length_mm', 400.0)),
-                       strip_width_mm=float(d.get('strip_width_mm', 37.5)))
+                       strip_width_mm=float(d.get('strip_width_mm', 37.5)),
+                       seam_finder=_seam_finder_from(d.get('seam_finder')))
         except KeyError as exc:
             raise PreprocessError(f'preprocess preset lacks {exc.args[0]!r}') from None
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
+
+
+def _seam_finder_from(d: Optional[Mapping]) -> tuple[tuple[str, float], ...]:
+    if d is None:
+        return LEGACY_SEAM_FINDER
+    kinds = {name: type(value) for name, value in LEGACY_SEAM_FINDER}
+    try:
+        return tuple((name, kinds[name](d[name])) for name in SEAM_FINDER_FIELDS)
+    except KeyError as exc:
+        raise PreprocessError(f'preprocess preset seam_finder lacks {exc.args[0]!r}') from None
 
 
 def relief_channel(depth_m: np.ndarray, depth_range_mm: float) -> np.ndarray:
@@ -189,16 +226,18 @@ def _check_inputs(rgb: np.ndarray, depth_m: Optional[np.ndarray], preset: Prepro
 
 
 def crop_frame(rgb: np.ndarray, depth_m: Optional[np.ndarray], preset: PreprocessPreset,
-               intrinsics: Optional[Intrinsics] = None) -> CroppedFrame:
+               intrinsics: Optional[Intrinsics] = None, seam: Optional[SeamLocation] = None) -> CroppedFrame:
     """The frame cropped and sampled to the input size (see the module docstring).
 
     rgb: uint8 (H, W, 3) RGB. depth_m: float32 (H, W) metres with NaN for no return;
     needed for 'rgbd' and for crop 'seam'. intrinsics: of the images; needed for 'seam'.
-    Never fails on a frame without a seam: see `CropInfo.seam_found`.
+    seam: the seam already located on this frame (crop 'seam'; used only if found with the
+    preset's seam_finder, see `reuses_seam`). Never fails on a frame without a seam: see
+    `CropInfo.seam_found`.
     """
     _check_inputs(rgb, depth_m, preset, intrinsics)
     if preset.crop == CROP_SEAM:
-        return _seam_strip(rgb, depth_m, preset, intrinsics)
+        return _seam_strip(rgb, depth_m, preset, intrinsics, seam if reuses_seam(preset, seam) else None)
     size = (preset.input_width, preset.input_height)
     small = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
     relief = None
@@ -217,10 +256,15 @@ def _fallback_plane(depth_m: np.ndarray, intr: Intrinsics, preset: PreprocessPre
     return Plate(np.array([0.0, 0.0, 1.0]), distance_m, 0.0, 1.0), '; no depth: the strip spans the image width'
 
 
+def reuses_seam(preset: PreprocessPreset, seam: Optional[SeamLocation]) -> bool:
+    """Whether a seam crop takes `seam` as it is: found with exactly the preset's seam finder."""
+    return seam is not None and preset.crop == CROP_SEAM and seam.finder == preset.seam_finder
+
+
 def _seam_strip(rgb: np.ndarray, depth_m: np.ndarray, preset: PreprocessPreset,
-                intr: Intrinsics) -> CroppedFrame:
+                intr: Intrinsics, seam: Optional[SeamLocation]) -> CroppedFrame:
     try:
-        loc = locate_seam(depth_m, intr, SEAM_MEASURE)
+        loc = seam if seam is not None else locate_seam(depth_m, intr, preset.seam_measure())
         plate, origin_mm, along, across = loc.plate, loc.origin_m * 1000.0, loc.along, loc.across
         s_centre = 0.5 * (loc.s_min_mm + loc.s_max_mm)
         found, reason, angle = True, '', loc.angle_deg
@@ -285,9 +329,10 @@ def to_tensor(rgb: np.ndarray, relief: Optional[np.ndarray], preset: PreprocessP
 
 
 def preprocess_with_info(rgb: np.ndarray, depth_m: Optional[np.ndarray], preset: PreprocessPreset,
-                         intrinsics: Optional[Intrinsics] = None) -> tuple[np.ndarray, CropInfo]:
-    """`preprocess`, and how the frame was cropped (whether a seam was found)."""
-    c = crop_frame(rgb, depth_m, preset, intrinsics)
+                         intrinsics: Optional[Intrinsics] = None,
+                         seam: Optional[SeamLocation] = None) -> tuple[np.ndarray, CropInfo]:
+    """`preprocess`, and how the frame was cropped (whether a seam was found); seam: see crop_frame."""
+    c = crop_frame(rgb, depth_m, preset, intrinsics, seam)
     return to_tensor(c.rgb, c.relief, preset), c.info
 
 

@@ -1,6 +1,6 @@
 """Rule-based defect inspection: the inspector that needs no model.
 
-`inspect(frame, config)` measures the bead (`measure.measure_bead`), runs one rule per
+`inspect_frame(frame, config)` measures the bead (`measure.measure_bead`), runs one rule per
 defect class on the seam-aligned grids the measurement produced, and returns the bead
 measurement in millimetres together with a defect verdict:
 
@@ -28,7 +28,6 @@ Everything is NumPy/OpenCV, vectorised, and free of ROS.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
@@ -524,8 +523,15 @@ def _measurement(geom: BeadGeometry, findings: list[Finding], spec: WeldSpec) ->
 
 
 def inspect_frame(frame: RGBDFrame, config: RuleConfig = RuleConfig()) -> Inspection:
-    """`inspect`, keeping the geometry and the individual findings (for debug views)."""
-    t_start = time.perf_counter()
+    """Measure the bead and classify defects on one RGB-D frame.
+
+    Returns the Inspection: the bead measurement [mm], the defect verdict (method 'rule';
+    latency_ms 0, the node fills in reception to verdict), the geometry (with the seam's
+    location, which the ONNX stage reuses) and the individual findings. When no bead can be
+    measured (no plate, no bead in view, too little depth) the measurement has valid=False
+    with the reason and the verdict is None: there is nothing to classify. Raises nothing
+    for frames that RGBDFrame accepted.
+    """
     gray = cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2GRAY)
     try:
         geom = measure_bead(frame, config.measure, gray=gray)
@@ -547,18 +553,5 @@ def inspect_frame(frame: RGBDFrame, config: RuleConfig = RuleConfig()) -> Inspec
     shown = [f for f in findings if _score(f.strength, config.evidence_sharpness) >= 0.5]
     verdict = Verdict(defect_class=winner, confidence=float(probs[best]), class_names=DEFAULT_CLASS_NAMES,
                       probabilities=probs, method=METHOD_RULE,
-                      latency_ms=1000.0 * (time.perf_counter() - t_start),
                       regions=_regions(shown, geom, frame, config.evidence_sharpness))
     return Inspection(_measurement(geom, findings, config.spec), verdict, geom, tuple(findings))
-
-
-def inspect(frame: RGBDFrame, config: RuleConfig = RuleConfig()) -> tuple[BeadMeasurement, Optional[Verdict]]:
-    """Measure the bead and classify defects on one RGB-D frame.
-
-    Returns the bead measurement [mm] and the defect verdict (method 'rule'). When no bead
-    can be measured (no plate, no bead in view, too little depth) the measurement has
-    valid=False with the reason and the verdict is None: there is nothing to classify.
-    Raises nothing for frames that RGBDFrame accepted.
-    """
-    result = inspect_frame(frame, config)
-    return result.measurement, result.verdict

@@ -12,8 +12,11 @@ Subscribes to the synchronized RGB-D input (RgbdInput) and publishes:
                      latency p50/p99, swaps accepted/refused, model version, fallback state
 
 The rule core (core.rules.inspect_frame) runs in this process with the rule node's parameters
-(measure.*, rules.*, spec.*: the same names, descriptions and ranges, so one YAML section
-can serve both nodes). This node does not republish the rule node's outputs (weld/bead,
+(measure.*, rules.*, spec.*, ros.rule_params: the same names, descriptions and ranges, read
+from the YAML's one `/**` section). One pass per frame in this node: when the model runs
+behind the rules, its seam strip is cut from the seam the rule stage located (if found with
+the model's own seam-finder settings, which its contract records; else it is located again
+with those, so live re-tuning of measure.* never changes what the model sees). This node does not republish the rule node's outputs (weld/bead,
 weld/defect/rule): run the rule node beside it for those.
 
 Model swap: setting `model_path` (and/or `model_sha256`, `providers`, `intra_op_threads`)
@@ -37,8 +40,8 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from std_msgs.msg import String
 
-from weld_vision_ros.core.cascade import (DEFAULT_HYBRID_THRESHOLD, MODE_HYBRID, MODES,
-                                          CascadeConfig, HybridCascade, RuleFn)
+from weld_vision_ros.core.cascade import (DEFAULT_HYBRID_THRESHOLD, FALLBACK_ML_ERROR, FALLBACK_NO_MODEL,
+                                          MODE_HYBRID, MODES, CascadeConfig, HybridCascade, RuleFn)
 from weld_vision_ros.core.frames import RGBDFrame
 from weld_vision_ros.core.onnx_classifier import (PROVIDERS, ModelValidationError, OnnxClassifier,
                                                   RuntimeOptions, load_classifier, normalize_sha256)
@@ -123,10 +126,7 @@ def _declare_rule_core(node: Node) -> tuple[LiveParameters, RuleFn]:
     """The rule core with its parameters (ros.rule_params, as the rule node's) declared on `node`."""
     params = LiveParameters(node, RULE_PARAMS, rule_config)
 
-    def rule_fn(frame: RGBDFrame):
-        inspection = inspect_frame(frame, params.config)
-        return inspection.measurement, inspection.verdict
-    return params, rule_fn
+    return params, lambda frame: inspect_frame(frame, params.config)
 
 
 class OnnxDefectNode(Node):
@@ -246,7 +246,7 @@ class OnnxDefectNode(Node):
         result = self.cascade.run(frame)
         latency_ms = (time.monotonic() - received_s) * 1000.0
         if result.ml is not None:
-            self.ml_latency.add(result.ml.latency_ms)
+            self.ml_latency.add(result.ml_ms)
             self._ml_pub.publish(verdict_to_msg(replace(result.ml, latency_ms=latency_ms), header))
         if result.final is not None:
             self._final_pub.publish(verdict_to_msg(replace(result.final, latency_ms=latency_ms), header))
@@ -276,6 +276,9 @@ class OnnxDefectNode(Node):
             'ml_errors': s.ml_errors,
             # Frames the model saw through the centre strip because its seam crop found no seam.
             'ml_seam_not_found': classifier.seam_not_found if classifier else 0,
+            # Frames whose strip was cut from the rule stage's seam (found with the model's own
+            # seam-finder settings) instead of locating the seam again.
+            'ml_seam_reused': classifier.seam_reused if classifier else 0,
             'latency_p50_ms': self.latency.percentile(50),
             'latency_p99_ms': self.latency.percentile(99),
             'ml_latency_p50_ms': self.ml_latency.percentile(50),
@@ -288,10 +291,10 @@ class OnnxDefectNode(Node):
             'model_providers': ','.join(classifier.info.providers) if classifier else '',
             'rule_fallback_active': fallback,
             'rule_fallback_reason': why,
-            'frames_in': self.input.frames_in,
+            'fallback.no_model': s.fallbacks.get(FALLBACK_NO_MODEL, 0),
+            'fallback.ml_error': s.fallbacks.get(FALLBACK_ML_ERROR, 0),
+            **self.input.diagnostic_values(),
         }
-        for reason, count in sorted(self.input.all_drops().items()):
-            values[f'dropped_{reason}'] = count
         return values
 
     def _publish_diagnostics(self) -> None:

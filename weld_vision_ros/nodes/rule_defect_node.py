@@ -36,7 +36,6 @@ from weld_vision_ros.core.debug_view import draw_inspection
 from weld_vision_ros.core.rules import RuleConfig, inspect_frame
 from weld_vision_ros.core.stats import RateMeter, RollingLatency
 from weld_vision_ros.msg import BeadMeasurement, WeldDefect
-from weld_vision_ros.ros import rgbd_input
 from weld_vision_ros.ros.conversions import array_to_image, bead_to_msg, verdict_to_msg
 from weld_vision_ros.ros.diagnostics import OK, WARN, make_array, make_status
 from weld_vision_ros.ros.spin import run_node
@@ -50,12 +49,6 @@ BEAD_TOPIC = 'weld/bead'
 DEFECT_TOPIC = 'weld/defect/rule'
 DEBUG_TOPIC = 'weld/debug_image'
 DIAGNOSTICS_TOPIC = '/diagnostics'   # absolute: the ROS-wide diagnostics bus
-
-# Every drop reason RgbdInput can report, so that diagnostics always carry each key.
-DROP_REASONS = (rgbd_input.DROP_BAD_COLOR, rgbd_input.DROP_BAD_DEPTH, rgbd_input.DROP_SIZE_MISMATCH,
-                rgbd_input.DROP_NO_CAMERA_INFO, rgbd_input.DROP_BAD_CAMERA_INFO,
-                rgbd_input.DROP_INFO_MISMATCH, rgbd_input.DROP_DEPTH_INVALID,
-                rgbd_input.DROP_PROCESSING_ERROR, 'unmatched', 'stamp_backwards')
 
 NODE_PARAMS = (
     ParamSpec('publish_debug_image', False, 'Publish the annotated image on weld/debug_image '
@@ -136,20 +129,16 @@ class RuleDefectNode(Node):
         self.frames_inspected += 1
 
     def diagnostic_values(self) -> dict[str, Any]:
-        drops = self.input.all_drops()
         values: dict[str, Any] = {
             'rate_hz': self.rate.rate_hz(),
             'latency_p50_ms': self.latency.percentile(50),
             'latency_p99_ms': self.latency.percentile(99),
             'core_p50_ms': self.core_latency.percentile(50),
-            'frames_in': self.input.frames_in,
             'frames_inspected': self.frames_inspected,
             'frames_without_bead': sum(self.no_bead.values()),
-            'drops_total': sum(drops.values()),
             'camera_info': 'yes' if self.input.has_camera_info else 'no',
+            **self.input.diagnostic_values(),
         }
-        for reason in sorted(set(DROP_REASONS) | set(drops)):
-            values[f'drop.{reason}'] = drops.get(reason, 0)
         return values
 
     def _publish_diagnostics(self) -> None:

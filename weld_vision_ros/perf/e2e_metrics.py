@@ -201,6 +201,8 @@ class InputDrops:
 FRAMES_IN_KEYS = ('frames_in',)
 PROCESSED_KEYS = ('frames_inspected', 'frames')
 DROPS_TOTAL_KEYS = ('drops_total',)
+# 'drop.<reason>' is every node's key; 'dropped_<reason>' is read too, for runs of older
+# commits whose ONNX node spelled it so (a benchmark compares against them).
 DROP_PREFIXES = ('drop.', 'dropped_')
 
 

@@ -37,6 +37,12 @@ DROP_BAD_CAMERA_INFO = 'bad_camera_info'
 DROP_INFO_MISMATCH = 'camera_info_size_mismatch'
 DROP_DEPTH_INVALID = 'depth_all_invalid'
 DROP_PROCESSING_ERROR = 'processing_error'
+# Every reason a frame can be dropped for (the synchronizer's two included), so that every
+# node's diagnostics always carry each key: `drop.<reason>`, and `drops_total`.
+DROP_REASONS = (DROP_BAD_COLOR, DROP_BAD_DEPTH, DROP_SIZE_MISMATCH, DROP_NO_CAMERA_INFO,
+                DROP_BAD_CAMERA_INFO, DROP_INFO_MISMATCH, DROP_DEPTH_INVALID, DROP_PROCESSING_ERROR,
+                'unmatched', 'stamp_backwards')
+DROP_KEY_PREFIX = 'drop.'
 
 INPUT_PARAMS = (
     ParamSpec('image_reliability', 'best_effort',
@@ -117,6 +123,15 @@ class RgbdInput:
         total = Counter(self.drops)
         total.update(self._sync.drops)
         return total
+
+    def diagnostic_values(self) -> dict[str, Any]:
+        """The input's counters as every node reports them: frames_in, drops_total and
+        drop.<reason> for every reason (0 included)."""
+        drops = self.all_drops()
+        values: dict[str, Any] = {'frames_in': self.frames_in, 'drops_total': sum(drops.values())}
+        for reason in sorted(set(DROP_REASONS) | set(drops)):
+            values[DROP_KEY_PREFIX + reason] = drops.get(reason, 0)
+        return values
 
     # --- callbacks -------------------------------------------------------------------
     def _on_params(self, cfg: InputConfig, changed: frozenset) -> None:
