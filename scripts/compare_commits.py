@@ -26,12 +26,15 @@ import json
 import os
 import subprocess
 import sys
-import tarfile
 import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from weld_vision_ros.perf.trees import export_commit  # noqa: E402
+
 BASE_COMMIT = '7b1d71b'
 
 # Run inside each tree. It finds the pipeline where that version keeps it: the new layout
@@ -43,20 +46,24 @@ import numpy as np
 sys.path.insert(0, TREE)
 
 def _first(*candidates):
+    # The first candidate this very tree has (the package's extend_path could offer modules
+    # of another checkout on the path: they do not count).
     import importlib
     for module, name in candidates:
         try:
-            return getattr(importlib.import_module(module), name)
-        except (ImportError, AttributeError):
+            found = importlib.import_module(module)
+        except ImportError:
             continue
-    raise ImportError(f'none of {candidates}')
+        if found.__file__.startswith(TREE) and hasattr(found, name):
+            return getattr(found, name)
+    raise ImportError(f'none of {candidates} in {TREE}')
 
 render_random = _first(('weld_vision_ros.simulator.renderer', 'render_random'),
-                       ('weld_vision_ros.simulator.renderer', 'render_random'))
+                       ('weld_vision_ros.core.synthetic', 'render_random'))
 default_intrinsics = _first(('weld_vision_ros.simulator.renderer', 'default_intrinsics'),
-                            ('weld_vision_ros.simulator.renderer', 'default_intrinsics'))
+                            ('weld_vision_ros.core.synthetic', 'default_intrinsics'))
 Stream = _first(('weld_vision_ros.simulator.renderer', 'SyntheticWeldStream'),
-                ('weld_vision_ros.simulator.renderer', 'SyntheticWeldStream'))
+                ('weld_vision_ros.core.synthetic', 'SyntheticWeldStream'))
 from weld_vision_ros.core.frames import RGBDFrame
 from weld_vision_ros.core.classes import DEFAULT_CLASS_NAMES
 from weld_vision_ros.core.rules import RuleConfig, inspect_frame
@@ -106,6 +113,8 @@ def frames():
         f, _ = stream.next_frame()
         yield f'demo:{i}', RGBDFrame(f.rgb, f.depth_m, f.intrinsics, stamp_ns=i)
 
+import weld_vision_ros.core.rules as _rules
+print('rules from', _rules.__file__, 'renderer from', sys.modules[render_random.__module__].__file__, file=sys.stderr)
 for key, frame in frames():
     r = inspect_frame(frame, rule_config)
     c = cascade.run(frame)
@@ -117,25 +126,16 @@ for key, frame in frames():
 '''
 
 
-def export_commit(commit: str, into: Path) -> Path:
-    """The files of `commit` unpacked under `into` (no work tree of the repository touched)."""
-    archive = into / 'tree.tar'
-    with open(archive, 'wb') as fh:
-        subprocess.run(['git', '-C', str(REPO), 'archive', '--format=tar', commit], stdout=fh, check=True)
-    tree = into / 'tree'
-    tree.mkdir()
-    with tarfile.open(archive) as tar:
-        tar.extractall(tree, filter='data')
-    return tree
-
-
 def run_tree(tree: Path, bench_frames: int, demo_frames: int) -> list[dict]:
     code = f'TREE = {str(tree)!r}\nBENCH_FRAMES = {bench_frames}\nDEMO_FRAMES = {demo_frames}\n' + CHILD
     out = subprocess.run([sys.executable, '-c', code], cwd=tree, capture_output=True, text=True,
-                         env={**os.environ, 'OMP_NUM_THREADS': '1',
+                         # Only this tree on the path: the package's extend_path must not
+                         # pull in modules of another checkout (or of install/).
+                         env={**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONPATH': str(tree),
                               'PYTHONDONTWRITEBYTECODE': '1'})
     if out.returncode != 0:
         raise SystemExit(f'the pipeline failed in {tree}:\n{out.stderr[-4000:]}')
+    print(out.stderr.strip().splitlines()[-1] if out.stderr.strip() else '', file=sys.stderr)
     return [json.loads(line) for line in out.stdout.splitlines() if line.startswith('{')]
 
 
@@ -169,10 +169,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     with tempfile.TemporaryDirectory(prefix='weld-compare-') as tmp:
         old_dir, new_dir = Path(tmp) / 'old', Path(tmp) / 'new'
         old_dir.mkdir()
-        old = run_tree(export_commit(args.old, old_dir), args.bench_frames, args.demo_frames)
+        old = run_tree(export_commit(REPO, args.old, old_dir), args.bench_frames, args.demo_frames)
         if args.new:
             new_dir.mkdir()
-            new = run_tree(export_commit(args.new, new_dir), args.bench_frames, args.demo_frames)
+            new = run_tree(export_commit(REPO, args.new, new_dir), args.bench_frames, args.demo_frames)
         else:
             new = run_tree(REPO, args.bench_frames, args.demo_frames)
     expected = args.bench_frames + args.demo_frames

@@ -15,7 +15,7 @@ from test.helpers.training_toy import record_toy_bag, toy_welds
 from weld_training import cli
 from weld_training.bags import iter_bag_frames
 from weld_training.export import ExportError, ParityError, export_model
-from weld_training.train import load_checkpoint_model
+from weld_training.checkpoints import load_checkpoint_model
 from weld_vision_ros.core.model_contract import ModelContract
 from weld_vision_ros.core.preprocess import preprocess
 

@@ -12,7 +12,7 @@ import torch
 
 from test.helpers.training_toy import make_toy_dataset
 from test.rosutil import REPO
-from weld_training import cli, train
+from weld_training import checkpoints, cli
 from weld_training.dataset import manifest_sha256
 from weld_training.registry import Registry
 
@@ -142,10 +142,10 @@ def test_cancel_from_another_process_stops_training_cleanly(toy_ds, tmp_path):
     assert [e['kind'] for e in reg.events()][-2:] == ['cancel_requested', 'run_cancelled']
 
     # The checkpoint is usable: it loads, names the run, and a resume continues from it.
-    model, ckpt = train.load_checkpoint_model(run_dir / 'last.pt')
+    model, ckpt = checkpoints.load_checkpoint_model(run_dir / 'last.pt')
     assert ckpt['interrupted'] and ckpt['epoch'] == run.epoch and ckpt['run_id'] == run.run_id
     assert not model.training and (run_dir / 'best.pt').is_file()
     rc = cli.main(['train', '--dataset', str(toy_ds), '-o', str(run_dir), '--epochs', str(run.epoch + 1),
                    '--resume', str(run_dir / 'last.pt'), '--no-registry', '--set', 'train.tensorboard=false',
                    *SMALL])
-    assert rc == 0 and train.load_checkpoint(run_dir / 'last.pt')['epoch'] == run.epoch + 1
+    assert rc == 0 and checkpoints.load_checkpoint(run_dir / 'last.pt')['epoch'] == run.epoch + 1

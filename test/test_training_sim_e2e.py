@@ -11,7 +11,7 @@ import torch
 from weld_training import cli
 from weld_training.bags import iter_bag_frames
 from weld_training.dataset import load_manifest
-from weld_training.train import load_checkpoint_model
+from weld_training.checkpoints import load_checkpoint_model
 from weld_vision_ros.core.model_contract import ModelContract
 from weld_vision_ros.core.preprocess import preprocess
 from weld_vision_ros.simulator.sim_record import main as weld_sim

@@ -5,7 +5,8 @@ import torch
 import yaml
 
 from test.helpers.training_toy import make_toy_dataset, toy_train_config
-from weld_training import train
+from weld_training import checkpoints, train
+from weld_vision_ros.core.preprocess import LEGACY_SEAM_FINDER
 from weld_training.export import export_model
 
 torch.set_num_threads(2)
@@ -25,15 +26,15 @@ def test_run_is_self_describing(toy_ds, tmp_path):
     cfg = toy_train_config(toy_ds, tmp_path / 'run', epochs=2)
     summary = train.main(cfg, **QUIET)
     assert summary['epochs_run'] == 2 and not summary['interrupted'] and summary['images_per_s'] > 0
-    ckpt = train.load_checkpoint(tmp_path / 'run' / 'best.pt')
+    ckpt = checkpoints.load_checkpoint(tmp_path / 'run' / 'best.pt')
     for key in ('model', 'optimizer', 'lr_scheduler', 'epoch', 'config', 'class_names', 'preset', 'history'):
         assert key in ckpt
     assert ckpt['preset'] == {'input_height': 48, 'input_width': 48, 'channels': 'rgbd',
                               'mean': [0.485, 0.456, 0.406, 0.0], 'std': [0.229, 0.224, 0.225, 0.5],
                               'depth_range_mm': 4.0, 'crop': 'frame', 'strip_length_mm': 400.0,
-                              'strip_width_mm': 37.5}
+                              'strip_width_mm': 37.5, 'seam_finder': dict(LEGACY_SEAM_FINDER)}
     assert yaml.safe_load((tmp_path / 'run' / 'config.yaml').read_text()) == cfg
-    model, _ = train.load_checkpoint_model(tmp_path / 'run' / 'last.pt')
+    model, _ = checkpoints.load_checkpoint_model(tmp_path / 'run' / 'last.pt')
     assert not model.training
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -85,7 +86,7 @@ def test_ctrl_c_leaves_a_usable_checkpoint(toy_ds, tmp_path, monkeypatch):
     monkeypatch.setattr(train, 'train_one_epoch', interrupted)
     summary = train.main(toy_train_config(toy_ds, tmp_path / 'run', epochs=3), **QUIET)
     assert summary['interrupted'] and summary['stop_reason'] == 'interrupted (Ctrl-C)'
-    ckpt = train.load_checkpoint(tmp_path / 'run' / 'last.pt')
+    ckpt = checkpoints.load_checkpoint(tmp_path / 'run' / 'last.pt')
     assert ckpt['interrupted'] and ckpt['epoch'] == 0
     out = export_model(tmp_path / 'run' / 'best.pt', tmp_path / 'm.onnx', toy_ds, parity_samples=4, **QUIET)
     assert out['parity']['passed']
@@ -106,7 +107,7 @@ def test_early_stopping_on_the_monitored_metric(toy_ds, tmp_path, monkeypatch):
     summary = train.main(cfg, **QUIET)
     assert summary['epochs_run'] == 4 and summary['best_epoch'] == 2 and summary['best_metric'] == 0.7
     assert 'early stopping' in summary['stop_reason']
-    assert train.load_checkpoint(tmp_path / 'run' / 'best.pt')['epoch'] == 2
+    assert checkpoints.load_checkpoint(tmp_path / 'run' / 'best.pt')['epoch'] == 2
 
 
 def test_time_budget_stops_training(toy_ds, tmp_path):
@@ -146,4 +147,4 @@ def test_registry_records_progress_and_a_ctrl_c_as_interrupted(toy_ds, tmp_path,
     summary = train.main(toy_train_config(toy_ds, tmp_path / 'stopped', epochs=2, tensorboard=False), **QUIET,
                          registry=reg)
     assert summary['interrupted'] and reg.get_run(summary['run_id']).status == 'interrupted'
-    assert train.load_checkpoint(tmp_path / 'stopped' / 'last.pt')['run_id'] == summary['run_id']
+    assert checkpoints.load_checkpoint(tmp_path / 'stopped' / 'last.pt')['run_id'] == summary['run_id']

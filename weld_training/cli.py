@@ -231,7 +231,7 @@ def cmd_extract(cfg: dict, overwrite: bool) -> dict:
 
 def cmd_evaluate(checkpoint: str, dataset: Optional[str], split: Optional[str], out: Optional[str]) -> dict:
     from .evaluate import evaluate_checkpoint
-    from .train import load_checkpoint
+    from .checkpoints import load_checkpoint
 
     ckpt = load_checkpoint(checkpoint)
     dataset = dataset or ckpt['config']['data']['dataset']
@@ -252,7 +252,7 @@ def cmd_export(checkpoint: str, *, dataset: Optional[str] = None, out: Optional[
                registry: Optional[str] = None, use_registry: bool = True) -> dict:
     """Export a checkpoint and register the model version (registry: default, the run's)."""
     from .export import export_model
-    from .train import load_checkpoint
+    from .checkpoints import load_checkpoint
 
     ckpt = load_checkpoint(checkpoint)
     cfg = ckpt['config']

@@ -194,7 +194,7 @@ def evaluate_checkpoint(checkpoint: str | Path, dataset_dir: str | Path, out_dir
                         split: str = 'test', batch_size: int = 64) -> dict:
     """Evaluate a training checkpoint on one split of a dataset; write the report; return metrics."""
     from .dataset import WeldFrames
-    from .train import load_checkpoint_model
+    from .checkpoints import load_checkpoint_model
 
     model, ckpt = load_checkpoint_model(checkpoint)
     preset = ckpt['preset_obj']

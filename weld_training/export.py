@@ -21,7 +21,7 @@ from weld_vision_ros.core.model_contract import ModelContract
 
 from .dataset import WeldFrames
 from .evaluate import classification_metrics, predict_onnx, softmax
-from .train import load_checkpoint_model
+from .checkpoints import load_checkpoint_model
 
 INPUT_NAME = 'image'
 OUTPUT_NAME = 'logits'

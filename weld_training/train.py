@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from weld_vision_ros.core.preprocess import CHANNELS_RGB, CHANNELS_RGBD, CROPS, PreprocessPreset
 
 from .augment import AugmentConfig, Augmenter
+from .checkpoints import CHECKPOINT_FORMAT, load_checkpoint
 from .config import ConfigError, flat, save_config
 from .dataset import WeldFrames, load_manifest, manifest_sha256
 from .distributed import (BalancedDistributedSampler, DistEnv, any_rank, broadcast_from_main,
@@ -41,7 +42,6 @@ from .models import MODEL_NAMES, build_model
 MONITORS = ('macro_f1', 'balanced_accuracy')
 SAMPLERS = ('balanced', 'shuffle')
 DEVICES = ('auto', 'cpu', 'cuda')
-CHECKPOINT_FORMAT = 'weld_training.checkpoint/1'
 
 
 def check_config(cfg: dict) -> None:
@@ -296,27 +296,6 @@ def save_checkpoint(path: Path, **state) -> None:
     tmp = path.with_suffix('.tmp')
     torch.save(state, tmp)
     tmp.replace(path)
-
-
-def load_checkpoint(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f'checkpoint {path} does not exist')
-    ckpt = torch.load(path, map_location='cpu', weights_only=False)
-    if not isinstance(ckpt, dict) or ckpt.get('format') != CHECKPOINT_FORMAT:
-        raise ValueError(f'{path} is not a weld_training checkpoint (format {CHECKPOINT_FORMAT})')
-    ckpt['preset_obj'] = PreprocessPreset.from_dict(ckpt['preset'])
-    return ckpt
-
-
-def load_checkpoint_model(path: str | Path) -> tuple[nn.Module, dict]:
-    """The model of a checkpoint, in eval mode on the CPU, and the checkpoint."""
-    ckpt = load_checkpoint(path)
-    m = ckpt['config']['model']
-    model = build_model(m['name'], len(ckpt['class_names']), ckpt['preset_obj'].num_channels, cbam=m['cbam'])
-    model.load_state_dict(ckpt['model'])
-    model.eval()
-    return model, ckpt
 
 
 class RunTracker:

@@ -52,7 +52,7 @@ from weld_vision_ros.ros.conversions import verdict_to_msg
 from weld_vision_ros.ros.diagnostics import OK, WARN, make_array, make_status
 from weld_vision_ros.ros.executor import SteadyExecutor
 from weld_vision_ros.ros.spin import run_node
-from weld_vision_ros.ros.params import LiveParameters, ParamSpec
+from weld_vision_ros.ros.params import DIAGNOSTICS_PERIOD, OPENCV_THREADS, LiveParameters, ParamSpec
 from weld_vision_ros.ros.qos import latched_qos, results_qos
 from weld_vision_ros.ros.rgbd_input import RgbdInput
 from weld_vision_ros.ros.rule_params import RULE_PARAMS, rule_config
@@ -89,11 +89,7 @@ PARAMS = (
     ParamSpec('intra_op_threads', 1,
               'Threads one inference may use (0: ONNX Runtime default, all cores); changing it '
               'reloads the model', unit='threads', min_value=0, max_value=64),
-    ParamSpec('diagnostics_period_s', 1.0, 'Period of the /diagnostics status', unit='s',
-              min_value=0.1, max_value=60.0, read_only=True),
-    ParamSpec('opencv_threads', 1, 'OpenCV worker threads of the node process (1 keeps the '
-              'latency steady beside other nodes), fixed at start', unit='threads',
-              min_value=1, max_value=64, read_only=True),
+    DIAGNOSTICS_PERIOD, OPENCV_THREADS,
 )
 
 
@@ -129,12 +125,18 @@ def _declare_rule_core(node: Node) -> tuple[LiveParameters, RuleFn]:
     return params, lambda frame: inspect_frame(frame, params.config)
 
 
+@dataclass(frozen=True)
+class _ModelChange:
+    """A set's validated model (None: the set unloads the model)."""
+
+    classifier: Optional[OnnxClassifier]
+
+
 class OnnxDefectNode(Node):
     def __init__(self, *, rule_fn: Optional[RuleFn] = None,
                  loader: Callable[..., OnnxClassifier] = load_classifier, **kwargs) -> None:
         super().__init__('onnx_defect_node', **kwargs)
         self._loader = loader
-        self._pending: Optional[tuple[OnnxNodeConfig, Optional[OnnxClassifier]]] = None
         self.swaps_accepted = 0
         self.swaps_refused = 0
         self.last_refusal = ''
@@ -142,7 +144,7 @@ class OnnxDefectNode(Node):
         # Declared first: on a set, rclpy calls the newest callback first, so this one (which
         # may load a model) runs after the cheaper checks of the input and rule parameters.
         self.params = LiveParameters(self, PARAMS, OnnxNodeConfig.from_values,
-                                     on_change=self._on_params, check=self._check_params)
+                                     on_change=self._on_params, prepare=self._load_named_model)
         cfg = self.params.config
         cv2.setNumThreads(cfg.opencv_threads)
         self.rule_params: Optional[LiveParameters] = None
@@ -196,11 +198,11 @@ class OnnxDefectNode(Node):
                    f'{",".join(classifier.info.providers)})' if classifier else 'no model')
         self.get_logger().info(f'ready: {cfg.cascade.mode} mode, serving {serving}')
 
-    def _check_params(self, cfg: OnnxNodeConfig, changed: frozenset) -> None:
-        """Runs before a set is accepted: load and validate the model it names."""
-        self._pending = None
+    def _load_named_model(self, cfg: OnnxNodeConfig, changed: frozenset) -> Optional[_ModelChange]:
+        """Runs before a set is accepted: load and validate the model it names (None: the set
+        changes no model parameter); a refusal refuses the set."""
         if not changed & MODEL_PARAMS:
-            return
+            return None
         t0 = time.monotonic()
         try:
             classifier = self._load(cfg)
@@ -211,18 +213,18 @@ class OnnxDefectNode(Node):
             self.last_refusal = f'{cfg.model_path!r}: {exc}'
             self.get_logger().warning(f'model refused ({keeps}): {self.last_refusal}')
             raise ModelValidationError(f'model refused, {keeps}: {exc}') from None
-        self._pending = (cfg, classifier)
         if classifier is not None:
             self.get_logger().info(f'model {classifier.version} validated in '
                                    f'{(time.monotonic() - t0) * 1000:.0f} ms')
+        return _ModelChange(classifier)
 
-    def _on_params(self, cfg: OnnxNodeConfig, changed: frozenset) -> None:
-        """Runs after a set was accepted: apply the new mode/threshold, swap the model."""
+    def _on_params(self, cfg: OnnxNodeConfig, changed: frozenset, model: Optional[_ModelChange]) -> None:
+        """Runs after a set was accepted: apply the new mode/threshold, swap in the model
+        `_load_named_model` validated for this very set."""
         self.cascade.config = cfg.cascade
-        pending, self._pending = self._pending, None
-        if pending is None or pending[0] is not cfg:
+        if model is None:
             return
-        classifier = pending[1]
+        classifier = model.classifier
         old = self.cascade.swap_classifier(classifier)  # one assignment: between two frames
         if old is None and classifier is None:
             return

@@ -39,7 +39,7 @@ from weld_vision_ros.msg import BeadMeasurement, WeldDefect
 from weld_vision_ros.ros.conversions import array_to_image, bead_to_msg, verdict_to_msg
 from weld_vision_ros.ros.diagnostics import OK, WARN, make_array, make_status
 from weld_vision_ros.ros.spin import run_node
-from weld_vision_ros.ros.params import LiveParameters, ParamSpec
+from weld_vision_ros.ros.params import DIAGNOSTICS_PERIOD, OPENCV_THREADS, LiveParameters, ParamSpec
 from weld_vision_ros.ros.qos import results_qos
 from weld_vision_ros.ros.rgbd_input import RgbdInput
 from weld_vision_ros.ros.rule_params import RULE_PARAMS, rule_config
@@ -53,11 +53,7 @@ DIAGNOSTICS_TOPIC = '/diagnostics'   # absolute: the ROS-wide diagnostics bus
 NODE_PARAMS = (
     ParamSpec('publish_debug_image', False, 'Publish the annotated image on weld/debug_image '
               '(costs a few ms per frame)'),
-    ParamSpec('diagnostics_period_s', 1.0, 'Period of the /diagnostics status', unit='s',
-              min_value=0.1, max_value=60.0, read_only=True),
-    ParamSpec('opencv_threads', 1, 'OpenCV worker threads of the node process (1 keeps the '
-              'latency steady beside other nodes), fixed at start', unit='threads',
-              min_value=1, max_value=64, read_only=True),
+    DIAGNOSTICS_PERIOD, OPENCV_THREADS,
 )
 
 

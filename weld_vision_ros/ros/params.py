@@ -74,26 +74,36 @@ class ParamSpec:
         return None
 
 
+# Two switches every inference node has, declared alike everywhere.
+DIAGNOSTICS_PERIOD = ParamSpec('diagnostics_period_s', 1.0, 'Period of the /diagnostics status', unit='s',
+                               min_value=0.1, max_value=60.0, read_only=True)
+OPENCV_THREADS = ParamSpec('opencv_threads', 1, 'OpenCV worker threads of the node process (1 keeps the '
+                           'latency steady beside other nodes), fixed at start', unit='threads',
+                           min_value=1, max_value=64, read_only=True)
+
+
 class LiveParameters(Generic[C]):
     """Parameters of one node (or one part of it) and the frozen config built from them.
 
     build: values by name -> config; raises ValueError for combinations that do not make
-    sense (its message becomes the refusal reason). check(config, changed_names), when
-    given, runs on a proposed config before it is accepted, for checks that need work
-    (e.g. loading and validating the model a set names); a ValueError it raises refuses
-    the set with its message. on_change(config, changed_names) runs after a set was
-    accepted. Parameters not in `specs` are left to other callbacks.
+    sense (its message becomes the refusal reason). prepare(config, changed_names), when
+    given, runs on a proposed config before it is accepted, for work a set needs first
+    (e.g. loading and validating the model it names): a ValueError it raises refuses the
+    set with its message; what it returns is handed to on_change. on_change runs after a
+    set was accepted: on_change(config, changed_names), or with `prepare`
+    on_change(config, changed_names, prepared). Parameters not in `specs` are left to
+    other callbacks.
     """
 
     def __init__(self, node: Node, specs: Sequence[ParamSpec],
                  build: Callable[[Mapping[str, Any]], C],
-                 on_change: Optional[Callable[[C, frozenset], None]] = None,
-                 check: Optional[Callable[[C, frozenset], None]] = None) -> None:
+                 on_change: Optional[Callable[..., None]] = None,
+                 prepare: Optional[Callable[[C, frozenset], Any]] = None) -> None:
         self._node = node
         self._specs = {s.name: s for s in specs}
         self._build = build
         self._on_change = on_change
-        self._check = check
+        self._prepare = prepare
         self._values: dict[str, Any] = {}
         for spec in specs:
             value = node.declare_parameter(spec.name, spec.default, spec.descriptor()).value
@@ -127,13 +137,15 @@ class LiveParameters(Generic[C]):
             return SetParametersResult(successful=True)
         try:
             config = self._build(proposed)
-            if self._check is not None:
-                self._check(config, frozenset(changed))
+            prepared = self._prepare(config, frozenset(changed)) if self._prepare is not None else None
         except (ValueError, TypeError) as exc:
             return SetParametersResult(successful=False, reason=str(exc))
         self._values, self.config = proposed, config
         if self._on_change is not None:
-            self._on_change(config, frozenset(changed))
+            if self._prepare is not None:
+                self._on_change(config, frozenset(changed), prepared)
+            else:
+                self._on_change(config, frozenset(changed))
         return SetParametersResult(successful=True)
 
 
