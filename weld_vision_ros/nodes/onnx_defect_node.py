@@ -16,8 +16,9 @@ The rule core (core.rules.inspect_frame) runs in this process with the rule node
 from the YAML's one `/**` section). One pass per frame in this node: when the model runs
 behind the rules, its seam strip is cut from the seam the rule stage located (if found with
 the model's own seam-finder settings, which its contract records; else it is located again
-with those, so live re-tuning of measure.* never changes what the model sees). This node does not republish the rule node's outputs (weld/bead,
-weld/defect/rule): run the rule node beside it for those.
+with those, so live re-tuning of measure.* never changes what the model sees). This node
+does not republish the rule node's outputs (weld/bead, weld/defect/rule): run the rule node
+beside it for those.
 
 Model swap: setting `model_path` (and/or `model_sha256`, `providers`, `intra_op_threads`)
 with any SetParameters client loads and validates the model inside the parameter
