@@ -125,13 +125,16 @@ def render(params_file: Path = PARAMS_FILE) -> str:
     finally:
         rclpy.try_shutdown()
     out = [HEADER]
-    out.append('# ' + SHARED_NOTE.replace('\n', '\n# '))
-    _section('/**', dict(sorted(shared.items())), shared_comments, out)
     for exe, values, comments in sections:
         if exe in NOTES:
             out.append('# ' + NOTES[exe].replace('\n', '\n# '))
         _section(exe, values, comments, out)
-    return '\n'.join(out)
+    # `/**` last: rcl merges `-p` arguments and launch overrides into the file's `/**` entry
+    # and applies a node's matching entries in file order, so a node section after `/**`
+    # would beat every override of that node's own parameters (test_bringup checks it).
+    out.append('# ' + SHARED_NOTE.replace('\n', '\n# '))
+    _section('/**', dict(sorted(shared.items())), shared_comments, out)
+    return '\n'.join(out).rstrip('\n') + '\n'
 
 
 if __name__ == '__main__':

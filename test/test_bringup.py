@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from weld_vision_ros.bringup import CELL_NODES, NODE_CLASSES, WILDCARD, create_nodes, load_params_file, node_params
+from weld_vision_ros.bringup import (CELL_NODES, NODE_CLASSES, WILDCARD, create_nodes, load_params_file, node_class,
+                                    node_params)
 from weld_vision_ros.ros.rule_params import RULE_PARAMS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -158,3 +159,24 @@ def test_the_params_file_is_what_the_generator_writes_from_the_declared_fields()
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout == PARAMS_FILE.read_text(), 'config/weld_cell.yaml is stale: run scripts/params_yaml.py'
+
+
+def test_command_line_overrides_beat_the_params_file_and_the_shared_section_applies():
+    # As `ros2 run ... --ros-args --params-file F -p k:=v` and a launch file's override dict
+    # (both merged by rcl into the `/**` entry) start a node: the override wins over the
+    # node's own section, and the /** rule-core values reach the node.
+    import rclpy
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, args=['--ros-args', '--params-file', str(PARAMS_FILE),
+                                  '-p', 'mode:=ml', '-p', 'spec.target_width_mm:=9.5'])
+    try:
+        node = node_class('onnx_defect_node')(context=ctx)
+        try:
+            assert node.get_parameter('mode').value == 'ml'
+            assert node.get_parameter('spec.target_width_mm').value == 9.5
+            shared = load_params_file(PARAMS_FILE)[WILDCARD]
+            assert node.get_parameter('measure.plane_inlier_mm').value == shared['measure.plane_inlier_mm']
+        finally:
+            node.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=ctx)
