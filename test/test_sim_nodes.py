@@ -53,8 +53,11 @@ class Recorder:
 
 
 def test_camera_publishes_at_the_requested_rate_with_identical_stamps(tmp_path: Path) -> None:
-    rate_hz = 8.0
-    proc = spawn_node(CAMERA, {'rate_hz': rate_hz, 'width': 320, 'height': 240, 'seed': 11,
+    # A rate and size the camera keeps up with on a busy 2-core machine (a 160x120 frame
+    # renders in a few ms, so 4 Hz needs a few % of a core): the test measures the timer and
+    # the stamps, not how fast this CPU renders.
+    rate_hz = 4.0
+    proc = spawn_node(CAMERA, {'rate_hz': rate_hz, 'width': 160, 'height': 120, 'seed': 11,
                                'frames_per_weld': 3, 'image_reliability': 'reliable'},
                       log_path=tmp_path / 'camera.log')
     try:
@@ -62,7 +65,7 @@ def test_camera_publishes_at_the_requested_rate_with_identical_stamps(tmp_path: 
             rec = Recorder(node, 'reliable')
             assert spin_until(ex, lambda: len(rec.color) >= 1, 30.0), 'no frame from the camera'
             start = len(rec.color)
-            spin_until(ex, lambda: False, 4.0)
+            spin_until(ex, lambda: False, 6.0)
             times = rec.color_times[start - 1:]
             measured_hz = (len(times) - 1) / (times[-1] - times[0])
             # Stamps are taken when a frame is made: their spacing is the camera's own rate.
@@ -80,13 +83,13 @@ def test_camera_publishes_at_the_requested_rate_with_identical_stamps(tmp_path: 
             assert {m.header.frame_id for m in rec.color + rec.depth + rec.info + rec.truth} == \
                 {'camera_color_optical_frame'}
             color = rec.color[-1]
-            assert (color.encoding, color.width, color.height, color.step) == ('rgb8', 320, 240, 960)
+            assert (color.encoding, color.width, color.height, color.step) == ('rgb8', 160, 120, 480)
             depth = rec.depth[-1]
             assert depth.encoding == '32FC1'
             depth_m = np.frombuffer(bytes(depth.data), np.float32)
             assert 0.14 < np.nanmedian(depth_m) < 0.33
             info = rec.info[-1]
-            assert info.width == 320 and info.k[0] > 0
+            assert info.width == 160 and info.k[0] > 0
 
             # A label at the first frame of each weld, with that frame's stamp; weld_id changes
             # every 3 frames.

@@ -42,7 +42,9 @@ class FocalLoss(nn.Module):
         self.register_buffer('alpha', alpha if alpha is not None else torch.empty(0))
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        log_p = F.log_softmax(logits.float(), dim=1).gather(1, target[:, None]).squeeze(1)
+        # At least float32 (float16 logits under autocast), never less precise than the logits.
+        log_p = F.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=1)
+        log_p = log_p.gather(1, target[:, None]).squeeze(1)
         loss = -((1.0 - log_p.exp()).clamp(min=0.0) ** self.gamma) * log_p
         if self.alpha.numel():
             loss = loss * self.alpha[target]

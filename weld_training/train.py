@@ -18,6 +18,7 @@ import math
 import random
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -361,19 +362,35 @@ def main(cfg: dict, log: Callable[[str], None] = print, registry=None) -> dict:
     return summary
 
 
-def _train(cfg: dict, env: DistEnv, device: torch.device, log: Callable[[str], None],
-           tracker: Optional[RunTracker]) -> dict:
+@dataclass
+class TrainingParts:
+    """What a training step needs, built as every process builds it (see build_training_parts).
+
+    model: the plain model (BatchNorm converted to global-batch statistics in a process
+    group); net: what the step calls, the model or its DistributedDataParallel wrapper.
+    """
+    preset: PreprocessPreset
+    generator: torch.Generator
+    train_loader: DataLoader
+    val_loader: DataLoader
+    class_names: list
+    counts: np.ndarray
+    model: nn.Module
+    net: nn.Module
+    criterion: nn.Module
+
+
+def build_training_parts(cfg: dict, env: DistEnv, device: torch.device) -> TrainingParts:
+    """Seeded loaders, model, BatchNorm conversion, DDP wrapper and loss of one process.
+
+    The one place `_train` and the data-parallel equivalence test build them, so the test
+    checks the code that trains."""
     t = cfg['train']
-    run_dir = Path(cfg['output_dir'])
-    if env.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(int(cfg['seed']))
     if t['threads']:
         torch.set_num_threads(int(t['threads']))
-    use_amp = bool(t['amp']) and device.type == 'cuda'
     preset = preset_from_config(cfg)
     generator = torch.Generator().manual_seed(int(cfg['seed']))
-
     train_loader, val_loader, class_names, counts = make_loaders(cfg, preset, generator, env)
     m = cfg['model']
     model = build_model(m['name'], len(class_names), preset.num_channels, cbam=m['cbam'],
@@ -382,13 +399,29 @@ def _train(cfg: dict, env: DistEnv, device: torch.device, log: Callable[[str], N
         # Statistics of the global batch, as one process would see it (distributed.py).
         model = convert_batchnorm(model, device)
     model = model.to(device)
-    net = model  # what the training step calls: the model, or its DDP wrapper
+    net = model
     if env.distributed:
         net = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == 'cuda' else None)
     criterion = build_criterion(t['loss'], counts, focal_gamma=t['focal_gamma'],
                                 weight_power=t['weight_power'],
                                 label_smoothing=t['label_smoothing']).to(device)
+    return TrainingParts(preset, generator, train_loader, val_loader, class_names, counts, model, net,
+                         criterion)
+
+
+def _train(cfg: dict, env: DistEnv, device: torch.device, log: Callable[[str], None],
+           tracker: Optional[RunTracker]) -> dict:
+    t = cfg['train']
+    m = cfg['model']
+    run_dir = Path(cfg['output_dir'])
+    if env.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    use_amp = bool(t['amp']) and device.type == 'cuda'
+    parts = build_training_parts(cfg, env, device)
+    preset, generator, train_loader, val_loader = parts.preset, parts.generator, parts.train_loader, parts.val_loader
+    class_names, counts, model, net, criterion = (parts.class_names, parts.counts, parts.model, parts.net,
+                                                  parts.criterion)
     optimizer = torch.optim.AdamW(model.parameters(), lr=t['lr'], weight_decay=t['weight_decay'])
     epochs = int(t['epochs'])
     steps = len(train_loader)
