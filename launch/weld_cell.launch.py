@@ -11,6 +11,8 @@ Every node reads its parameters from one YAML file (params_file, default
 config/weld_cell.yaml); the arguments below override single values. The inference
 nodes respawn if they die.
 """
+import os
+
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
 from launch.conditions import IfCondition
@@ -18,6 +20,7 @@ from launch.substitutions import EnvironmentVariable, LaunchConfiguration, PathJ
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
+from weld_vision_ros.core.cascade import MODES
 from weld_vision_ros.ros import codec
 
 PACKAGE = 'weld_vision_ros'
@@ -31,7 +34,7 @@ ARGUMENTS = (
     ('depth_topic', codec.DEPTH_TOPIC, 'Depth aligned to color (16UC1 mm or 32FC1 m)'),
     ('camera_info_topic', codec.CAMERA_INFO_TOPIC, 'Color camera_info topic'),
     ('model_path', '', 'ONNX model for the ONNX node; empty keeps the params file value'),
-    ('mode', 'hybrid', 'ONNX node mode: rule, ml or hybrid'),
+    ('mode', '', 'ONNX node mode: rule, ml or hybrid; empty keeps the params file value'),
     ('log_level', 'info', 'Log level of every node'),
     ('dds_profile', EnvironmentVariable('FASTDDS_DEFAULT_PROFILES_FILE', default_value=PathJoinSubstitution(
         [FindPackageShare(PACKAGE), 'config', 'fastdds_large_shm.xml'])),
@@ -43,10 +46,18 @@ ARGUMENTS = (
 def _nodes(context):
     cfg = {name: LaunchConfiguration(name).perform(context) for name, _, _ in ARGUMENTS}
     params_file = cfg['params_file']
+    # Fail at launch with one clear line instead of nodes respawning on a bad value or
+    # running on code defaults (launch_ros only warns about a missing params file).
+    if not os.path.isfile(params_file):
+        raise RuntimeError(f'params_file {params_file!r} is not a file')
+    if cfg['mode'] not in ('',) + tuple(MODES):
+        raise RuntimeError(f"mode must be one of {', '.join(MODES)} (or empty: the params file's), got {cfg['mode']!r}")
+    if cfg['use_sim_camera'].lower() not in ('true', 'false'):
+        raise RuntimeError(f"use_sim_camera must be 'true' or 'false', got {cfg['use_sim_camera']!r}")
     remaps = [(codec.COLOR_TOPIC, cfg['color_topic']), (codec.DEPTH_TOPIC, cfg['depth_topic']),
               (codec.CAMERA_INFO_TOPIC, cfg['camera_info_topic'])]
     ros_args = ['--ros-args', '--log-level', cfg['log_level']]
-    onnx_overrides = {'mode': cfg['mode']}
+    onnx_overrides = {'mode': cfg['mode']} if cfg['mode'] else {}
     if cfg['model_path']:
         onnx_overrides['model_path'] = cfg['model_path']
     env = []

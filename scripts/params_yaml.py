@@ -128,7 +128,11 @@ def render(params_file: Path = PARAMS_FILE) -> str:
     for exe, values, comments in sections:
         if exe in NOTES:
             out.append('# ' + NOTES[exe].replace('\n', '\n# '))
-        _section(exe, values, comments, out)
+        # `/**/<node>`: launch_ros passes the file to the node unchanged (`--params-file`,
+        # launch_ros/actions/node.py `_perform_substitutions`), so rcl matches the key against the
+        # node's fully qualified name; a bare `rule_defect_node:` matches only `/rule_defect_node`
+        # and `namespace:=cell_2` would drop the section. `/**/` matches any namespace.
+        _section(f'/**/{exe}', values, comments, out)
     # `/**` last: rcl merges `-p` arguments and launch overrides into the file's `/**` entry
     # and applies a node's matching entries in file order, so a node section after `/**`
     # would beat every override of that node's own parameters (test_bringup checks it).

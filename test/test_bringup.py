@@ -180,3 +180,44 @@ def test_command_line_overrides_beat_the_params_file_and_the_shared_section_appl
             node.destroy_node()
     finally:
         rclpy.try_shutdown(context=ctx)
+
+
+def test_a_namespaced_node_still_gets_its_section_of_the_params_file():
+    # launch_ros hands a params file to the node unchanged (`--params-file`, launch_ros
+    # actions/node.py `_perform_substitutions`); rcl then matches each YAML key against the
+    # node's fully qualified name. So the real rcl match is the check: `namespace:=cell_2`
+    # makes the node `/cell_2/onnx_defect_node`, which a bare `onnx_defect_node:` key misses.
+    import rclpy
+    own = load_params_file(PARAMS_FILE)['onnx_defect_node']
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, args=['--ros-args', '-r', '__ns:=/cell_2', '--params-file', str(PARAMS_FILE)])
+    try:
+        node = node_class('onnx_defect_node')(context=ctx)
+        try:
+            assert node.get_namespace() == '/cell_2'
+            assert node.get_parameter('models_dir').value == own['models_dir']
+            assert node.get_parameter('hybrid_threshold').value == own['hybrid_threshold']
+        finally:
+            node.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=ctx)
+
+
+def _launch_arguments(path: Path) -> dict[str, object]:
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], 'id', None) == 'ARGUMENTS':
+            return {elt.elts[0].value: getattr(elt.elts[1], 'value', None) for elt in node.value.elts}
+    raise AssertionError(f'{path.name} has no ARGUMENTS')
+
+
+def test_the_mode_argument_is_empty_by_default_so_the_params_file_chooses_it():
+    src = (REPO / 'launch' / 'weld_cell.launch.py').read_text()
+    assert _launch_arguments(REPO / 'launch' / 'weld_cell.launch.py')['mode'] == ''
+    assert "{'mode': cfg['mode']} if cfg['mode'] else {}" in src
+
+
+def test_the_cell_launch_file_checks_its_arguments_before_starting_nodes():
+    src = (REPO / 'launch' / 'weld_cell.launch.py').read_text()
+    for check in ("not os.path.isfile(params_file)", "cfg['mode'] not in", "cfg['use_sim_camera'].lower() not in"):
+        assert check in src, check
