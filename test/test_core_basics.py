@@ -93,3 +93,24 @@ def test_model_contract_round_trip_and_missing_keys():
     del meta['weld.class_names'], meta['weld.preprocess']
     with pytest.raises(ModelContractError, match='weld.class_names, weld.preprocess'):
         ModelContract.from_metadata(meta)
+
+
+def test_sync_recovers_from_a_frame_stamped_in_the_future():
+    """One pair stamped +1 h is a clock jump, not the new floor: later normal frames pair
+    again, the jump is counted, a merely late frame is still dropped as stamp_backwards."""
+    s = StampSynchronizer(tolerance_ns=0, queue_size=5)
+    t0, ms = 1_000_000_000_000, 1_000_000
+    assert s.add_color(t0, 'c0') is None and s.add_depth(t0, 'd0') is not None
+    hour = 3600 * 1_000_000_000
+    s.add_color(t0 + hour, 'cf')
+    assert s.add_depth(t0 + hour, 'df') is not None
+    emitted = []
+    for i in range(1, 6):
+        s.add_color(t0 + i * 33 * ms, f'c{i}')
+        pair = s.add_depth(t0 + i * 33 * ms, f'd{i}')
+        emitted.append(pair is not None)
+    assert all(emitted), emitted
+    assert s.drops['clock_jump'] == 2  # forward, then back to the camera's real time line
+    s.add_color(t0 + 2 * 33 * ms, 'late')
+    assert s.add_depth(t0 + 2 * 33 * ms, 'late') is None
+    assert s.drops['stamp_backwards'] == 1

@@ -41,7 +41,7 @@ DROP_PROCESSING_ERROR = 'processing_error'
 # node's diagnostics always carry each key: `drop.<reason>`, and `drops_total`.
 DROP_REASONS = (DROP_BAD_COLOR, DROP_BAD_DEPTH, DROP_SIZE_MISMATCH, DROP_NO_CAMERA_INFO,
                 DROP_BAD_CAMERA_INFO, DROP_INFO_MISMATCH, DROP_DEPTH_INVALID, DROP_PROCESSING_ERROR,
-                'unmatched', 'stamp_backwards')
+                'unmatched', 'stamp_backwards', 'clock_jump')
 DROP_KEY_PREFIX = 'drop.'
 
 INPUT_PARAMS = (

@@ -14,6 +14,10 @@ U = TypeVar('U')
 
 DROP_UNMATCHED = 'unmatched'
 DROP_STAMP_BACKWARDS = 'stamp_backwards'
+# Not a drop: a pair whose stamp jumped more than `clock_jump_ns` from the last one emitted
+# (either way) is taken as a camera clock jump; the pair is emitted and counted under this key.
+CLOCK_JUMP = 'clock_jump'
+DEFAULT_CLOCK_JUMP_NS = 10_000_000_000  # 10 s: far beyond any late frame, far below a jump
 
 
 @dataclass(frozen=True)
@@ -30,15 +34,25 @@ class StampSynchronizer(Generic[T, U]):
     tolerance_ns = 0 asks for identical stamps (RealSense aligned depth); a positive
     tolerance pairs the nearest frames at most that far apart. Frames that find no partner
     before `queue_size` newer ones arrive are dropped and counted as 'unmatched'; a pair
-    older than the last one emitted is dropped as 'stamp_backwards'.
+    older than the last one emitted is dropped as 'stamp_backwards' (a late frame).
+
+    Clock jump vs late frame: a pair stamped more than `clock_jump_ns` before or after the
+    last pair emitted is not a late frame but a jump of the camera's clock (a reset, a bad
+    frame from the future, a bag loop): the synchroniser restarts its time line from it,
+    emits it and counts it in `drops['clock_jump']`. So one frame stamped an hour (or
+    years) ahead costs at most the frames around it, never every later frame.
     """
 
-    def __init__(self, tolerance_ns: int = 0, queue_size: int = 5) -> None:
+    def __init__(self, tolerance_ns: int = 0, queue_size: int = 5,
+                 clock_jump_ns: int = DEFAULT_CLOCK_JUMP_NS) -> None:
         if tolerance_ns < 0:
             raise ValueError(f'tolerance_ns must be >= 0, got {tolerance_ns}')
         if queue_size < 1:
             raise ValueError(f'queue_size must be >= 1, got {queue_size}')
+        if clock_jump_ns <= 0:
+            raise ValueError(f'clock_jump_ns must be > 0, got {clock_jump_ns}')
         self.tolerance_ns = int(tolerance_ns)
+        self.clock_jump_ns = int(clock_jump_ns)
         self.queue_size = int(queue_size)
         self._queues: dict[str, deque] = {'color': deque(), 'depth': deque()}
         self._last_emitted_ns: Optional[int] = None
@@ -75,7 +89,14 @@ class StampSynchronizer(Generic[T, U]):
             self.drops[DROP_UNMATCHED] += 1
         partner_stamp, partner = partners.popleft()
         pair_stamp = stamp_ns if own == 'color' else partner_stamp
-        if self._last_emitted_ns is not None and pair_stamp < self._last_emitted_ns:
+        last = self._last_emitted_ns
+        if last is not None and abs(pair_stamp - last) > self.clock_jump_ns:
+            self.drops[CLOCK_JUMP] += 1
+            # frames still queued belong to the old time line
+            for q in self._queues.values():
+                self.drops[DROP_UNMATCHED] += len(q)
+                q.clear()
+        elif last is not None and pair_stamp < last:
             self.drops[DROP_STAMP_BACKWARDS] += 1
             return None
         self._last_emitted_ns = pair_stamp
