@@ -30,7 +30,7 @@ PARAMS_FILE = REPO / 'config' / 'weld_cell.yaml'   # the source file this script
 BUILTIN = {'use_sim_time', 'start_type_description_service'}
 
 HEADER = """\
-# Parameters of every weld_vision_ros node (node_name: ros__parameters: ...; /** for all), used by
+# Parameters of every weld_vision_ros node (/**/node_name: ros__parameters: ...; /** for all), used by
 # launch/weld_cell.launch.py, launch/record_dataset.launch.py and `weld-vision run`.
 # Every parameter each node declares is here with its value; the comments give the
 # description, unit, range and whether the value is fixed at start. Parameters without

@@ -163,7 +163,7 @@ def test_every_parameter_is_described_documented_and_valid_in_the_params_file() 
     # The defaults make a valid config, and the params file names only declared parameters.
     NodeConfig.from_values({n: s.default for n, s in declared.items()})
     cfg = yaml.safe_load((Path(__file__).resolve().parent.parent / 'config' / 'weld_cell.yaml').read_text())
-    params = {**cfg['/**']['ros__parameters'], **cfg['rule_defect_node']['ros__parameters']}
+    params = {**cfg['/**']['ros__parameters'], **cfg['/**/rule_defect_node']['ros__parameters']}
 
     def flat(d, prefix=''):
         for k, v in d.items():
