@@ -1,7 +1,7 @@
 """The example controller policy (no ROS)."""
 import pytest
 
-from weld_vision_ros.examples.controller_policy import CONTINUE, REWORK, STOP, PolicyConfig, decide
+from weld_vision_ros.examples.controller_policy import CONTINUE, RESCAN, REWORK, STOP, PolicyConfig, decide
 
 
 @pytest.mark.parametrize('cls,conf,valid,tol,score,action', [
@@ -22,3 +22,10 @@ def test_decisions(cls, conf, valid, tol, score, action):
 def test_bad_config_is_refused():
     with pytest.raises(ValueError, match='min_confidence'):
         PolicyConfig(min_confidence=1.5)
+
+
+def test_a_frame_nobody_inspected_asks_for_a_rescan_never_continue():
+    d = decide('', 0.0, False, None, None, status='not_inspected', status_reason='no_bead')
+    assert d.action == RESCAN and 'no_bead' in d.reason
+    # even a 'good' class with high confidence is not passed when the status says not inspected
+    assert decide('good', 0.99, True, True, 90.0, status='not_inspected').action == RESCAN

@@ -231,7 +231,7 @@ def test_rule_and_ml_modes():
     cascade.config = CascadeConfig('ml')
     results = [cascade.run(f) for f in frames(1, 2)]
     assert [(r.final.method, r.final.model_version) for r in results] == [('ml', 'm1')] * 2
-    assert rules.calls == 2 and model.calls == 2  # ml mode does not run the rules
+    assert rules.calls == 4 and model.calls == 2  # ml mode runs the rules first (inspectability)
     assert cascade.stats.ml_invocations == 2 and cascade.stats.ml_invocation_ratio == 0.5
     assert dict(cascade.stats.by_method) == {'rule': 2, 'ml': 2}
 
@@ -294,20 +294,45 @@ def test_no_model_or_ml_failure_falls_back_to_the_rule_verdict():
     assert r.final.method == 'rule' and r.ml_invoked and cascade.stats.fallbacks['ml_error'] == 2
 
 
-def test_a_frame_without_rule_verdict_goes_to_the_model_or_gets_none():
-    rules = StubRules({1: None})
-    cascade = HybridCascade(rules, CascadeConfig('hybrid'), StubModel('m1', cls='gap'))
+@pytest.mark.parametrize('mode', ['rule', 'ml', 'hybrid'])
+@pytest.mark.parametrize('reason,status_reason', [
+    ('no bead in view: nothing stands above the plate', 'no_bead'),
+    ('depth valid on only 1.0 % of the image', 'no_depth'),
+    ('only 12 valid depth samples: cannot fit the plate', 'no_depth'),
+    ('no plane supports enough depth samples: no plate in view', 'bad_frame'),
+])
+def test_a_frame_the_rules_cannot_inspect_is_published_as_not_inspected_never_good(
+        mode, reason, status_reason):
+    class NoBead:
+        calls = 0
+
+        def __call__(self, frame):
+            self.calls += 1
+            return Inspection(BeadMeasurement.invalid(reason), None, None, ())
+
+    model = StubModel('m1', cls='good')  # a model says 'good' to anything
+    cascade = HybridCascade(NoBead(), CascadeConfig(mode, 0.7), model)
     r = cascade.run(make_frame(1))
-    assert r.ml_invoked and r.rule is None and not r.bead.valid
-    assert (r.final.method, r.final.defect_class, r.final.model_version, r.final.regions) == \
-        ('hybrid', 'gap', 'm1', ())
-    cascade.swap_classifier(None)
+    assert not r.final.inspected and r.final.status == 'not_inspected'
+    assert r.final.defect_class != 'good' and r.final.confidence == 0.0
+    assert (r.final.status_reason, r.final.status_detail, r.final.method) == (status_reason, reason, mode)
+    assert len(r.final.probabilities) == len(r.final.class_names) and not any(r.final.probabilities)
+    assert model.calls == 0 and not r.ml_invoked and r.ml is None and not r.bead.valid
+    assert cascade.stats.not_inspected == {status_reason: 1} and cascade.stats.no_verdict == 0
+
+
+def test_ml_mode_checks_inspectability_with_the_rules_and_hands_the_model_their_seam():
+    rules, seams = StubRules({1: 0.9}), []
+
+    class Seams(StubModel):
+        def classify(self, frame, seam=None):
+            seams.append(seam)
+            return super().classify(frame, seam)
+
+    cascade = HybridCascade(rules, CascadeConfig('ml'), Seams('m1'))
     r = cascade.run(make_frame(1))
-    assert r.final is None and r.fallback == 'no model loaded'
-    cascade.config = CascadeConfig('rule')
-    assert cascade.run(make_frame(1)).final is None
-    assert cascade.stats.no_verdict == 2 and cascade.stats.frames == 3
-    assert sum(cascade.stats.by_method.values()) == 1
+    assert rules.calls == 1 and r.final.method == 'ml' and r.rule.defect_class == 'gap'
+    assert r.bead.valid and seams == [None]  # the stub's geometry carries no seam
 
 
 def test_a_frame_is_served_by_one_model_even_if_a_swap_happens_during_it():

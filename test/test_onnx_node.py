@@ -454,7 +454,7 @@ def test_real_node_runs_the_rule_core_in_process_and_asks_the_model_where_it_is_
             rig.run_for(len(scenes) / RATE_HZ + 0.3)
             rig.publishing = False
             tracked = [s for s in rig.sent if s >= since]
-            spin_until(ex, lambda: all(s in rig.final or expected[rig.sent[s]['scene']] is None
+            spin_until(ex, lambda: all(s in rig.final
                                        for s in tracked), 30.0)
             rig.run_for(1.0)
     finally:
@@ -465,8 +465,9 @@ def test_real_node_runs_the_rule_core_in_process_and_asks_the_model_where_it_is_
         phase, want = rig.sent[s]['phase'], expected[rig.sent[s]['scene']]
         got, ml = rig.final.get(s, []), rig.ml.get(s, [])
         if phase == 'rule':
-            if want is None:  # no bead measured: no verdict, as on the rule node
-                assert got == [] and ml == []
+            if want is None:  # no bead measured: published as not inspected, model not asked
+                assert len(got) == 1 and got[0].status == 'not_inspected' and ml == []
+                assert got[0].status_reason == 'no_bead' and got[0].defect_class != 'good'
             else:
                 assert len(got) == 1 and got[0].method == 'rule' and ml == []
                 assert (got[0].defect_class, got[0].model_version) == (want.defect_class, '')
@@ -474,9 +475,11 @@ def test_real_node_runs_the_rule_core_in_process_and_asks_the_model_where_it_is_
             checked['rule'] += 1
         elif phase == 'hybrid':
             assert len(got) == 1 and got[0].method == 'hybrid', node_log(tmp_path)
-            if want is not None and want.confidence >= threshold:  # rules sure: their verdict stands
+            if want is None:  # not inspectable: never sent to the model, never good
+                assert ml == [] and got[0].status == 'not_inspected' and got[0].defect_class != 'good'
+            elif want.confidence >= threshold:  # rules sure: their verdict stands
                 assert ml == [] and (got[0].defect_class, got[0].model_version) == (want.defect_class, '')
-            else:  # rules unsure (or no bead): the model decides
+            else:  # rules unsure: the model decides
                 assert len(ml) == 1 and got[0].model_version == 'weld-v1'
                 assert got[0].defect_class == ml[0].defect_class
             checked['hybrid'] += 1

@@ -9,11 +9,14 @@ Modes:
           decides the class, the confidence and the probabilities, and the rule's regions
           of that class are kept (the model classifies whole frames and localises nothing).
           The result carries method 'hybrid', and the model's version when it decided.
-          A frame on which the rules measured no bead (no rule verdict) counts as unsure.
 
-No bead, no model: like the rule node, a frame whose bead cannot be measured gets no
-verdict from the rules (a 'good' would pass an uninspected seam); when the model does not
-decide it either, `final` is None and nothing is published for that frame.
+Not inspectable, never good: a frame on which the rules cannot measure a bead (no bead in
+view, too little valid depth, an unusable image) gets a *not inspected* verdict
+(`Verdict.not_inspected`, status_reason no_bead / no_depth / bad_frame, the rules' reason
+in status_detail) in every mode, and the model is not asked: a classifier trained on welds
+answers some weld class for any image (a black frame, noise, a bare plate), and 'good'
+would pass a seam nobody inspected. In 'ml' mode the rules therefore run first on every
+frame, as the inspectability check (their seam location then feeds the model's strip).
 
 Fallback: in 'ml' and 'hybrid' mode, when no model is loaded or the model fails on a
 frame (InferenceError), the frame gets the rule verdict unchanged (method 'rule', so a
@@ -38,10 +41,12 @@ from collections import Counter
 from dataclasses import dataclass, replace
 from typing import Callable, Optional, Protocol
 
+from .classes import DEFAULT_CLASS_NAMES
 from .frames import RGBDFrame
 from .onnx_classifier import InferenceError
 from .measure import SeamLocation
-from .results import METHOD_HYBRID, METHOD_ML, METHOD_RULE, BeadMeasurement, Verdict
+from .results import (METHOD_HYBRID, METHOD_ML, METHOD_RULE, REASON_BAD_FRAME, REASON_NO_BEAD,
+                      REASON_NO_DEPTH, BeadMeasurement, Verdict)
 from .rules import Inspection
 
 MODE_RULE, MODE_ML, MODE_HYBRID = METHOD_RULE, METHOD_ML, METHOD_HYBRID
@@ -82,7 +87,7 @@ class CascadeConfig:
 class CascadeResult:
     """One frame's outcome.
 
-    final: the verdict to publish (None: nobody could classify the frame, see above).
+    final: the verdict to publish (not inspected when the rules measured no bead, see above).
     ml: the model's own verdict when it ran and succeeded. rule, bead: the rule core's
     outputs when the rules ran (rule is None when no bead was measured). fallback: why the
     rule result stands in for the model ('' when it does not), e.g. 'no model loaded'.
@@ -103,8 +108,9 @@ class CascadeResult:
 @dataclass
 class CascadeStats:
     """Counts since start. by_method counts final verdicts; fallbacks counts frames that got
-    the rule verdict in place of the model's, by kind (FALLBACK_*); no_verdict counts frames
-    that got no verdict at all."""
+    the rule verdict in place of the model's, by kind (FALLBACK_*); not_inspected counts the
+    frames published as not inspected, by reason; no_verdict counts frames that got no
+    verdict at all."""
 
     frames: int = 0
     ml_invocations: int = 0
@@ -112,8 +118,10 @@ class CascadeStats:
     no_verdict: int = 0
     by_method: Counter = None  # type: ignore[assignment]
     fallbacks: Counter = None  # type: ignore[assignment]
+    not_inspected: Counter = None  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
+        self.not_inspected = Counter() if self.not_inspected is None else self.not_inspected
         self.by_method = Counter() if self.by_method is None else self.by_method
         self.fallbacks = Counter() if self.fallbacks is None else self.fallbacks
 
@@ -130,6 +138,23 @@ def combine(rule: Optional[Verdict], ml: Verdict) -> Verdict:
     return Verdict(defect_class=ml.defect_class, confidence=ml.confidence,
                    class_names=ml.class_names, probabilities=ml.probabilities,
                    method=METHOD_HYBRID, model_version=ml.model_version, regions=regions)
+
+
+def not_inspected_reason(measurement_reason: str) -> str:
+    """The verdict vocabulary's reason for a bead the rules could not measure, from the
+    measurement's own reason (core.measure's MeasurementError texts)."""
+    text = measurement_reason.lower()
+    if text.startswith('no bead'):
+        return REASON_NO_BEAD
+    if 'valid depth samples' in text or 'depth valid on only' in text:
+        return REASON_NO_DEPTH
+    return REASON_BAD_FRAME
+
+
+def not_inspected_verdict(bead: BeadMeasurement, method: str) -> Verdict:
+    """The verdict published for a frame whose bead the rules could not measure."""
+    return Verdict.not_inspected(not_inspected_reason(bead.reason), bead.reason or 'no bead measured',
+                                 DEFAULT_CLASS_NAMES, method)
 
 
 class HybridCascade:
@@ -171,26 +196,26 @@ class HybridCascade:
     def run(self, frame: RGBDFrame) -> CascadeResult:
         config, classifier = self.config, self._classifier
         timing = _Timing()
-        if config.mode == MODE_RULE:
-            rule = self._rules(frame, timing)
-            result = CascadeResult(final=rule.verdict, rule=rule.verdict, bead=rule.measurement)
+        rule = self._rules(frame, timing)
+        verdict, bead = rule.verdict, rule.measurement
+        seam = rule.geometry.location if rule.geometry is not None else None
+        if verdict is None:  # not inspectable: nobody classifies it, in any mode
+            result = CascadeResult(final=not_inspected_verdict(bead, config.mode), bead=bead)
+        elif config.mode == MODE_RULE:
+            result = CascadeResult(final=verdict, rule=verdict, bead=bead)
         elif config.mode == MODE_ML:
-            ml, error = self._try_ml(classifier, frame, None, timing)
+            ml, error = self._try_ml(classifier, frame, seam, timing)
             if ml is not None:
-                result = CascadeResult(final=ml, ml=ml, ml_invoked=True)
+                result = CascadeResult(final=ml, ml=ml, rule=verdict, bead=bead, ml_invoked=True)
             else:
-                rule = self._rules(frame, timing)
-                result = CascadeResult(final=rule.verdict, rule=rule.verdict, bead=rule.measurement,
+                result = CascadeResult(final=verdict, rule=verdict, bead=bead,
                                        ml_invoked=classifier is not None, fallback=error)
         else:
-            rule = self._rules(frame, timing)
-            verdict, bead = rule.verdict, rule.measurement
             if classifier is None:
                 result = CascadeResult(final=verdict, rule=verdict, bead=bead, fallback='no model loaded')
-            elif verdict is not None and verdict.confidence >= config.hybrid_threshold:
+            elif verdict.confidence >= config.hybrid_threshold:
                 result = CascadeResult(final=replace(verdict, method=METHOD_HYBRID), rule=verdict, bead=bead)
             else:
-                seam = rule.geometry.location if rule.geometry is not None else None
                 ml, error = self._try_ml(classifier, frame, seam, timing)
                 if ml is None:
                     result = CascadeResult(final=verdict, rule=verdict, bead=bead, ml_invoked=True,
@@ -231,6 +256,8 @@ class HybridCascade:
             s.no_verdict += 1
         else:
             s.by_method[result.final.method] += 1
+            if not result.final.inspected:
+                s.not_inspected[result.final.status_reason] += 1
         if result.ml_invoked:
             s.ml_invocations += 1
         if result.ml_invoked and result.ml is None:

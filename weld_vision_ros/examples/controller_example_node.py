@@ -64,7 +64,8 @@ class ControllerExampleNode(Node):
     def _decide(self, stamp: int, defect: WeldDefect, bead) -> None:
         d = decide(defect.defect_class, defect.confidence,
                    bead.valid if bead else None, bead.within_tolerance if bead else None,
-                   bead.score if bead else None, self.params.config)
+                   bead.score if bead else None, self.params.config,
+                   status=defect.status, status_reason=defect.status_reason)
         self.decisions[d.action] += 1
         self._pub.publish(String(data=json.dumps({'stamp_ns': stamp, 'action': d.action,
                                                   'reason': d.reason})))

@@ -8,7 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-CONTINUE, REWORK, STOP = 'continue', 'rework', 'stop'
+CONTINUE, REWORK, STOP, RESCAN = 'continue', 'rework', 'stop', 'rescan'
+NOT_INSPECTED = 'not_inspected'  # WeldDefect.status of a frame nobody could inspect
 
 # Defects a repair pass can fix (re-run the torch over the seam) versus defects that
 # make the part scrap or point at a process fault that must be fixed before going on.
@@ -39,8 +40,14 @@ class Decision:
 
 def decide(defect_class: str, confidence: float, bead_valid: Optional[bool] = None,
            within_tolerance: Optional[bool] = None, score: Optional[float] = None,
-           config: PolicyConfig = PolicyConfig()) -> Decision:
-    """Decision for one frame from its verdict and (when known) its bead measurement."""
+           config: PolicyConfig = PolicyConfig(), status: str = 'inspected',
+           status_reason: str = '') -> Decision:
+    """Decision for one frame from its verdict and (when known) its bead measurement.
+
+    A frame that was not inspected (status 'not_inspected': no bead in view, no depth, an
+    unusable image) is never passed: the controller asks for a re-scan of that stretch."""
+    if status == NOT_INSPECTED:
+        return Decision(RESCAN, f'not inspected: {status_reason or "no reason given"}')
     if defect_class in STOPPING and confidence >= config.min_confidence:
         return Decision(STOP, f'{defect_class} ({confidence:.2f})')
     if defect_class != 'good':

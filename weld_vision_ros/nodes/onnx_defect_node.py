@@ -274,6 +274,9 @@ class OnnxDefectNode(Node):
             'frames_ml': s.by_method.get('ml', 0),
             'frames_hybrid': s.by_method.get('hybrid', 0),
             'frames_without_verdict': s.no_verdict,
+            # Published as not inspected (no bead / no depth / bad frame), never as a class.
+            'frames_not_inspected': sum(s.not_inspected.values()),
+            **{f'not_inspected.{r}': n for r, n in sorted(s.not_inspected.items())},
             'ml_invocations': s.ml_invocations,
             'ml_invocation_ratio': s.ml_invocation_ratio,
             'ml_errors': s.ml_errors,
