@@ -114,3 +114,9 @@ def test_sync_recovers_from_a_frame_stamped_in_the_future():
     s.add_color(t0 + 2 * 33 * ms, 'late')
     assert s.add_depth(t0 + 2 * 33 * ms, 'late') is None
     assert s.drops['stamp_backwards'] == 1
+
+
+@pytest.mark.parametrize('cx,cy', [(float('nan'), 240.0), (320.0, float('inf')), (float('-inf'), float('nan'))])
+def test_camera_info_with_a_non_finite_principal_point_is_refused(cx, cy):
+    with pytest.raises(IntrinsicsError, match='principal point'):
+        Intrinsics.from_k([600, 0, cx, 0, 600, cy, 0, 0, 1], 640, 480)

@@ -282,6 +282,25 @@ def test_bad_inputs_are_counted_by_reason_and_the_node_keeps_answering(tmp_path:
             assert spin_until(ex, lambda: last in out.defects, 10.0) and out.beads[last].valid
             backwards = [s for s in out.beads if good - 6 * 10**8 < s < good - 5 * 10**8 + 1]
             assert not backwards, 'a frame stamped before its predecessor was inspected'
+            # camera_info with a non-finite principal point: refused and counted.
+            from std_msgs.msg import Header
+            from weld_vision_ros.ros.conversions import intrinsics_to_camera_info, ns_to_stamp
+
+            def publish_nan_info(k: int) -> None:
+                header = Header(frame_id='cam_optical', stamp=ns_to_stamp(next_stamp()))
+                info = intrinsics_to_camera_info(intr, header)
+                info.k[2 + 3 * (k % 2)] = float('nan')  # cx, then cy
+                cam.info.publish(info)
+            assert until(ex, publish_nan_info, counted('bad_camera_info')), out.latest_diag()
+            # One frame stamped an hour ahead (a camera clock jump) does not blind the node:
+            # the frames after it, on the camera's normal clock, are inspected again.
+            future = last + 3600 * 10**9
+            assert until(ex, lambda k: cam.publish(rgb, depth, intr, future + k * 10**7),
+                         lambda: any(s >= future for s in out.beads)), out.latest_diag()
+            stamp[0] = last + 2 * 10**8
+            after = handshake(ex, cam, out, f, next_stamp()) - 10**8
+            assert after < future and out.beads[after].valid
+            assert spin_until(ex, counted('clock_jump', 2), 5.0), out.latest_diag()  # out and back
             diag = out.latest_diag()
             assert int(diag['drops_total']) >= 6
             assert proc.poll() is None, 'the node died on bad input'

@@ -28,6 +28,8 @@ class Intrinsics:
     def __post_init__(self) -> None:
         if not (np.isfinite(self.fx) and np.isfinite(self.fy) and self.fx > 0 and self.fy > 0):
             raise IntrinsicsError(f'focal lengths must be positive and finite, got fx={self.fx}, fy={self.fy}')
+        if not (np.isfinite(self.cx) and np.isfinite(self.cy)):
+            raise IntrinsicsError(f'principal point must be finite, got cx={self.cx}, cy={self.cy}')
         if self.width <= 0 or self.height <= 0:
             raise IntrinsicsError(f'image size must be positive, got {self.width}x{self.height}')
 
