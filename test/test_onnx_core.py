@@ -6,7 +6,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from test.helpers.onnx_models import (contract, export_graph, sha256_file, torch_logits,
+from test.helpers.onnx_models import (contract, export_graph, sha256_file, torch_logits, with_metadata,
                                       with_metadata, write_bad_models, write_model)
 from weld_vision_ros.core.camera import Intrinsics
 from weld_vision_ros.core.cascade import (CascadeConfig, HybridCascade, combine)
@@ -95,6 +95,37 @@ def test_every_kind_of_bad_model_is_refused_with_a_reason(models):
         with pytest.raises(ModelValidationError) as info:
             load_classifier(str(b.path), models_dir=str(models_dir), expected_sha256=b.sha256)
         assert b.reason_hint in str(info.value), f'{b.kind}: {info.value}'
+
+
+def test_model_limits_refuse_size_input_and_time_before_paying_for_them(models, tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from weld_vision_ros.core.onnx_classifier import ModelLimits
+    models_dir, _ = models
+    # A small graph whose contract declares a 12000x12000 input: refused before any allocation.
+    huge = models_dir / 'huge_input.onnx'
+    huge.write_bytes(with_metadata(export_graph(seed=0), contract('huge', input_size=12000).to_metadata()))
+    with pytest.raises(ModelValidationError, match='12000x12000 input'):
+        load(models_dir, 'huge_input.onnx')
+    # A file over max_model_mb is refused from its size: never read.
+    reads = []
+    real_read = Path.read_bytes
+    monkeypatch.setattr(Path, 'read_bytes', lambda self: reads.append(self) or real_read(self))
+    with pytest.raises(ModelValidationError, match='max_model_mb'):
+        load(models_dir, 'v1.onnx', limits=ModelLimits(max_file_mb=0.001))
+    assert reads == []
+    monkeypatch.undo()
+    # A model slower than max_inference_ms per frame is refused, not served.
+    with pytest.raises(ModelValidationError, match='max_inference_ms'):
+        load(models_dir, 'v1.onnx', limits=ModelLimits(max_inference_ms=1e-6))
+    # require_sha256: a load naming no sha256 is refused; with the right one it loads.
+    with pytest.raises(ModelValidationError, match='model_sha256 is required'):
+        load(models_dir, 'v1.onnx', limits=ModelLimits(require_sha256=True))
+    clf = load(models_dir, 'v1.onnx', expected_sha256=sha256_file(models_dir / 'v1.onnx'),
+               limits=ModelLimits(require_sha256=True))
+    assert clf.version == 'v1'
+    with pytest.raises(ValueError, match='max_inference_ms'):
+        ModelLimits(max_inference_ms=0)
 
 
 def test_missing_metadata_names_each_missing_key(models):

@@ -15,6 +15,14 @@ wrong and what was expected. The checks, in order:
 6. warm-up inferences on preprocessed frames return finite probabilities of the
    declared shape (and, for output_kind 'probabilities', values that sum to 1).
 
+Bounds (`ModelLimits`, checked before the work they bound): the file's size before it is
+read (a 1 GB file is refused from its size, never read whole), the declared input size
+before anything is allocated for it (a 1 KB model declaring a 12000x12000 input is refused
+at once), and the warm-up inference time per frame (the fastest of the warm-up frames, so
+one scheduler hiccup does not refuse a good model; a model too slow to keep up with the
+camera is refused rather than served). An empty expected sha256 is refused when the
+limits require one (`require_sha256`).
+
 Preprocessing is `core.preprocess.preprocess` with the preset stored in the model and
 the frame's intrinsics: the function and inputs training's evaluation uses. With a
 seam-crop preset, a frame on which no seam is found is still classified (on the centre
@@ -32,6 +40,7 @@ import hashlib
 import json
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -89,6 +98,31 @@ class RuntimeOptions:
         if not 0 <= self.intra_op_threads <= 256:
             raise ValueError(f'intra_op_threads must be in 0..256 (0 = ONNX Runtime default), '
                              f'got {self.intra_op_threads}')
+
+
+@dataclass(frozen=True)
+class ModelLimits:
+    """What a model may cost before it is refused (see the module docstring).
+
+    Defaults suit the edge board (8 Cortex-A55 cores): the project's models are 2-20 MB
+    with inputs of 0.05-0.1 MPx and run in tens of milliseconds there.
+    max_file_mb: file size [MB]. max_input_pixels: declared input height x width [px].
+    max_inference_ms: warm-up inference time per frame, fastest of the warm-up frames [ms].
+    require_sha256: refuse a load that names no expected sha256.
+    """
+
+    max_file_mb: float = 256.0
+    max_input_pixels: int = 2_000_000
+    max_inference_ms: float = 2000.0
+    require_sha256: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.max_file_mb > 0:
+            raise ValueError(f'max_file_mb must be > 0, got {self.max_file_mb}')
+        if self.max_input_pixels < 1:
+            raise ValueError(f'max_input_pixels must be >= 1, got {self.max_input_pixels}')
+        if not self.max_inference_ms > 0:
+            raise ValueError(f'max_inference_ms must be > 0, got {self.max_inference_ms}')
 
 
 @dataclass(frozen=True)
@@ -353,13 +387,17 @@ def _check_io(session: Any, contract: ModelContract) -> None:
             f'({", ".join(contract.class_names)}); expected (N, {n})')
 
 
-def _warm_up(classifier: OnnxClassifier) -> None:
+def _warm_up(classifier: OnnxClassifier, limits: ModelLimits = ModelLimits()) -> float:
+    """Warm-up inferences (see the module docstring); returns the fastest one [ms]."""
     batch = np.concatenate([classifier.input_tensor(f) for f in warmup_frames(classifier.preset)])
+    fastest = float('inf')
     for row in batch:
+        t0 = time.perf_counter()
         try:
             probs = classifier.probabilities(row[None])[0]
         except InferenceError as exc:
             raise ModelValidationError(f'warm-up inference failed: {exc}') from None
+        fastest = min(fastest, (time.perf_counter() - t0) * 1000.0)
         if classifier.contract.output_kind == 'probabilities':
             total = float(probs.sum())
             if (probs < -PROBABILITY_SUM_TOLERANCE).any() or abs(total - 1.0) > PROBABILITY_SUM_TOLERANCE:
@@ -367,6 +405,11 @@ def _warm_up(classifier: OnnxClassifier) -> None:
                     f'weld.output_kind is \'probabilities\' but the warm-up outputs '
                     f'{np.array2string(probs, precision=3)} sum to {total:.4f}, not 1; export '
                     'with output_kind \'logits\' when the graph ends without a softmax')
+    if fastest > limits.max_inference_ms:
+        raise ModelValidationError(
+            f'the model takes {fastest:.0f} ms per frame (fastest warm-up inference), more than '
+            f'max_inference_ms {limits.max_inference_ms:.0f} ms: it cannot keep up with the camera here')
+    return fastest
 
 
 def _session_options(options: RuntimeOptions):
@@ -380,13 +423,24 @@ def _session_options(options: RuntimeOptions):
 
 
 def load_classifier(model_path: str, *, models_dir: str, expected_sha256: str = '',
-                    options: RuntimeOptions = RuntimeOptions()) -> OnnxClassifier:
+                    options: RuntimeOptions = RuntimeOptions(),
+                    limits: ModelLimits = ModelLimits()) -> OnnxClassifier:
     """Load and validate a model (see the module docstring); ModelValidationError if unusable."""
     real = resolve_model_path(model_path, models_dir)
     try:
         expected = normalize_sha256(expected_sha256)
     except ValueError as exc:
         raise ModelValidationError(f'model_sha256: {exc}') from None
+    if limits.require_sha256 and not expected:
+        raise ModelValidationError(f'{str(real)!r}: model_sha256 is required on this node '
+                                   '(require_model_sha256): name the approved file\'s sha256')
+    try:
+        size = real.stat().st_size
+    except OSError as exc:
+        raise ModelValidationError(f'cannot read model file {str(real)!r}: {exc}') from None
+    if size > limits.max_file_mb * 1e6:
+        raise ModelValidationError(f'{str(real)!r} is {size / 1e6:.1f} MB, more than max_model_mb '
+                                   f'{limits.max_file_mb:g} MB: refused without reading it')
     try:
         data = real.read_bytes()
     except OSError as exc:
@@ -420,8 +474,14 @@ def load_classifier(model_path: str, *, models_dir: str, expected_sha256: str = 
         contract = ModelContract.from_metadata(session.get_modelmeta().custom_metadata_map)
     except ModelContractError as exc:
         raise ModelValidationError(str(exc)) from None
-    _check_io(session, contract)
     preset = contract.preprocess
+    pixels = preset.input_width * preset.input_height
+    if pixels > limits.max_input_pixels:
+        raise ModelValidationError(
+            f'{str(real)!r} declares a {preset.input_width}x{preset.input_height} input '
+            f'({pixels / 1e6:.2f} MPx), more than max_model_input_pixels {limits.max_input_pixels}: '
+            'refused before allocating for it')
+    _check_io(session, contract)
     info = ModelInfo(version=contract.model_version, path=str(real), sha256=digest,
                      size_bytes=len(data), class_names=contract.class_names,
                      input_width_px=preset.input_width, input_height_px=preset.input_height,
@@ -429,6 +489,6 @@ def load_classifier(model_path: str, *, models_dir: str, expected_sha256: str = 
                      providers=tuple(p for p in use if p in active), skipped_providers=tuple(skipped),
                      metrics=dict(contract.metrics))
     classifier = OnnxClassifier(session, contract, info)
-    _warm_up(classifier)
+    _warm_up(classifier, limits)
     return classifier
 

@@ -45,7 +45,7 @@ from weld_vision_ros.core.cascade import (DEFAULT_HYBRID_THRESHOLD, FALLBACK_ML_
                                           MODE_HYBRID, MODES, CascadeConfig, HybridCascade, RuleFn)
 from weld_vision_ros.core.frames import RGBDFrame
 from weld_vision_ros.core.onnx_classifier import (PROVIDERS, ModelValidationError, OnnxClassifier,
-                                                  RuntimeOptions, load_classifier, normalize_sha256)
+                                                  ModelLimits, RuntimeOptions, load_classifier, normalize_sha256)
 from weld_vision_ros.core.rules import inspect_frame
 from weld_vision_ros.core.stats import RollingLatency
 from weld_vision_ros.msg import WeldDefect
@@ -90,6 +90,20 @@ PARAMS = (
     ParamSpec('intra_op_threads', 1,
               'Threads one inference may use (0: ONNX Runtime default, all cores); changing it '
               'reloads the model', unit='threads', min_value=0, max_value=64),
+    ParamSpec('require_model_sha256', False,
+              'Refuse any model_path set without model_sha256, so that a client on the DDS domain '
+              'cannot swap in an unapproved file; fixed at start', read_only=True),
+    ParamSpec('max_model_mb', 256.0,
+              'Largest model file accepted; a larger one is refused from its size, unread; fixed '
+              'at start', unit='MB', min_value=1.0, max_value=4096.0, read_only=True),
+    ParamSpec('max_model_input_pixels', 2_000_000,
+              'Largest declared model input (height x width) accepted, checked before anything '
+              'is allocated for it; fixed at start', unit='px', min_value=1, max_value=100_000_000,
+              read_only=True),
+    ParamSpec('max_inference_ms', 2000.0,
+              'Slowest warm-up inference per frame (fastest of the warm-up frames) accepted; a '
+              'slower model is refused, not served; fixed at start', unit='ms', min_value=1.0,
+              max_value=600_000.0, read_only=True),
     DIAGNOSTICS_PERIOD, OPENCV_THREADS,
 )
 
@@ -101,6 +115,7 @@ class OnnxNodeConfig:
     models_dir: str
     cascade: CascadeConfig
     runtime: RuntimeOptions
+    limits: ModelLimits
     diagnostics_period_s: float
     opencv_threads: int
 
@@ -115,6 +130,8 @@ class OnnxNodeConfig:
                    cascade=CascadeConfig(str(v['mode']), float(v['hybrid_threshold'])),
                    runtime=RuntimeOptions(tuple(str(p).strip().lower() for p in v['providers']),
                                           int(v['intra_op_threads'])),
+                   limits=ModelLimits(float(v['max_model_mb']), int(v['max_model_input_pixels']),
+                                      float(v['max_inference_ms']), bool(v['require_model_sha256'])),
                    diagnostics_period_s=float(v['diagnostics_period_s']),
                    opencv_threads=int(v['opencv_threads']))
 
@@ -179,7 +196,8 @@ class OnnxDefectNode(Node):
             return None
         try:
             return self._loader(cfg.model_path, models_dir=cfg.models_dir,
-                                expected_sha256=cfg.model_sha256, options=cfg.runtime)
+                                expected_sha256=cfg.model_sha256, options=cfg.runtime,
+                                limits=cfg.limits)
         except ModelValidationError:
             raise
         except Exception as exc:  # noqa: BLE001 - the ROS boundary: a model must not crash the node
