@@ -110,7 +110,7 @@ def test_sync_recovers_from_a_frame_stamped_in_the_future():
         pair = s.add_depth(t0 + i * 33 * ms, f'd{i}')
         emitted.append(pair is not None)
     assert all(emitted), emitted
-    assert s.drops['clock_jump'] == 2  # forward, then back to the camera's real time line
+    assert s.events['clock_jump'] == 2 and 'clock_jump' not in s.drops  # out, then back: not drops
     s.add_color(t0 + 2 * 33 * ms, 'late')
     assert s.add_depth(t0 + 2 * 33 * ms, 'late') is None
     assert s.drops['stamp_backwards'] == 1
@@ -120,3 +120,13 @@ def test_sync_recovers_from_a_frame_stamped_in_the_future():
 def test_camera_info_with_a_non_finite_principal_point_is_refused(cx, cy):
     with pytest.raises(IntrinsicsError, match='principal point'):
         Intrinsics.from_k([600, 0, cx, 0, 600, cy, 0, 0, 1], 640, 480)
+
+
+def test_unmatched_frames_are_counted_by_the_stream_that_lost_them():
+    s = StampSynchronizer(tolerance_ns=0, queue_size=2)
+    for k in range(5):  # a dead depth stream: colour frames find no partner
+        s.add_color(k * 10**8, 'c')
+    assert s.drops['unmatched'] == 3 and s.unmatched_by_stream == {'color': 3}
+    for k in range(5, 9):  # then a dead colour stream
+        s.add_depth(k * 10**8, 'd')
+    assert s.unmatched_by_stream == {'color': 3, 'depth': 2} and s.drops['unmatched'] == 5

@@ -37,11 +37,12 @@ DROP_BAD_CAMERA_INFO = 'bad_camera_info'
 DROP_INFO_MISMATCH = 'camera_info_size_mismatch'
 DROP_DEPTH_INVALID = 'depth_all_invalid'
 DROP_PROCESSING_ERROR = 'processing_error'
+DROP_TOO_LARGE = 'image_too_large'
 # Every reason a frame can be dropped for (the synchronizer's two included), so that every
 # node's diagnostics always carry each key: `drop.<reason>`, and `drops_total`.
 DROP_REASONS = (DROP_BAD_COLOR, DROP_BAD_DEPTH, DROP_SIZE_MISMATCH, DROP_NO_CAMERA_INFO,
                 DROP_BAD_CAMERA_INFO, DROP_INFO_MISMATCH, DROP_DEPTH_INVALID, DROP_PROCESSING_ERROR,
-                'unmatched', 'stamp_backwards', 'clock_jump')
+                DROP_TOO_LARGE, 'unmatched', 'stamp_backwards')
 DROP_KEY_PREFIX = 'drop.'
 
 INPUT_PARAMS = (
@@ -61,6 +62,10 @@ INPUT_PARAMS = (
               'stamps only (aligned depth)', unit='ms', min_value=0.0, max_value=100.0),
     ParamSpec('sync_queue_size', 5, 'Frames kept per stream while waiting for a partner',
               unit='frames', min_value=1, max_value=100),
+    ParamSpec('max_image_pixels', 8_400_000,
+              'Largest colour or depth image (width x height) accepted; a larger one is dropped '
+              'before it is queued or decoded (default: 4K UHD, above every RealSense/Orbbec mode)',
+              unit='px', min_value=1, max_value=100_000_000),
 )
 
 
@@ -71,12 +76,13 @@ class InputConfig:
     sync_tolerance_ms: float
     sync_queue_size: int
     image_queue_depth: int = 5
+    max_image_pixels: int = 8_400_000
 
     @classmethod
     def from_values(cls, v: Mapping[str, Any]) -> 'InputConfig':
         return cls(str(v['image_reliability']), float(v['depth_scale_m']),
                    float(v['sync_tolerance_ms']), int(v['sync_queue_size']),
-                   int(v['image_queue_depth']))
+                   int(v['image_queue_depth']), int(v['max_image_pixels']))
 
 
 FrameHandler = Callable[[RGBDFrame, Any, float], None]
@@ -131,14 +137,20 @@ class RgbdInput:
         values: dict[str, Any] = {'frames_in': self.frames_in, 'drops_total': sum(drops.values())}
         for reason in sorted(set(DROP_REASONS) | set(drops)):
             values[DROP_KEY_PREFIX + reason] = drops.get(reason, 0)
+        # Which stream lost its unpaired frames (a dead depth stream: unmatched_color rises).
+        for stream in ('color', 'depth'):
+            values[f'unmatched_{stream}'] = self._sync.unmatched_by_stream.get(stream, 0)
+        values['clock_jumps'] = self._sync.events.get('clock_jump', 0)
         return values
 
     # --- callbacks -------------------------------------------------------------------
     def _on_params(self, cfg: InputConfig, changed: frozenset) -> None:
         if changed & {'sync_tolerance_ms', 'sync_queue_size'}:
-            old = self._sync.drops
+            old = self._sync
             self._sync = self._make_sync(cfg)
-            self._sync.drops.update(old)
+            self._sync.drops.update(old.drops)
+            self._sync.events.update(old.events)
+            self._sync.unmatched_by_stream.update(old.unmatched_by_stream)
 
     def _on_info(self, msg: CameraInfo) -> None:
         try:
@@ -147,13 +159,26 @@ class RgbdInput:
         except IntrinsicsError as exc:
             self._drop(DROP_BAD_CAMERA_INFO, f'camera_info unusable: {exc}')
 
+    def _too_large(self, msg: Image, stream: str) -> bool:
+        """Refuse an image over max_image_pixels before it is queued or decoded."""
+        limit = self.params.config.max_image_pixels
+        if int(msg.width) * int(msg.height) <= limit:
+            return False
+        self._drop(DROP_TOO_LARGE, f'{stream} image {msg.width}x{msg.height} is over max_image_pixels '
+                                   f'{limit}: not decoded')
+        return True
+
     def _on_color(self, msg: Image) -> None:
         self.frames_in += 1
+        if self._too_large(msg, 'color'):
+            return
         pair = self._sync.add_color(stamp_to_ns(msg.header.stamp), msg)
         if pair is not None:
             self._process(pair.color, pair.depth)
 
     def _on_depth(self, msg: Image) -> None:
+        if self._too_large(msg, 'depth'):
+            return
         pair = self._sync.add_depth(stamp_to_ns(msg.header.stamp), msg)
         if pair is not None:
             self._process(pair.color, pair.depth)

@@ -39,7 +39,7 @@ class StampSynchronizer(Generic[T, U]):
     Clock jump vs late frame: a pair stamped more than `clock_jump_ns` before or after the
     last pair emitted is not a late frame but a jump of the camera's clock (a reset, a bad
     frame from the future, a bag loop): the synchroniser restarts its time line from it,
-    emits it and counts it in `drops['clock_jump']`. So one frame stamped an hour (or
+    emits it and counts it in `events['clock_jump']` (not a drop). So one frame stamped an hour (or
     years) ahead costs at most the frames around it, never every later frame.
     """
 
@@ -57,6 +57,10 @@ class StampSynchronizer(Generic[T, U]):
         self._queues: dict[str, deque] = {'color': deque(), 'depth': deque()}
         self._last_emitted_ns: Optional[int] = None
         self.drops: Counter[str] = Counter()
+        # Not drops: clock jumps seen (the pair is emitted), and the unmatched drops split by
+        # the stream that lost the frame (a dead depth stream shows as unmatched color frames).
+        self.events: Counter[str] = Counter()
+        self.unmatched_by_stream: Counter[str] = Counter()
 
     def add_color(self, stamp_ns: int, item: T) -> Optional[MatchedPair[T, U]]:
         return self._add('color', 'depth', stamp_ns, item)
@@ -70,6 +74,11 @@ class StampSynchronizer(Generic[T, U]):
             q.clear()
         self._last_emitted_ns = None
 
+    def _unmatched(self, stream: str, n: int = 1) -> None:
+        if n:
+            self.drops[DROP_UNMATCHED] += n
+            self.unmatched_by_stream[stream] += n
+
     def _add(self, own: str, other: str, stamp_ns: int, item: Any) -> Optional[MatchedPair]:
         partners = self._queues[other]
         best_i, best_dt = -1, None
@@ -82,19 +91,19 @@ class StampSynchronizer(Generic[T, U]):
             q.append((stamp_ns, item))
             while len(q) > self.queue_size:
                 q.popleft()
-                self.drops[DROP_UNMATCHED] += 1
+                self._unmatched(own)
             return None
         for _ in range(best_i):  # partners older than the match will never pair now
             partners.popleft()
-            self.drops[DROP_UNMATCHED] += 1
+            self._unmatched(other)
         partner_stamp, partner = partners.popleft()
         pair_stamp = stamp_ns if own == 'color' else partner_stamp
         last = self._last_emitted_ns
         if last is not None and abs(pair_stamp - last) > self.clock_jump_ns:
-            self.drops[CLOCK_JUMP] += 1
+            self.events[CLOCK_JUMP] += 1
             # frames still queued belong to the old time line
-            for q in self._queues.values():
-                self.drops[DROP_UNMATCHED] += len(q)
+            for stream, q in self._queues.items():
+                self._unmatched(stream, len(q))
                 q.clear()
         elif last is not None and pair_stamp < last:
             self.drops[DROP_STAMP_BACKWARDS] += 1
