@@ -43,12 +43,13 @@ from std_msgs.msg import String
 
 from weld_vision_ros.core.cascade import (DEFAULT_HYBRID_THRESHOLD, FALLBACK_ML_ERROR, FALLBACK_NO_MODEL,
                                           MODE_HYBRID, MODES, CascadeConfig, HybridCascade, RuleFn)
+from weld_vision_ros.core.cell_status import MODEL_NONE, MODEL_REFUSED, MODEL_SERVING, CellStatusTracker
 from weld_vision_ros.core.frames import RGBDFrame
 from weld_vision_ros.core.onnx_classifier import (PROVIDERS, ModelValidationError, OnnxClassifier,
                                                   ModelLimits, RuntimeOptions, load_classifier, normalize_sha256)
 from weld_vision_ros.core.rules import inspect_frame
 from weld_vision_ros.core.stats import RollingLatency
-from weld_vision_ros.msg import WeldDefect
+from weld_vision_ros.msg import CellStatus, WeldDefect
 from weld_vision_ros.ros.conversions import verdict_to_msg
 from weld_vision_ros.ros.diagnostics import OK, WARN, make_array, make_status
 from weld_vision_ros.ros.executor import SteadyExecutor
@@ -61,6 +62,8 @@ from weld_vision_ros.ros.rule_params import RULE_PARAMS, rule_config
 ML_TOPIC = 'weld/defect/ml'
 FINAL_TOPIC = 'weld/defect'
 ACTIVE_MODEL_TOPIC = '~/active_model'
+CELL_STATUS_TOPIC = 'weld/cell_status'
+STATUS_CHECK_PERIOD_S = 0.1
 DIAGNOSTICS_TOPIC = '/diagnostics'
 
 # Parameters whose change means (re)loading the model.
@@ -104,6 +107,12 @@ PARAMS = (
               'Slowest warm-up inference per frame (fastest of the warm-up frames) accepted; a '
               'slower model is refused, not served; fixed at start', unit='ms', min_value=1.0,
               max_value=600_000.0, read_only=True),
+    ParamSpec('stall_timeout_s', 0.6,
+              'No frame pair for longer than this: weld/cell_status says camera_stalled (keep it '
+              'above two frame periods of the camera)', unit='s', min_value=0.05, max_value=60.0),
+    ParamSpec('not_inspectable_after', 5,
+              'This many frames in a row not inspected: weld/cell_status says not_inspectable',
+              unit='frames', min_value=1, max_value=10000),
     DIAGNOSTICS_PERIOD, OPENCV_THREADS,
 )
 
@@ -116,6 +125,8 @@ class OnnxNodeConfig:
     cascade: CascadeConfig
     runtime: RuntimeOptions
     limits: ModelLimits
+    stall_timeout_s: float
+    not_inspectable_after: int
     diagnostics_period_s: float
     opencv_threads: int
 
@@ -132,6 +143,8 @@ class OnnxNodeConfig:
                                           int(v['intra_op_threads'])),
                    limits=ModelLimits(float(v['max_model_mb']), int(v['max_model_input_pixels']),
                                       float(v['max_inference_ms']), bool(v['require_model_sha256'])),
+                   stall_timeout_s=float(v['stall_timeout_s']),
+                   not_inspectable_after=int(v['not_inspectable_after']),
                    diagnostics_period_s=float(v['diagnostics_period_s']),
                    opencv_threads=int(v['opencv_threads']))
 
@@ -158,6 +171,7 @@ class OnnxDefectNode(Node):
         self.swaps_accepted = 0
         self.swaps_refused = 0
         self.last_refusal = ''
+        self._refused_last = False  # the last model asked for was refused
         self._start_problem = ''
         # Declared first: on a set, rclpy calls the newest callback first, so this one (which
         # may load a model) runs after the cheaper checks of the input and rule parameters.
@@ -187,7 +201,14 @@ class OnnxDefectNode(Node):
         self.input = RgbdInput(self, self._on_frame, callback_group=self.frames_group)
         self.create_timer(cfg.diagnostics_period_s, self._publish_diagnostics,
                           callback_group=self.frames_group)
+        # Cell status: latched, checked in a group of its own so that a long frame or a model
+        # load cannot delay the news that the camera stalled.
+        self.status = CellStatusTracker(cfg.stall_timeout_s, cfg.not_inspectable_after)
+        self._status_pub = self.create_publisher(CellStatus, CELL_STATUS_TOPIC, latched_qos())
+        self._status_sent: Optional[tuple] = None
         self._load_initial(cfg)
+        self.create_timer(STATUS_CHECK_PERIOD_S, self._publish_status,
+                          callback_group=MutuallyExclusiveCallbackGroup())
 
     # --- model loading -------------------------------------------------------------------
     def _load(self, cfg: OnnxNodeConfig) -> Optional[OnnxClassifier]:
@@ -230,6 +251,7 @@ class OnnxDefectNode(Node):
             current = self.cascade.classifier
             keeps = f'model {current.version} keeps serving' if current else 'no model is serving'
             self.last_refusal = f'{cfg.model_path!r}: {exc}'
+            self._refused_last = True
             self.get_logger().warning(f'model refused ({keeps}): {self.last_refusal}')
             raise ModelValidationError(f'model refused, {keeps}: {exc}') from None
         if classifier is not None:
@@ -241,10 +263,14 @@ class OnnxDefectNode(Node):
         """Runs after a set was accepted: apply the new mode/threshold, swap in the model
         `_load_named_model` validated for this very set."""
         self.cascade.config = cfg.cascade
+        if changed & {'stall_timeout_s', 'not_inspectable_after'}:
+            self.status.stall_timeout_s = cfg.stall_timeout_s
+            self.status.not_inspectable_after = cfg.not_inspectable_after
         if model is None:
             return
         classifier = model.classifier
         old = self.cascade.swap_classifier(classifier)  # one assignment: between two frames
+        self._refused_last = False
         if old is None and classifier is None:
             return
         self.swaps_accepted += 1
@@ -266,6 +292,8 @@ class OnnxDefectNode(Node):
     def _on_frame(self, frame: RGBDFrame, header, received_s: float) -> None:
         result = self.cascade.run(frame)
         latency_ms = (time.monotonic() - received_s) * 1000.0
+        if result.final is not None:
+            self.status.frame(received_s, result.final.inspected, result.final.status_reason)
         if result.ml is not None:
             self.ml_latency.add(result.ml_ms)
             self._ml_pub.publish(verdict_to_msg(replace(result.ml, latency_ms=latency_ms), header))
@@ -275,6 +303,33 @@ class OnnxDefectNode(Node):
         if result.fallback:
             self.get_logger().warning(f'rule verdict published in place of the model: '
                                       f'{result.fallback}', throttle_duration_sec=10.0)
+
+    # --- cell status ---------------------------------------------------------------------
+    def _model_state(self) -> tuple[str, str, str]:
+        classifier = self.cascade.classifier
+        problem = self._start_problem or (self.last_refusal if self._refused_last else '')
+        if problem:
+            return MODEL_REFUSED, classifier.version if classifier else '', problem
+        if classifier is None:
+            return MODEL_NONE, '', ''
+        return MODEL_SERVING, classifier.version, ''
+
+    def _publish_status(self) -> None:
+        """Publish weld/cell_status when the state, or the model's, changes."""
+        cell = self.status.state(time.monotonic())
+        model = self._model_state()
+        key = (cell.state, *model)
+        if key == self._status_sent:
+            return
+        msg = CellStatus(state=cell.state, detail=cell.detail,
+                         seconds_since_frame=float(cell.seconds_since_frame),
+                         model_state=model[0], model_version=model[1], model_problem=model[2])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self._status_pub.publish(msg)
+        self._status_sent = key
+        self.get_logger().info(f'cell status: {cell.state}'
+                               + (f' ({cell.detail})' if cell.detail else '')
+                               + f'; model {model[0]} {model[1]}'.rstrip())
 
     # --- diagnostics ---------------------------------------------------------------------
     def diagnostics_values(self) -> dict[str, Any]:
