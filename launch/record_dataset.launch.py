@@ -16,6 +16,7 @@ from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
 from weld_vision_ros.ros import dataset_bag
+from weld_vision_ros.ros.launch_args import LaunchArgumentError, check_params_file, check_recorder
 
 PACKAGE = 'weld_vision_ros'
 # The dataset layout's topics (weld_vision_ros.ros.dataset_bag), less the synthetic ground truth.
@@ -38,16 +39,17 @@ ARGUMENTS = (
 
 def _actions(context):
     cfg = {name: LaunchConfiguration(name).perform(context) for name, _, _ in ARGUMENTS}
-    if cfg['mode'] not in ('stream', 'capture'):
-        raise RuntimeError(f"mode must be 'stream' or 'capture', got {cfg['mode']!r}")
-    if cfg['storage'] not in ('mcap', 'sqlite3'):
-        raise RuntimeError(f"storage must be 'mcap' or 'sqlite3', got {cfg['storage']!r}")
+    try:  # one clear line before anything starts (see weld_vision_ros.ros.launch_args)
+        check_params_file(cfg['params_file'])
+        sim = check_recorder(cfg['mode'], cfg['storage'], cfg['use_sim_camera'])
+    except LaunchArgumentError as exc:
+        raise RuntimeError(str(exc)) from None
     actions = []
     if cfg['dds_profile']:
         actions.append(SetEnvironmentVariable('FASTDDS_DEFAULT_PROFILES_FILE', cfg['dds_profile']))
     actions += [Node(package=PACKAGE, executable='synthetic_camera_node',
                     name='synthetic_camera_node', parameters=[cfg['params_file']], output='screen',
-                    condition=IfCondition(cfg['use_sim_camera']))]
+                    condition=IfCondition(str(sim).lower()))]
     if cfg['mode'] == 'stream':
         actions.append(ExecuteProcess(
             cmd=['ros2', 'bag', 'record', '--storage', cfg['storage'], '-o', cfg['bag_dir'],

@@ -212,12 +212,52 @@ def _launch_arguments(path: Path) -> dict[str, object]:
 
 
 def test_the_mode_argument_is_empty_by_default_so_the_params_file_chooses_it():
-    src = (REPO / 'launch' / 'weld_cell.launch.py').read_text()
+    from weld_vision_ros.ros.launch_args import plan_cell_launch
     assert _launch_arguments(REPO / 'launch' / 'weld_cell.launch.py')['mode'] == ''
-    assert "{'mode': cfg['mode']} if cfg['mode'] else {}" in src
+    plan = plan_cell_launch({'params_file': str(PARAMS_FILE), 'mode': ''}, str(REPO))
+    assert 'mode' not in plan.onnx_overrides
+    assert plan_cell_launch({'params_file': str(PARAMS_FILE), 'mode': 'ml'}, str(REPO)).onnx_overrides == {'mode': 'ml'}
 
 
-def test_the_cell_launch_file_checks_its_arguments_before_starting_nodes():
+@pytest.mark.parametrize('args,message', [
+    ({'params_file': '/nonexistent/weld_cell.yaml'}, "params_file '/nonexistent/weld_cell.yaml' is not a file"),
+    ({'mode': 'banana'}, "mode must be one of rule, ml, hybrid (or empty: the params file's), got 'banana'"),
+    ({'use_sim_camera': 'banana'}, "use_sim_camera must be 'true' or 'false', got 'banana'"),
+    ({'camera': 'kinect'}, "camera must be one of default, realsense, orbbec, got 'kinect'"),
+    ({'models_dir': '/nonexistent/models'}, "models_dir '/nonexistent/models' is not a directory"),
+])
+def test_the_cell_launch_file_refuses_bad_arguments_with_one_line_naming_them(args, message):
+    from weld_vision_ros.ros.launch_args import LaunchArgumentError, plan_cell_launch
+    with pytest.raises(LaunchArgumentError) as info:
+        plan_cell_launch({'params_file': str(PARAMS_FILE), **args}, str(REPO))
+    assert str(info.value) == message
+    # ... and the launch file goes through these checks, before it builds any Node.
     src = (REPO / 'launch' / 'weld_cell.launch.py').read_text()
-    for check in ("not os.path.isfile(params_file)", "cfg['mode'] not in", "cfg['use_sim_camera'].lower() not in"):
-        assert check in src, check
+    assert src.index('plan_cell_launch(') < src.index("Node(executable=")
+
+
+def test_models_dir_bundled_serves_the_installed_demo_model_and_camera_presets_remap_topics():
+    from weld_vision_ros.ros.launch_args import plan_cell_launch
+    share = REPO / 'install' / 'weld_vision_ros' / 'share' / 'weld_vision_ros'
+    plan = plan_cell_launch({'params_file': str(PARAMS_FILE), 'models_dir': 'bundled',
+                             'model_path': 'weld_demo.onnx'}, str(share))
+    assert (Path(plan.onnx_overrides['models_dir']) / plan.onnx_overrides['model_path']).is_file()
+    rs = dict(plan_cell_launch({'params_file': str(PARAMS_FILE), 'camera': 'realsense',
+                                'depth_topic': '/d435/depth'}, str(share)).remaps)
+    assert rs['camera/color/image_raw'] == '/camera/camera/color/image_raw'
+    assert rs['camera/color/camera_info'] == '/camera/camera/color/camera_info'
+    assert rs['camera/aligned_depth_to_color/image_raw'] == '/d435/depth'  # a topic given beats the preset
+    default = dict(plan_cell_launch({'params_file': str(PARAMS_FILE)}, str(share)).remaps)
+    assert all(k == v for k, v in default.items())
+
+
+def test_the_recorder_launch_refuses_stream_mode_without_ros2_bag():
+    from weld_vision_ros.ros.launch_args import LaunchArgumentError, check_recorder
+    with pytest.raises(LaunchArgumentError, match="no 'ros2' command is on PATH"):
+        check_recorder('stream', 'mcap', 'false', which=lambda name: None)
+    assert check_recorder('capture', 'mcap', 'true', which=lambda name: None) is True
+    assert check_recorder('stream', 'sqlite3', 'false', which=lambda name: '/opt/ros/bin/ros2') is False
+    with pytest.raises(LaunchArgumentError, match="storage must be"):
+        check_recorder('capture', 'rosbag', 'false')
+    src = (REPO / 'launch' / 'record_dataset.launch.py').read_text()
+    assert src.index('check_recorder(') < src.index('ExecuteProcess(')

@@ -1,0 +1,107 @@
+"""The launch files' arguments, checked and turned into what the nodes are started with.
+
+Pure Python (no `launch` import), so the checks are tested without ROS 2's launch library
+and the launch files only map the result onto launch_ros actions. Every bad argument is a
+`LaunchArgumentError` whose message names the argument and its value: the launch fails
+before any node starts, instead of a node respawning forever on a bad value or running on
+code defaults (launch_ros only warns about a params file that is not there).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from typing import Mapping, Optional
+
+from weld_vision_ros.core.cascade import MODES
+from weld_vision_ros.ros import codec
+
+# Camera topic presets (colour, depth aligned to colour, colour camera_info). The drivers'
+# default names; check them with `ros2 topic list` on the cell, and give color_topic /
+# depth_topic / camera_info_topic to override any of them.
+CAMERA_PRESETS: dict[str, tuple[str, str, str]] = {
+    # the names this package uses (relative: a namespace applies)
+    'default': (codec.COLOR_TOPIC, codec.DEPTH_TOPIC, codec.CAMERA_INFO_TOPIC),
+    # realsense-ros 4.x: camera_namespace 'camera' and camera_name 'camera' by default,
+    # aligned depth with align_depth.enable:=true
+    'realsense': ('/camera/camera/color/image_raw', '/camera/camera/aligned_depth_to_color/image_raw',
+                  '/camera/camera/color/camera_info'),
+    # OrbbecSDK_ROS2: depth registered to colour with depth_registration:=true
+    'orbbec': ('/camera/color/image_raw', '/camera/depth/image_raw', '/camera/color/camera_info'),
+}
+BUNDLED_MODELS = 'bundled'  # models_dir:=bundled serves the installed config/models
+
+
+class LaunchArgumentError(ValueError):
+    """A launch argument that cannot be used; the message names it and its value."""
+
+
+@dataclass(frozen=True)
+class CellLaunchPlan:
+    params_file: str
+    use_sim_camera: bool
+    remaps: list[tuple[str, str]]
+    onnx_overrides: dict[str, str] = field(default_factory=dict)
+
+
+def parse_bool(name: str, value: str) -> bool:
+    text = str(value).strip().lower()
+    if text not in ('true', 'false'):
+        raise LaunchArgumentError(f"{name} must be 'true' or 'false', got {value!r}")
+    return text == 'true'
+
+
+def check_params_file(path: str) -> str:
+    if not os.path.isfile(path):
+        raise LaunchArgumentError(f'params_file {path!r} is not a file')
+    return path
+
+
+def camera_remaps(camera: str, color: str = '', depth: str = '', info: str = '') -> list[tuple[str, str]]:
+    """Remaps from the nodes' topic names to the camera's: the preset's, then any topic given."""
+    if camera not in CAMERA_PRESETS:
+        raise LaunchArgumentError(f"camera must be one of {', '.join(CAMERA_PRESETS)}, got {camera!r}")
+    preset = CAMERA_PRESETS[camera]
+    ours = (codec.COLOR_TOPIC, codec.DEPTH_TOPIC, codec.CAMERA_INFO_TOPIC)
+    return [(own, given or default) for own, given, default in zip(ours, (color, depth, info), preset)]
+
+
+def plan_cell_launch(args: Mapping[str, str], share_dir: str) -> CellLaunchPlan:
+    """weld_cell.launch.py's arguments -> what it starts (see its ARGUMENTS)."""
+    params_file = check_params_file(args['params_file'])
+    mode = args.get('mode', '')
+    if mode not in ('',) + tuple(MODES):
+        raise LaunchArgumentError(f"mode must be one of {', '.join(MODES)} (or empty: the params "
+                                  f"file's), got {mode!r}")
+    sim = parse_bool('use_sim_camera', args.get('use_sim_camera', 'false'))
+    remaps = camera_remaps(args.get('camera', 'default'), args.get('color_topic', ''),
+                           args.get('depth_topic', ''), args.get('camera_info_topic', ''))
+    overrides: dict[str, str] = {}
+    if mode:
+        overrides['mode'] = mode
+    if args.get('model_path', ''):
+        overrides['model_path'] = args['model_path']
+    models_dir = args.get('models_dir', '')
+    if models_dir == BUNDLED_MODELS:
+        models_dir = os.path.join(share_dir, 'config', 'models')
+    if models_dir:
+        if not os.path.isdir(models_dir):
+            raise LaunchArgumentError(f'models_dir {models_dir!r} is not a directory')
+        overrides['models_dir'] = models_dir
+    return CellLaunchPlan(params_file, sim, remaps, overrides)
+
+
+def check_recorder(mode: str, storage: str, use_sim_camera: str,
+                   which: Optional[callable] = shutil.which) -> bool:
+    """record_dataset.launch.py's checks; returns use_sim_camera. Stream mode needs the
+    `ros2` command (ros2 bag record): without it the launch fails instead of running only
+    the camera while nothing is recorded."""
+    if mode not in ('stream', 'capture'):
+        raise LaunchArgumentError(f"mode must be 'stream' or 'capture', got {mode!r}")
+    if storage not in ('mcap', 'sqlite3'):
+        raise LaunchArgumentError(f"storage must be 'mcap' or 'sqlite3', got {storage!r}")
+    sim = parse_bool('use_sim_camera', use_sim_camera)
+    if mode == 'stream' and which('ros2') is None:
+        raise LaunchArgumentError("mode:=stream runs 'ros2 bag record', but no 'ros2' command is on "
+                                  "PATH (source the ROS 2 setup, or use mode:=capture)")
+    return sim
