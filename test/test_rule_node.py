@@ -310,6 +310,16 @@ def test_bad_inputs_are_counted_by_reason_and_the_node_keeps_answering(tmp_path:
                          counted('image_too_large'), tries=5), out.latest_diag()
             del big
             stamp[0] = handshake(ex, cam, out, f, next_stamp())
+            # Frames with their own camera_info are measured with it; a frame whose camera_info
+            # (same stamp) never came is measured with the latest one, and counted as stale.
+            diag_values = lambda key: int(out.latest_diag().get(key, '0'))  # noqa: E731
+            assert spin_until(ex, lambda: diag_values('camera_info_by_stamp') > 0, 5.0), out.latest_diag()
+            stale_before = diag_values('camera_info_stale')
+            no_info = next_stamp()
+            assert until(ex, lambda k: cam.publish(f.rgb, f.depth_m, f.intrinsics, no_info + k, with_info=False),
+                         lambda: diag_values('camera_info_stale') > stale_before, tries=5), out.latest_diag()
+            assert any(no_info <= s < no_info + 5 and out.beads[s].valid for s in out.beads)
+            stamp[0] = no_info + 10**8
             diag = out.latest_diag()
             assert int(diag['drops_total']) >= 6
             assert proc.poll() is None, 'the node died on bad input'

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 import traceback
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional
 
@@ -44,6 +44,7 @@ DROP_REASONS = (DROP_BAD_COLOR, DROP_BAD_DEPTH, DROP_SIZE_MISMATCH, DROP_NO_CAME
                 DROP_BAD_CAMERA_INFO, DROP_INFO_MISMATCH, DROP_DEPTH_INVALID, DROP_PROCESSING_ERROR,
                 DROP_TOO_LARGE, 'unmatched', 'stamp_backwards')
 DROP_KEY_PREFIX = 'drop.'
+INFO_HISTORY = 64  # camera_info messages kept by stamp (several seconds of a 30 Hz camera)
 
 INPUT_PARAMS = (
     ParamSpec('image_reliability', 'best_effort',
@@ -109,6 +110,12 @@ class RgbdInput:
         self._sync = self._make_sync(cfg)
         self._info: Optional[CameraInfo] = None
         self._intrinsics: Optional[Intrinsics] = None
+        # camera_info by stamp, as image_transport's CameraSubscriber pairs it: a frame is
+        # measured with the intrinsics stamped like it when they arrived; otherwise with the
+        # latest, and counted (camera_info_stale), since intrinsics may have changed.
+        self._intrinsics_by_stamp: OrderedDict[int, Intrinsics] = OrderedDict()
+        self.camera_info_by_stamp = 0
+        self.camera_info_stale = 0
         qos = camera_qos(cfg.image_reliability, depth=cfg.image_queue_depth)
         self._subs = [
             node.create_subscription(Image, COLOR_TOPIC, self._on_color, qos,
@@ -141,6 +148,8 @@ class RgbdInput:
         for stream in ('color', 'depth'):
             values[f'unmatched_{stream}'] = self._sync.unmatched_by_stream.get(stream, 0)
         values['clock_jumps'] = self._sync.events.get('clock_jump', 0)
+        values['camera_info_by_stamp'] = self.camera_info_by_stamp
+        values['camera_info_stale'] = self.camera_info_stale
         return values
 
     # --- callbacks -------------------------------------------------------------------
@@ -156,6 +165,9 @@ class RgbdInput:
         try:
             self._intrinsics = codec.intrinsics_from_camera_info(msg)
             self._info = msg
+            self._intrinsics_by_stamp[stamp_to_ns(msg.header.stamp)] = self._intrinsics
+            while len(self._intrinsics_by_stamp) > INFO_HISTORY:
+                self._intrinsics_by_stamp.popitem(last=False)
         except IntrinsicsError as exc:
             self._drop(DROP_BAD_CAMERA_INFO, f'camera_info unusable: {exc}')
 
@@ -214,7 +226,12 @@ class RgbdInput:
                                            f'{depth_m.shape[1]}x{depth_m.shape[0]} differ; '
                                            'subscribe to depth aligned to color')
             return None
-        intr = self._intrinsics
+        intr = self._intrinsics_by_stamp.get(stamp_to_ns(color_msg.header.stamp))
+        if intr is None:
+            intr = self._intrinsics
+            self.camera_info_stale += 1
+        else:
+            self.camera_info_by_stamp += 1
         if (intr.width, intr.height) != (rgb.shape[1], rgb.shape[0]):
             self._drop(DROP_INFO_MISMATCH, f'camera_info is {intr.width}x{intr.height}, '
                                            f'images are {rgb.shape[1]}x{rgb.shape[0]}')
