@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 from dataclasses import dataclass, field
-from typing import Mapping, Optional
+from typing import Callable, Mapping, Optional
 
 from weld_vision_ros.core.cascade import MODES
 from weld_vision_ros.ros import codec
@@ -92,7 +92,7 @@ def plan_cell_launch(args: Mapping[str, str], share_dir: str) -> CellLaunchPlan:
 
 
 def check_recorder(mode: str, storage: str, use_sim_camera: str,
-                   which: Optional[callable] = shutil.which) -> bool:
+                   which: Callable[[str], Optional[str]] = shutil.which) -> bool:
     """record_dataset.launch.py's checks; returns use_sim_camera. Stream mode needs the
     `ros2` command (ros2 bag record): without it the launch fails instead of running only
     the camera while nothing is recorded."""

@@ -155,11 +155,8 @@ class RgbdInput:
     # --- callbacks -------------------------------------------------------------------
     def _on_params(self, cfg: InputConfig, changed: frozenset) -> None:
         if changed & {'sync_tolerance_ms', 'sync_queue_size'}:
-            old = self._sync
-            self._sync = self._make_sync(cfg)
-            self._sync.drops.update(old.drops)
-            self._sync.events.update(old.events)
-            self._sync.unmatched_by_stream.update(old.unmatched_by_stream)
+            old, self._sync = self._sync, self._make_sync(cfg)
+            self._sync.carry_counts_from(old)
 
     def _on_info(self, msg: CameraInfo) -> None:
         try:

@@ -68,6 +68,12 @@ class StampSynchronizer(Generic[T, U]):
     def add_depth(self, stamp_ns: int, item: U) -> Optional[MatchedPair[T, U]]:
         return self._add('depth', 'color', stamp_ns, item)
 
+    def carry_counts_from(self, old: 'StampSynchronizer') -> None:
+        """Keep `old`'s counters (drops, events, unmatched by stream) when replacing it."""
+        self.drops.update(old.drops)
+        self.events.update(old.events)
+        self.unmatched_by_stream.update(old.unmatched_by_stream)
+
     def reset(self) -> None:
         """Forget queued frames and the last stamp (e.g. after a bag loop restarts time)."""
         for q in self._queues.values():
