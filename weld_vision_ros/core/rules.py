@@ -519,7 +519,19 @@ def _measurement(geom: BeadGeometry, findings: list[Finding], spec: WeldSpec) ->
         width_min_mm=float(widths.min()), width_max_mm=float(widths.max()), height_mm=height,
         height_max_mm=float(heights.max()), undercut_depth_mm=float(undercut),
         seam_length_mm=float(geom.seam_length_mm), seam_angle_deg=float(geom.seam_angle_deg),
-        within_tolerance=check.within_tolerance, score=check.score)
+        within_tolerance=check.within_tolerance, score=check.score,
+        axis_along_seam_mm=_axis_along_seam(geom))
+
+
+def _axis_along_seam(geom: BeadGeometry) -> float:
+    """Seam position (from the seam start in view) of the optical axis' plate point,
+    projected onto the seam [mm]."""
+    plate, seam = geom.plate, geom.frame
+    nz = float(plate.normal[2])
+    if abs(nz) < 1e-6:
+        return 0.5 * geom.seam_length_mm
+    axis_point_mm = np.array([0.0, 0.0, 1000.0 * plate.distance_m / nz])
+    return float((axis_point_mm - seam.origin_mm) @ seam.along) - geom.seam_start_mm
 
 
 def inspect_frame(frame: RGBDFrame, config: RuleConfig = RuleConfig()) -> Inspection:
