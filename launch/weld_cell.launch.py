@@ -5,6 +5,8 @@
     ros2 launch weld_vision_ros weld_cell.launch.py model_path:=/opt/weld/models/v3.onnx mode:=ml
     ros2 launch weld_vision_ros weld_cell.launch.py models_dir:=bundled model_path:=weld_demo.onnx
     ros2 launch weld_vision_ros weld_cell.launch.py camera:=realsense   # realsense-ros 4.x topics
+    ros2 launch weld_vision_ros weld_cell.launch.py report:=true \
+        acceptance_table:=/opt/weld/acceptance/level_c_checked.yaml reports_dir:=/var/lib/weld/reports
     ros2 launch weld_vision_ros weld_cell.launch.py namespace:=cell_2 \
         color_topic:=/cam2/color/image_raw depth_topic:=/cam2/aligned_depth_to_color/image_raw \
         camera_info_topic:=/cam2/color/camera_info
@@ -40,6 +42,10 @@ ARGUMENTS = (
     ('models_dir', '', 'Directory the ONNX node may load models from; empty keeps the params '
      'file value; bundled: the installed config/models (with weld_demo.onnx)'),
     ('mode', '', 'ONNX node mode: rule, ml or hybrid; empty keeps the params file value'),
+    ('report', 'false', 'Start the per-weld report node (weld/event, camera/pose -> weld/report)'),
+    ('acceptance_table', '', 'Acceptance table YAML the reports are graded against; empty keeps the '
+     'params file value (config/acceptance/iso5817_example.yaml is an example to check)'),
+    ('reports_dir', '', 'Folder the reports are written to; empty keeps the params file value'),
     ('log_level', 'info', 'Log level of every node'),
     ('dds_profile', EnvironmentVariable('FASTDDS_DEFAULT_PROFILES_FILE', default_value=PathJoinSubstitution(
         [FindPackageShare(PACKAGE), 'config', 'fastdds_large_shm.xml'])),
@@ -69,6 +75,9 @@ def _nodes(context):
         Node(executable='onnx_defect_node', name='onnx_defect_node',
              parameters=[params_file, plan.onnx_overrides], remappings=remaps, respawn=True,
              respawn_delay=2.0, **common),
+        Node(executable='weld_report_node', name='weld_report_node',
+             parameters=[params_file, plan.report_overrides], respawn=True, respawn_delay=2.0,
+             condition=IfCondition(str(plan.report).lower()), **common),
     ]
 
 

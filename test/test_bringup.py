@@ -82,7 +82,7 @@ def test_the_runner_knows_exactly_the_installed_executables_and_starts_the_cell_
         module, _ = NODE_CLASSES[exe]
         assert f'from {module} import main' in (REPO / 'nodes' / exe).read_text(), exe
     cell = {kw['executable'] for kw in _launch_nodes(REPO / 'launch' / 'weld_cell.launch.py')}
-    assert set(CELL_NODES) <= cell and cell - set(CELL_NODES) == {'synthetic_camera_node'}
+    assert set(CELL_NODES) <= cell and cell - set(CELL_NODES) == {'synthetic_camera_node', 'weld_report_node'}
 
 
 def test_yaml_parameters_are_declared_by_their_node_with_the_same_type_and_back(declared_nodes):
@@ -225,6 +225,8 @@ def test_the_mode_argument_is_empty_by_default_so_the_params_file_chooses_it():
     ({'use_sim_camera': 'banana'}, "use_sim_camera must be 'true' or 'false', got 'banana'"),
     ({'camera': 'kinect'}, "camera must be one of default, realsense, orbbec, got 'kinect'"),
     ({'models_dir': '/nonexistent/models'}, "models_dir '/nonexistent/models' is not a directory"),
+    ({'report': 'yes'}, "report must be 'true' or 'false', got 'yes'"),
+    ({'acceptance_table': '/nonexistent/t.yaml'}, "acceptance_table '/nonexistent/t.yaml' is not a file"),
 ])
 def test_the_cell_launch_file_refuses_bad_arguments_with_one_line_naming_them(args, message):
     from weld_vision_ros.ros.launch_args import LaunchArgumentError, plan_cell_launch
@@ -249,6 +251,17 @@ def test_models_dir_bundled_serves_the_installed_demo_model_and_camera_presets_r
     assert rs['camera/aligned_depth_to_color/image_raw'] == '/d435/depth'  # a topic given beats the preset
     default = dict(plan_cell_launch({'params_file': str(PARAMS_FILE)}, str(share)).remaps)
     assert all(k == v for k, v in default.items())
+
+
+def test_the_report_node_is_optional_and_its_overrides_are_real_parameters(declared_nodes):
+    from weld_vision_ros.ros.launch_args import plan_cell_launch
+    table = REPO / 'config' / 'acceptance' / 'iso5817_example.yaml'
+    assert plan_cell_launch({'params_file': str(PARAMS_FILE)}, str(REPO)).report is False
+    plan = plan_cell_launch({'params_file': str(PARAMS_FILE), 'report': 'true',
+                             'acceptance_table': str(table), 'reports_dir': '/tmp/r'}, str(REPO))
+    assert plan.report and plan.report_overrides == {'acceptance_table': str(table), 'reports_dir': '/tmp/r'}
+    report, _ = declared_nodes['weld_report_node']
+    assert all(report[k].name == 'STRING' for k in plan.report_overrides)
 
 
 def test_the_recorder_launch_refuses_stream_mode_without_ros2_bag():

@@ -29,6 +29,7 @@ NODE_CLASSES: dict[str, tuple[str, str]] = {
     'dataset_capture_node': ('weld_vision_ros.nodes.dataset_capture_node', 'DatasetCaptureNode'),
     'defect_monitor_node': ('weld_vision_ros.examples.defect_monitor_node', 'DefectMonitorNode'),
     'controller_example_node': ('weld_vision_ros.examples.controller_example_node', 'ControllerExampleNode'),
+    'weld_report_node': ('weld_vision_ros.nodes.weld_report_node', 'WeldReportNode'),
 }
 CELL_NODES = ('rule_defect_node', 'onnx_defect_node')
 

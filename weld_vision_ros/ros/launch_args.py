@@ -42,6 +42,8 @@ class CellLaunchPlan:
     use_sim_camera: bool
     remaps: list[tuple[str, str]]
     onnx_overrides: dict[str, str] = field(default_factory=dict)
+    report: bool = False
+    report_overrides: dict[str, str] = field(default_factory=dict)
 
 
 def parse_bool(name: str, value: str) -> bool:
@@ -88,7 +90,16 @@ def plan_cell_launch(args: Mapping[str, str], share_dir: str) -> CellLaunchPlan:
         if not os.path.isdir(models_dir):
             raise LaunchArgumentError(f'models_dir {models_dir!r} is not a directory')
         overrides['models_dir'] = models_dir
-    return CellLaunchPlan(params_file, sim, remaps, overrides)
+    report = parse_bool('report', args.get('report', 'false'))
+    report_overrides: dict[str, str] = {}
+    table = args.get('acceptance_table', '')
+    if table:
+        if not os.path.isfile(table):
+            raise LaunchArgumentError(f'acceptance_table {table!r} is not a file')
+        report_overrides['acceptance_table'] = table
+    if args.get('reports_dir', ''):
+        report_overrides['reports_dir'] = args['reports_dir']
+    return CellLaunchPlan(params_file, sim, remaps, overrides, report, report_overrides)
 
 
 def check_recorder(mode: str, storage: str, use_sim_camera: str,

@@ -85,6 +85,8 @@ class ScanPlan:
     noise_scale: float = 1.0
     bead_width_mm: Optional[float] = None      # None: drawn from the seed
     bead_height_mm: Optional[float] = None
+    plate_thickness_mm: float = 8.0            # announced with the weld's start
+    quality_level: str = ''
 
     def view_centres(self) -> list[float]:
         last = self.weld_length_mm if self.last_view_mm is None else self.last_view_mm
@@ -213,6 +215,34 @@ class SeamScanner:
         return ScanFrame(index=index, frame=frame, view_mm=view_mm,
                          position_m=tuple(float(v) * 1e-3 for v in cam_part_mm),
                          orientation_xyzw=_quaternion_xyzw(rows), seen_mm=seen)
+
+
+_PLAN_KEYS = {'weld_length_mm', 'features', 'step_mm', 'first_view_mm', 'last_view_mm', 'skip_mm',
+              'distance_m', 'tilt_deg', 'tilt_azimuth_deg', 'seam_angle_deg', 'noise_scale',
+              'bead_width_mm', 'bead_height_mm', 'plate_thickness_mm', 'quality_level'}
+
+
+def load_scan_plan(path: str) -> ScanPlan:
+    """A ScanPlan from YAML: the ScanPlan fields, `features` a list of SeamFeature mappings."""
+    import yaml
+    try:
+        with open(path, encoding='utf-8') as f:
+            data = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError) as exc:
+        raise SceneError(f'{path}: cannot read the scan plan ({str(exc).splitlines()[0]})') from None
+    if not isinstance(data, dict) or 'weld_length_mm' not in data:
+        raise SceneError(f'{path}: a scan plan is a mapping with weld_length_mm and features')
+    unknown = set(data) - _PLAN_KEYS
+    if unknown:
+        raise SceneError(f'{path}: unknown scan plan keys: {", ".join(sorted(unknown))}')
+    try:
+        feats = tuple(SeamFeature(**f) for f in data.get('features') or ())
+        values = {k: v for k, v in data.items() if k != 'features'}
+        if 'skip_mm' in values:
+            values['skip_mm'] = tuple(tuple(float(x) for x in pair) for pair in values['skip_mm'])
+        return ScanPlan(features=feats, **values)
+    except (TypeError, ValueError) as exc:
+        raise SceneError(f'{path}: {exc}') from None
 
 
 def features_in(features: Sequence[SeamFeature], start_mm: float, end_mm: float) -> list[SeamFeature]:
