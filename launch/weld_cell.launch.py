@@ -46,6 +46,8 @@ ARGUMENTS = (
     ('acceptance_table', '', 'Acceptance table YAML the reports are graded against; empty keeps the '
      'params file value (config/acceptance/iso5817_example.yaml is an example to check)'),
     ('reports_dir', '', 'Folder the reports are written to; empty keeps the params file value'),
+    ('review', 'false', 'Start the review recorder (frames where rules and model disagree, low '
+     'confidence, unknown appearance -> review bags for labelling)'),
     ('log_level', 'info', 'Log level of every node'),
     ('dds_profile', EnvironmentVariable('FASTDDS_DEFAULT_PROFILES_FILE', default_value=PathJoinSubstitution(
         [FindPackageShare(PACKAGE), 'config', 'fastdds_large_shm.xml'])),
@@ -78,6 +80,9 @@ def _nodes(context):
         Node(executable='weld_report_node', name='weld_report_node',
              parameters=[params_file, plan.report_overrides], respawn=True, respawn_delay=2.0,
              condition=IfCondition(str(plan.report).lower()), **common),
+        Node(executable='review_recorder_node', name='review_recorder_node', parameters=[params_file],
+             remappings=remaps, respawn=True, respawn_delay=2.0,
+             condition=IfCondition(str(plan.review).lower()), **common),
     ]
 
 

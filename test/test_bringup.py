@@ -82,7 +82,8 @@ def test_the_runner_knows_exactly_the_installed_executables_and_starts_the_cell_
         module, _ = NODE_CLASSES[exe]
         assert f'from {module} import main' in (REPO / 'nodes' / exe).read_text(), exe
     cell = {kw['executable'] for kw in _launch_nodes(REPO / 'launch' / 'weld_cell.launch.py')}
-    assert set(CELL_NODES) <= cell and cell - set(CELL_NODES) == {'synthetic_camera_node', 'weld_report_node'}
+    assert set(CELL_NODES) <= cell and cell - set(CELL_NODES) == {'synthetic_camera_node', 'weld_report_node',
+                                                               'review_recorder_node'}
 
 
 def test_yaml_parameters_are_declared_by_their_node_with_the_same_type_and_back(declared_nodes):

@@ -151,7 +151,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--timeout', type=float, default=30.0,
                    help='seconds to wait for the node\'s services and for each answer (default 30)')
     p.add_argument('--models-dir', help='stage the model here instead of the node\'s models_dir')
+    _add_golden_args(p, required=False)
+    p.add_argument('--serving', help='with --golden: ONNX file of the serving model (default: the registry '
+                                     'model last deployed to --node)')
     _add_registry_arg(p)
+
+    p = sub.add_parser('gate', help='paired golden-set test: is a candidate model at most a margin worse?',
+                       description='Both models classify the same labelled frames of the golden bags as the '
+                                   'cell runs them; the candidate passes when the one-sided 95 %% lower bound '
+                                   'of the paired accuracy difference is above -margin. Exit 0 pass, 1 refused.')
+    p.add_argument('candidate', help='ONNX file of the candidate')
+    p.add_argument('--serving', required=True, help='ONNX file of the serving model')
+    _add_golden_args(p, required=True)
+
+    p = sub.add_parser('review', help='list a review bag\'s frames and their reasons, or label them',
+                       description='A review bag (review_recorder_node) holds the frames the cell was least '
+                                   'sure about, unlabelled, with review.yaml giving each frame\'s reasons. '
+                                   'Without --labels: one line per frame. With --labels (CSV: stamp_ns,label): '
+                                   'writes the bag\'s labels.yaml sidecar, so the bag trains like any dataset '
+                                   'bag (weld-train extract/pipeline --bags).')
+    p.add_argument('bag', help='review bag folder')
+    p.add_argument('--labels', help='CSV file of stamp_ns,label lines (a header line is allowed)')
 
     p = sub.add_parser('status', help='progress of a training run (epoch, metrics, ETA)',
                        description='Progress of a run from the registry: works from another terminal '
@@ -167,6 +187,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('run', help='run id or unique prefix, or "latest"')
     _add_registry_arg(p)
     return parser
+
+
+def _add_golden_args(p: argparse.ArgumentParser, required: bool) -> None:
+    from .golden import DEFAULT_MARGIN, MIN_GOLDEN_FRAMES
+    p.add_argument('--golden', nargs='+', metavar='BAG', required=required,
+                   help='golden set: labelled bags; ' + ('' if required else 'when given, deploy first checks '
+                        'the model against the serving one on it and refuses a worse one; ')
+                   + f'at least {MIN_GOLDEN_FRAMES} frames (--golden-min-frames)')
+    p.add_argument('--golden-margin', type=float, default=DEFAULT_MARGIN,
+                   help=f'largest accuracy loss accepted (default {DEFAULT_MARGIN})')
+    p.add_argument('--golden-min-frames', type=int, default=MIN_GOLDEN_FRAMES,
+                   help=f'smallest golden set the gate accepts (default {MIN_GOLDEN_FRAMES})')
+
+
+def cmd_gate(args: argparse.Namespace) -> int:
+    from .golden import golden_gate
+    result = golden_gate(args.candidate, args.serving, args.golden, args.golden_margin, args.golden_min_frames)
+    print(result.describe())
+    return 0 if result.passed else 1
+
+
+def cmd_review(args: argparse.Namespace) -> int:
+    from .review import apply_labels, read_review
+    if args.labels:
+        path, n = apply_labels(args.bag, args.labels)
+        print(f'{n} frame(s) labelled: {path}')
+        return 0
+    entries = read_review(args.bag)
+    for e in entries:
+        print(f"{e['stamp_ns']}  {','.join(e['reasons']):28s} rule {e.get('rule_class') or '-':9s} "
+              f"ml {e.get('ml_class') or '-':9s} conf {float(e.get('confidence', 0.0)):.2f}  {e.get('weld_id', '')}")
+    print(f'{len(entries)} frame(s) to review in {args.bag}')
+    return 0
+
+
+def _serving_model(reg, node: str, candidate_version: str):
+    deployed = [m for m in reg.list_models() if m.deployed_to == node and m.version != candidate_version]
+    return max(deployed, key=lambda m: m.deployed_at or 0, default=None)
 
 
 def _updates(args: argparse.Namespace) -> dict:
@@ -430,6 +488,21 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
     reg = _open_registry(args.registry)
     model = resolve_target(reg, args.model)
+    if args.golden:
+        from .golden import GoldenGateError, golden_gate
+        serving = args.serving
+        if not serving:
+            record = _serving_model(reg, args.node, model.version)
+            if record is None:
+                raise GoldenGateError(f'no serving model of {args.node} is recorded in the registry: '
+                                      'give --serving FILE')
+            serving = record.onnx_path
+        print(f'golden-set gate: {model.version} against the serving {serving} ...', flush=True)
+        gate = golden_gate(model.onnx_path, serving, args.golden, args.golden_margin, args.golden_min_frames)
+        print(gate.describe())
+        if not gate.passed:
+            print(f'deploy of {model.version} refused by the golden-set gate; {args.node} keeps its model')
+            return 1
     print(f'deploying {model.version} ({model.onnx_path}) to {args.node} ...', flush=True)
     result = deploy(model.version, reg, node=args.node, timeout_s=args.timeout,
                     models_dir=Path(args.models_dir) if args.models_dir else None)
@@ -518,8 +591,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     expected = (ConfigError, BagError, DatasetError, SplitError, ModelError, LossError, AugmentError,
                 ExportError, UnknownClassError, PreprocessError, FileNotFoundError, RegistryError,
                 DeployError)
+    from .golden import GoldenGateError
+    from .review import ReviewError
+    expected = expected + (GoldenGateError, ReviewError)
     registry_commands = {'models': cmd_models, 'deploy': cmd_deploy, 'status': cmd_status,
-                         'cancel': cmd_cancel}
+                         'cancel': cmd_cancel, 'gate': cmd_gate, 'review': cmd_review}
     try:
         if args.command in registry_commands:
             return registry_commands[args.command](args)

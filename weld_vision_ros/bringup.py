@@ -30,6 +30,7 @@ NODE_CLASSES: dict[str, tuple[str, str]] = {
     'defect_monitor_node': ('weld_vision_ros.examples.defect_monitor_node', 'DefectMonitorNode'),
     'controller_example_node': ('weld_vision_ros.examples.controller_example_node', 'ControllerExampleNode'),
     'weld_report_node': ('weld_vision_ros.nodes.weld_report_node', 'WeldReportNode'),
+    'review_recorder_node': ('weld_vision_ros.nodes.review_recorder_node', 'ReviewRecorderNode'),
 }
 CELL_NODES = ('rule_defect_node', 'onnx_defect_node')
 

@@ -44,6 +44,7 @@ class CellLaunchPlan:
     onnx_overrides: dict[str, str] = field(default_factory=dict)
     report: bool = False
     report_overrides: dict[str, str] = field(default_factory=dict)
+    review: bool = False
 
 
 def parse_bool(name: str, value: str) -> bool:
@@ -99,7 +100,8 @@ def plan_cell_launch(args: Mapping[str, str], share_dir: str) -> CellLaunchPlan:
         report_overrides['acceptance_table'] = table
     if args.get('reports_dir', ''):
         report_overrides['reports_dir'] = args['reports_dir']
-    return CellLaunchPlan(params_file, sim, remaps, overrides, report, report_overrides)
+    review = parse_bool('review', args.get('review', 'false'))
+    return CellLaunchPlan(params_file, sim, remaps, overrides, report, report_overrides, review)
 
 
 def check_recorder(mode: str, storage: str, use_sim_camera: str,
