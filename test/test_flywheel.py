@@ -159,3 +159,23 @@ def test_a_worse_candidate_is_refused_by_the_golden_gate_with_the_figures(golden
     code = weld_train(['gate', str(DEMO_MODEL), '--serving', str(DEMO_MODEL), '--golden', str(golden_bag),
                        '--golden-min-frames', '500'])
     assert code == 2 and 'needs at least 500' in capsys.readouterr().err
+
+
+def test_every_review_recorder_parameter_is_documented():
+    from weld_vision_ros.nodes.review_recorder_node import PARAMS
+    doc = (REPO / 'docs' / 'flywheel.md').read_text()
+    for spec in PARAMS:
+        assert f'`{spec.name}`' in doc, f'{spec.name} missing from docs/flywheel.md'
+
+
+def test_review_reasons():
+    from types import SimpleNamespace as M
+    from weld_vision_ros.nodes.review_recorder_node import review_reasons
+    rule = M(status='inspected', defect_class='crack', confidence=0.9, status_reason='')
+    ml = M(status='inspected', defect_class='porosity', confidence=0.8, status_reason='')
+    final = M(status='inspected', defect_class='porosity', confidence=0.55, status_reason='')
+    assert review_reasons(rule, ml, final, 0.6) == ['disagreement', 'low_confidence']
+    assert review_reasons(rule, None, rule, 0.6) == []
+    blind = M(status='not_inspected', defect_class='', confidence=0.0, status_reason='unknown_appearance')
+    assert review_reasons(rule, blind, blind, 0.6) == ['unknown_appearance']
+    assert review_reasons(rule, ml, final, 0.6, disagreement=False) == ['low_confidence']
