@@ -173,6 +173,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('bag', help='review bag folder')
     p.add_argument('--labels', help='CSV file of stamp_ns,label lines (a header line is allowed)')
 
+    p = sub.add_parser('anomaly', help='fit an anomaly model on good frames only; export it to ONNX',
+                       description='Frames labelled good in the bags are described patch by patch on the '
+                                   'seam strip, kept in a position-aware memory bank (greedy coreset), '
+                                   'calibrated on held-out good frames (levels normal / potential / inspect / '
+                                   'critical) and exported with the bank inside the ONNX graph; the node serves '
+                                   'it as anomaly_model_path. Registered as a model of kind anomaly.')
+    p.add_argument('--bags', nargs='+', required=True, help='bags (or folders of bags) with good frames')
+    p.add_argument('--out', required=True, help='ONNX file to write')
+    p.add_argument('--model-version', required=True, help='version of the model')
+    p.add_argument('--good-label', default='good', help='label of the frames to fit on (default good)')
+    p.add_argument('--max-frames', type=int, default=300, help='good frames used at most (default 300)')
+    p.add_argument('--bank-per-row', type=int, default=400, help='memory bank patches per strip row (default 400)')
+    p.add_argument('--no-registry', action='store_true', help='do not record the model in the registry')
+    _add_registry_arg(p)
+
     p = sub.add_parser('status', help='progress of a training run (epoch, metrics, ETA)',
                        description='Progress of a run from the registry: works from another terminal '
                                    'while the run trains.')
@@ -199,6 +214,15 @@ def _add_golden_args(p: argparse.ArgumentParser, required: bool) -> None:
                    help=f'largest accuracy loss accepted (default {DEFAULT_MARGIN})')
     p.add_argument('--golden-min-frames', type=int, default=MIN_GOLDEN_FRAMES,
                    help=f'smallest golden set the gate accepts (default {MIN_GOLDEN_FRAMES})')
+
+
+def cmd_anomaly(args: argparse.Namespace) -> int:
+    from .anomaly import AnomalyFitConfig, fit_and_export
+    cfg = AnomalyFitConfig(bank_per_row=args.bank_per_row, max_frames=args.max_frames)
+    fit_and_export(args.bags, args.out, args.model_version, cfg,
+                   registry=None if args.no_registry else str(args.registry or DEFAULT_REGISTRY),
+                   good_label=args.good_label)
+    return 0
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
@@ -439,11 +463,12 @@ def cmd_models(args: argparse.Namespace) -> int:
         if not models:
             print(f'no models registered in {reg.path}')
             return 0
-        rows = [(m.version, m.status, _when(m.created_at), _num(m.metrics.get('macro_f1')),
-                 _num(m.metrics.get('accuracy')), m.sha256[:12], m.deployed_to or '-', m.run_id or '-')
+        rows = [(m.version, m.metrics.get('kind', 'classifier'), m.status, _when(m.created_at),
+                 _num(m.metrics.get('macro_f1')), _num(m.metrics.get('accuracy')),
+                 _num(m.metrics.get('false_alarm_inspect')), m.sha256[:12], m.deployed_to or '-', m.run_id or '-')
                 for m in models]
-        print(_table(('version', 'status', 'created', 'macro_f1', 'accuracy', 'sha256', 'deployed_to', 'run'),
-                     rows))
+        print(_table(('version', 'kind', 'status', 'created', 'macro_f1', 'accuracy', 'false_alarm_inspect',
+                      'sha256', 'deployed_to', 'run'), rows))
     elif action == 'show':
         m = reg.resolve_model(args.model)
         print(f'model {m.version} ({m.status})')
@@ -593,9 +618,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 DeployError)
     from .golden import GoldenGateError
     from .review import ReviewError
-    expected = expected + (GoldenGateError, ReviewError)
+    from .anomaly import AnomalyFitError
+    expected = expected + (GoldenGateError, ReviewError, AnomalyFitError)
     registry_commands = {'models': cmd_models, 'deploy': cmd_deploy, 'status': cmd_status,
-                         'cancel': cmd_cancel, 'gate': cmd_gate, 'review': cmd_review}
+                         'cancel': cmd_cancel, 'gate': cmd_gate, 'review': cmd_review,
+                         'anomaly': cmd_anomaly}
     try:
         if args.command in registry_commands:
             return registry_commands[args.command](args)

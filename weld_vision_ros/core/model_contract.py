@@ -12,6 +12,8 @@ Keys (all prefixed `weld.`):
   model_version    version string shown in every WeldDefect
   metrics          JSON dict of evaluation metrics (may be '{}')
   weights_sha256   sha256 of the graph's weights, written at export
+  kind             'classifier' (absent: a classifier) or 'anomaly' (core.anomaly: an
+                   anomaly model, served in its own slot; refused here)
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ PREFIX = 'weld.'
 REQUIRED_KEYS = ('class_names', 'preprocess', 'input_name', 'output_name', 'output_kind',
                  'model_version')
 OUTPUT_KINDS = ('logits', 'probabilities')
+KIND_CLASSIFIER, KIND_ANOMALY = 'classifier', 'anomaly'
 
 
 class ModelContractError(ValueError):
@@ -56,6 +59,12 @@ class ModelContract:
 
     @classmethod
     def from_metadata(cls, meta: Mapping[str, str]) -> 'ModelContract':
+        kind = meta.get(PREFIX + 'kind', KIND_CLASSIFIER)
+        if kind != KIND_CLASSIFIER:
+            raise ModelContractError(
+                f'this is an {kind} model (weld.kind {kind!r}), not a defect classifier: set it as '
+                f'anomaly_model_path, not model_path' if kind == KIND_ANOMALY else
+                f'weld.kind must be {KIND_CLASSIFIER!r} for a defect classifier, got {kind!r}')
         missing = [PREFIX + k for k in REQUIRED_KEYS if not meta.get(PREFIX + k)]
         if missing:
             raise ModelContractError(

@@ -422,10 +422,10 @@ def _session_options(options: RuntimeOptions):
     return so
 
 
-def load_classifier(model_path: str, *, models_dir: str, expected_sha256: str = '',
-                    options: RuntimeOptions = RuntimeOptions(),
-                    limits: ModelLimits = ModelLimits()) -> OnnxClassifier:
-    """Load and validate a model (see the module docstring); ModelValidationError if unusable."""
+def read_model_file(model_path: str, models_dir: str, expected_sha256: str,
+                    limits: ModelLimits) -> tuple[Path, bytes, str]:
+    """The model file's resolved path, bytes and sha256, after every check that needs no
+    ONNX Runtime (models_dir, sha256, size); ModelValidationError if refused."""
     real = resolve_model_path(model_path, models_dir)
     try:
         expected = normalize_sha256(expected_sha256)
@@ -451,6 +451,11 @@ def load_classifier(model_path: str, *, models_dir: str, expected_sha256: str = 
     if expected and digest != expected:
         raise ModelValidationError(f'sha256 of {str(real)!r} is {digest}, but model_sha256 expects '
                                    f'{expected}: the file is not the model that was approved')
+    return real, data, digest
+
+
+def open_session(data: bytes, real: Path, options: RuntimeOptions) -> tuple[Any, list, tuple, list]:
+    """An ONNX Runtime session of a model's bytes: (session, providers asked, active, skipped)."""
     offered = available_providers()
     use, skipped = resolve_providers(options.providers, offered)
     ort = _ort()
@@ -470,6 +475,15 @@ def load_classifier(model_path: str, *, models_dir: str, expected_sha256: str = 
             f'{", ".join(active)}); check its drivers or add \'cpu\' to providers')
     if use[0] not in active:
         skipped.append(use[0])
+    return session, use, active, skipped
+
+
+def load_classifier(model_path: str, *, models_dir: str, expected_sha256: str = '',
+                    options: RuntimeOptions = RuntimeOptions(),
+                    limits: ModelLimits = ModelLimits()) -> OnnxClassifier:
+    """Load and validate a model (see the module docstring); ModelValidationError if unusable."""
+    real, data, digest = read_model_file(model_path, models_dir, expected_sha256, limits)
+    session, use, active, skipped = open_session(data, real, options)
     try:
         contract = ModelContract.from_metadata(session.get_modelmeta().custom_metadata_map)
     except ModelContractError as exc:

@@ -187,13 +187,24 @@ class CropInfo:
     seam_found: False when crop 'seam' found no seam and fell back to the centre strip
     (always True for crop 'frame'); reason: why not. seam_angle_deg: image direction of
     the seam [deg, from +x toward +y]. mm_per_px: strip sample spacing along the seam on
-    the plate [mm] (0 for crop 'frame').
+    the plate [mm] (0 for crop 'frame'). strip_to_image: for crop 'seam', the homography
+    (row-major 3x3) from input pixel (x, y, 1) of the strip to image pixel coordinates.
     """
 
     seam_found: bool = True
     reason: str = ''
     seam_angle_deg: float = 0.0
     mm_per_px: float = 0.0
+    strip_to_image: Optional[tuple[float, ...]] = None
+
+    def to_image(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Image pixel coordinates of strip input pixels (x, y) (crop 'seam' only)."""
+        if self.strip_to_image is None:
+            raise PreprocessError('this crop has no strip-to-image mapping (crop frame)')
+        h = np.asarray(self.strip_to_image, dtype=np.float64).reshape(3, 3)
+        x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+        w = h[2, 0] * x + h[2, 1] * y + h[2, 2]
+        return (h[0, 0] * x + h[0, 1] * y + h[0, 2]) / w, (h[1, 0] * x + h[1, 1] * y + h[1, 2]) / w
 
 
 @dataclass(frozen=True)
@@ -292,8 +303,10 @@ def _seam_strip(rgb: np.ndarray, depth_m: np.ndarray, preset: PreprocessPreset,
         elev *= np.float32(1.0 / preset.depth_range_mm)
         np.clip(elev, -1.0, 1.0, out=elev)
         relief = cv2.resize(_fill_dropouts(elev), size, interpolation=cv2.INTER_AREA)
+    up = np.array([[k, 0.0, 0.5 * (k - 1)], [0.0, k, 0.5 * (k - 1)], [0.0, 0.0, 1.0]])
     info = CropInfo(seam_found=found, reason=reason, seam_angle_deg=float(angle),
-                    mm_per_px=preset.strip_length_mm / preset.input_width)
+                    mm_per_px=preset.strip_length_mm / preset.input_width,
+                    strip_to_image=tuple(float(v) for v in (seam.homography @ up).ravel()))
     return CroppedFrame(small, relief, info)
 
 

@@ -66,6 +66,12 @@ class Verdict:
     status_reason: str = ''
     status_detail: str = ''
     checks_not_made: tuple[str, ...] = ()
+    # Anomaly model (core.anomaly), when one scored the frame: score 0..1 on the levels' scale
+    # (-1: not scored), level (normal / potential / inspect / critical), regions.
+    anomaly_score: float = -1.0
+    anomaly_level: str = ''
+    anomaly_regions: tuple[DefectRegion, ...] = ()
+    anomaly_model_version: str = ''
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:

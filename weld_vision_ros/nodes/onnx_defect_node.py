@@ -56,6 +56,7 @@ from weld_vision_ros.ros.executor import SteadyExecutor
 from weld_vision_ros.ros.spin import run_node
 from weld_vision_ros.ros.params import DIAGNOSTICS_PERIOD, OPENCV_THREADS, LiveParameters, ParamSpec
 from weld_vision_ros.ros.qos import latched_qos, results_qos
+from weld_vision_ros.ros.anomaly_slot import AnomalySlot
 from weld_vision_ros.ros.rgbd_input import RgbdInput
 from weld_vision_ros.ros.rule_params import RULE_PARAMS, rule_config
 
@@ -207,6 +208,9 @@ class OnnxDefectNode(Node):
         self._status_pub = self.create_publisher(CellStatus, CELL_STATUS_TOPIC, latched_qos())
         self._status_sent: Optional[tuple] = None
         self._load_initial(cfg)
+        # The anomaly model's slot: its own parameters, validated and swapped on their own.
+        self.anomaly = AnomalySlot(self, lambda: self.params.config.models_dir,
+                                   lambda: self.params.config.runtime, lambda: self.params.config.limits)
         self.create_timer(STATUS_CHECK_PERIOD_S, self._publish_status,
                           callback_group=MutuallyExclusiveCallbackGroup())
 
@@ -291,6 +295,8 @@ class OnnxDefectNode(Node):
     # --- frames --------------------------------------------------------------------------
     def _on_frame(self, frame: RGBDFrame, header, received_s: float) -> None:
         result = self.cascade.run(frame)
+        if result.final is not None:
+            result = replace(result, final=self.anomaly.apply(frame, result.final, header))
         latency_ms = (time.monotonic() - received_s) * 1000.0
         if result.final is not None:
             self.status.frame(received_s, result.final.inspected, result.final.status_reason)
@@ -373,6 +379,7 @@ class OnnxDefectNode(Node):
             'fallback.no_model': s.fallbacks.get(FALLBACK_NO_MODEL, 0),
             'fallback.ml_error': s.fallbacks.get(FALLBACK_ML_ERROR, 0),
             **self.input.diagnostic_values(),
+            **self.anomaly.diagnostic_values(),
         }
         return values
 

@@ -64,7 +64,9 @@ def verdict_to_msg(verdict: Verdict, header):
         model_version=verdict.model_version, latency_ms=float(verdict.latency_ms),
         regions=[region_to_msg(r) for r in verdict.regions], status=verdict.status,
         status_reason=verdict.status_reason, status_detail=verdict.status_detail,
-        checks_not_made=list(verdict.checks_not_made))
+        checks_not_made=list(verdict.checks_not_made), anomaly_score=float(verdict.anomaly_score),
+        anomaly_level=verdict.anomaly_level, anomaly_regions=[region_to_msg(r) for r in verdict.anomaly_regions],
+        anomaly_model_version=verdict.anomaly_model_version)
 
 
 def verdict_from_msg(msg) -> Verdict:
@@ -72,7 +74,8 @@ def verdict_from_msg(msg) -> Verdict:
                    tuple(float(p) for p in msg.probabilities), msg.method, msg.model_version,
                    msg.latency_ms, tuple(region_from_msg(r) for r in msg.regions),
                    msg.status or STATUS_INSPECTED, msg.status_reason, msg.status_detail,
-                   tuple(msg.checks_not_made))
+                   tuple(msg.checks_not_made), float(msg.anomaly_score), msg.anomaly_level,
+                   tuple(region_from_msg(r) for r in msg.anomaly_regions), msg.anomaly_model_version)
 
 
 def bead_to_msg(bead: BeadMeasurement, header):
