@@ -215,16 +215,17 @@ def test_every_parameter_is_described_documented_and_valid_in_the_params_file():
     import yaml
 
     from weld_vision_ros.nodes.onnx_defect_node import PARAMS, OnnxNodeConfig
+    from weld_vision_ros.ros.anomaly_slot import ANOMALY_PARAMS
     from weld_vision_ros.ros.rgbd_input import INPUT_PARAMS
     from weld_vision_ros.ros.rule_params import RULE_PARAMS
     repo = Path(__file__).resolve().parent.parent
     doc = (repo / 'docs' / 'onnx_node.md').read_text()
-    for spec in PARAMS + INPUT_PARAMS:
+    for spec in PARAMS + INPUT_PARAMS + ANOMALY_PARAMS:
         assert spec.description and f'`{spec.name}`' in doc, f'{spec.name} missing from docs/onnx_node.md'
         d = spec.descriptor()
         if isinstance(spec.default, (int, float)) and not isinstance(spec.default, bool):
             assert d.integer_range or d.floating_point_range, f'{spec.name} has no range'
-    declared = {s.name: s for s in PARAMS + INPUT_PARAMS + RULE_PARAMS}
+    declared = {s.name: s for s in PARAMS + INPUT_PARAMS + RULE_PARAMS + ANOMALY_PARAMS}
     values = {s.name: s.default for s in PARAMS}
     OnnxNodeConfig.from_values(values)
     from weld_vision_ros.bringup import load_params_file, node_params
