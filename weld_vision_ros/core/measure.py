@@ -33,6 +33,7 @@ import numpy as np
 from .camera import Intrinsics
 from .fields import tunable
 from .frames import RGBDFrame
+from .resolution import DepthResolution, detect_depth_step_m, sensor_noise_mm
 
 
 class MeasurementError(ValueError):
@@ -122,13 +123,15 @@ class Plate:
     """The plate plane n . p = distance (camera frame, metres), n pointing away from the camera.
 
     Elevation of a point p toward the camera is `distance - n . p`. noise_mm is the robust
-    standard deviation of the plate's depth samples about the plane.
+    standard deviation of the plate's depth samples about the plane, residual_mm their RMS
+    deviation within the final inlier band (what core.resolution reads).
     """
 
     normal: np.ndarray
     distance_m: float
     noise_mm: float
     inlier_fraction: float
+    residual_mm: float = 0.0
 
     def elevation_mm(self, depth_m: np.ndarray, xn: np.ndarray, yn: np.ndarray) -> np.ndarray:
         """Elevation [mm] of depth samples at normalised image coordinates (xn, yn)."""
@@ -151,16 +154,21 @@ def _ransac_draws(seed: int, iterations: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def fit_plate(points_m: np.ndarray, inlier_mm: float = 0.6, iterations: int = 32,
-              seed: int = 0) -> Plate:
+              seed: int = 0, step_mm: float = 0.0) -> Plate:
     """Robust plane through camera-frame points [m], shape (N, 3).
 
     RANSAC picks the plane with most points within `inlier_mm`; three rounds of least
-    squares on the points within max(3 sigma, 0.25 mm) of it refine it. The least-squares
-    residual 1 - p . n / d is the elevation divided by d, so the fit minimises elevation.
+    squares on the points within max(3 sigma, 0.25 mm, 1.5 step) of it refine it. The
+    least-squares residual 1 - p . n / d is the elevation divided by d, so the fit
+    minimises elevation. step_mm: quantization step of the depth (0: continuous); the
+    band never shrinks below one and a half steps, so quantized samples one step off the
+    plane stay in the fit and in its noise (otherwise a plate whose samples mostly round
+    to one value would report no noise at all).
     """
     n = points_m.shape[0]
     if n < 16:
         raise MeasurementError(f'only {n} valid depth samples: cannot fit the plate')
+    floor_mm = max(0.25, 1.5 * step_mm)
     pick, tri_u = _ransac_draws(seed, iterations)
     sample = points_m[(pick * n).astype(np.intp)]
     tri = (tri_u * sample.shape[0]).astype(np.intp)
@@ -176,12 +184,13 @@ def fit_plate(points_m: np.ndarray, inlier_mm: float = 0.6, iterations: int = 32
     normals *= sign[:, None]
     dist *= sign
     resid_mm = 1000.0 * (dist[:, None] - normals @ sample.T)
-    score = np.count_nonzero(np.abs(resid_mm) < inlier_mm, axis=1)
+    score = np.count_nonzero(np.abs(resid_mm) < max(inlier_mm, floor_mm), axis=1)
     score[~usable | (dist <= 0)] = -1
     best = int(np.argmax(score))
     normal, distance = normals[best], float(dist[best])
-    band_mm = inlier_mm
+    band_mm = max(inlier_mm, floor_mm)
     sigma_mm = inlier_mm / 3.0
+    rms_mm = sigma_mm
     pts_t = np.ascontiguousarray(points_m.T)
     count = n
     for _ in range(3):
@@ -196,9 +205,10 @@ def fit_plate(points_m: np.ndarray, inlier_mm: float = 0.6, iterations: int = 32
         normal = c * distance
         # Gaussian sigma from the mean absolute deviation inside the band (no sort needed).
         sigma_mm = 1.2533 * float(absd @ w) / count
-        band_mm = max(3.0 * sigma_mm, 0.25)
+        rms_mm = math.sqrt(float((absd * absd) @ w) / count)
+        band_mm = max(3.0 * sigma_mm, floor_mm)
     return Plate(normal=normal, distance_m=distance, noise_mm=sigma_mm,
-                 inlier_fraction=count / n)
+                 inlier_fraction=count / n, residual_mm=rms_mm)
 
 
 # --- Seam frame ----------------------------------------------------------------------------
@@ -285,6 +295,7 @@ class BeadGeometry:
     lowres_step: int
     col_inside: np.ndarray
     location: Optional['SeamLocation'] = None   # steps 1 and 2 as found; the ONNX stage cuts its strip from it
+    resolution: Optional[DepthResolution] = None   # what the depth of this frame resolves
 
     @property
     def seam_length_mm(self) -> float:
@@ -349,6 +360,7 @@ class SeamLocation:
     bead_mask: np.ndarray
     lowres_step: int
     finder: tuple[tuple[str, float], ...] = ()   # the settings it was found with (seam_finder_settings)
+    resolution: Optional[DepthResolution] = None   # what this frame's depth resolves
 
 
 # The MeasureConfig fields locate_seam reads: they alone decide where the seam is found.
@@ -361,10 +373,13 @@ def seam_finder_settings(cfg: MeasureConfig) -> tuple[tuple[str, float], ...]:
     return tuple((name, getattr(cfg, name)) for name in SEAM_FINDER_FIELDS)
 
 
-def locate_seam(depth_m: np.ndarray, intr: Intrinsics, cfg: MeasureConfig = MeasureConfig()) -> SeamLocation:
+def locate_seam(depth_m: np.ndarray, intr: Intrinsics, cfg: MeasureConfig = MeasureConfig(),
+                depth_unit_m: float = 0.0) -> SeamLocation:
     """Fit the plate and find the seam on a depth image [m] (NaN: no return).
 
-    Raises MeasurementError when there is no plate or no bead to follow.
+    depth_unit_m: quantization step of the depth [m] when known (16UC1); 0: look at the
+    values (quantized floats are recognised). Raises MeasurementError when there is no
+    plate or no bead to follow.
     """
     depth = depth_m
     step = max(1, int(round(intr.width / cfg.lowres_width_px)))
@@ -380,18 +395,23 @@ def locate_seam(depth_m: np.ndarray, intr: Intrinsics, cfg: MeasureConfig = Meas
     zp, vp = z[::3, ::3], valid[::3, ::3]
     zv = zp[vp].astype(np.float64)
     pts = np.stack([xg[::3, ::3][vp] * zv, yg[::3, ::3][vp] * zv, zv], axis=1)
-    plate = fit_plate(pts, cfg.plane_inlier_mm, cfg.plane_iterations)
+    step_mm = 1000.0 * (depth_unit_m if depth_unit_m > 0 else detect_depth_step_m(zv))
+    plate = fit_plate(pts, cfg.plane_inlier_mm, cfg.plane_iterations, step_mm=step_mm)
     if plate.inlier_fraction < cfg.min_plate_fraction:
         raise MeasurementError(f'only {100 * plate.inlier_fraction:.0f} % of the depth lies on one '
                                'plane: no flat plate in view')
 
     # --- segmentation at low resolution
-    elev = plate.elevation_mm(z, xg, yg)
-    elev = np.where(valid, elev, 0.0).astype(np.float32)
+    raw_elev = plate.elevation_mm(z, xg, yg)
+    elev = np.where(valid, raw_elev, 0.0).astype(np.float32)
     elev = cv2.blur(elev, (3, 3))
     mm_per_px = 1000.0 * plate.distance_m / (0.5 * (intr.fx + intr.fy))
     cell_mm = mm_per_px * step
-    threshold = max(cfg.bead_min_elevation_mm, cfg.bead_noise_factor * plate.noise_mm / 3.0)
+    resolution = _plate_resolution(raw_elev, elev, valid, plate, step_mm, cfg)
+    # Above the plate's noise and, for quantized depth, above the rounding error averaging
+    # leaves (undithered steps would otherwise segment as terraces of 'bead').
+    threshold = max(cfg.bead_min_elevation_mm, cfg.bead_noise_factor * plate.noise_mm / 3.0,
+                    1.2 * resolution.bias_mm)
     mask = (elev > threshold).astype(np.uint8)
     n_lab, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     if n_lab <= 1:
@@ -454,7 +474,27 @@ def locate_seam(depth_m: np.ndarray, intr: Intrinsics, cfg: MeasureConfig = Meas
     return SeamLocation(plate=plate, origin_m=origin_m, along=along3, across=across3, angle_deg=angle,
                         s_min_mm=float(s_pts.min()), s_max_mm=float(s_pts.max()),
                         coarse_width_mm=float(coarse_width), mm_per_px=mm_per_px, cell_mm=cell_mm,
-                        bead_mask=bead_mask, lowres_step=step, finder=seam_finder_settings(cfg))
+                        bead_mask=bead_mask, lowres_step=step, finder=seam_finder_settings(cfg),
+                        resolution=resolution)
+
+
+def _plate_resolution(raw_elev: np.ndarray, blurred: np.ndarray, valid: np.ndarray, plate: Plate,
+                      step_mm: float, cfg: MeasureConfig) -> DepthResolution:
+    """What the depth resolves, from the plate's samples away from anything raised.
+
+    The plate fit's own residual takes in the bead's low flanks (they lie within its
+    band); here every low-resolution cell within three cells of a raised one is left out
+    first, so the residual is the plate's: sensor noise and rounding.
+    """
+    raised = (blurred > max(cfg.bead_min_elevation_mm, 0.6 * step_mm)).astype(np.uint8)
+    near = cv2.dilate(raised, np.ones((7, 7), np.uint8)).view(bool)
+    band = max(3.0 * plate.noise_mm, 1.5 * step_mm, 0.25)
+    r = raw_elev[valid & ~near]
+    r = r[np.abs(r) < band]
+    residual = math.sqrt(float(r @ r) / r.size) if r.size >= 16 else plate.residual_mm
+    return DepthResolution(step_mm=step_mm, residual_mm=residual,
+                           noise_mm=sensor_noise_mm(residual, step_mm),
+                           dropout_fraction=1.0 - float(np.count_nonzero(valid)) / valid.size)
 
 
 def measure_bead(frame: RGBDFrame, cfg: MeasureConfig = MeasureConfig(),
@@ -465,7 +505,7 @@ def measure_bead(frame: RGBDFrame, cfg: MeasureConfig = MeasureConfig(),
     """
     intr = frame.intrinsics
     depth = frame.depth_m
-    loc = locate_seam(depth, intr, cfg)
+    loc = locate_seam(depth, intr, cfg, frame.depth_unit_m)
     plate, cell_mm, coarse_width = loc.plate, loc.cell_mm, loc.coarse_width_mm
     along3, across3, angle, mm_per_px = loc.along, loc.across, loc.angle_deg, loc.mm_per_px
     origin_m, bead_mask, step = loc.origin_m, loc.bead_mask, loc.lowres_step
@@ -506,7 +546,8 @@ def measure_bead(frame: RGBDFrame, cfg: MeasureConfig = MeasureConfig(),
     seam_end = float(seam.s_of_col(vis[-1]))
 
     return replace(_profiles(cfg, plate, seam, elevation, gg, seam_start, seam_end, angle,
-                             mm_per_px, bead_mask, step, col_inside), location=loc)
+                             mm_per_px, bead_mask, step, col_inside), location=loc,
+                   resolution=loc.resolution)
 
 
 def seam_elevation_mm(depth_m: np.ndarray, plate: Plate, seam: SeamFrame,

@@ -28,7 +28,7 @@ Everything is NumPy/OpenCV, vectorised, and free of ROS.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Optional, Sequence
 
 import cv2
@@ -38,7 +38,7 @@ from .classes import DEFAULT_CLASS_NAMES, GOOD
 from .fields import tunable
 from .frames import RGBDFrame
 from .measure import BeadGeometry, MeasureConfig, MeasurementError, measure_bead
-from .results import METHOD_RULE, BeadMeasurement, DefectRegion, Verdict
+from .results import METHOD_RULE, REASON_DEPTH_UNRESOLVED, BeadMeasurement, DefectRegion, Verdict
 from .spec import WeldSpec, evaluate_spec
 
 POROSITY, UNDERCUT, SPATTER, GAP, CRACK = 'porosity', 'undercut', 'spatter', 'gap', 'crack'
@@ -102,6 +102,23 @@ class RuleConfig:
         4.0, 'Undercut threshold in profile-noise sigmas (if above the minimum)',
         '', 0.0, 50.0)
     undercut_min_length_mm: float = tunable(8.0, 'Shortest undercut along the seam', 'mm', 0.1, 1000.0)
+    # depth resolution (core.resolution): what quantized depth can and cannot show
+    resolution_bias_factor: float = tunable(
+        3.0, 'Relief evidence (undercut depth, gap crown drop) must exceed this many times the '
+        'rounding bias the depth steps leave after averaging',
+        '', 0.0, 50.0)
+    undercut_unresolved_mm: float = tunable(
+        0.3, 'Undercut threshold beyond which the depth cannot show the shallowest undercut: '
+        'the undercut check is reported as not made',
+        'mm', 0.01, 10.0)
+    max_depth_bias_mm: float = tunable(
+        0.08, 'Largest rounding bias of quantized depth at which width and height are still '
+        'reported valid',
+        'mm', 0.001, 10.0)
+    unresolved_crown_bias_ratio: float = tunable(
+        5.0, 'A bead whose crown is below this many rounding biases is not inspected '
+        '(depth_unresolved)',
+        '', 0.0, 100.0)
     # gap (the crown ratio itself is measure.gap_height_ratio)
     gap_min_length_mm: float = tunable(
         3.0, 'Shortest under-filled stretch reported as gap',
@@ -299,7 +316,17 @@ def find_undercuts(geom: BeadGeometry, cfg: RuleConfig) -> list[Finding]:
     half_rows = 0.5 * geom.chunk_width_mm / sf.dt
     v = np.arange(0.0, cfg.undercut_search_mm + 0.5 * sf.dt, sf.dt) / sf.dt       # rows beyond toe
     noise = geom.plate.noise_mm / np.sqrt(np.maximum(geom.chunk_cols * geom.chunk_coverage, 1.0) * 3.0)
-    threshold = np.maximum(cfg.undercut_min_depth_mm, cfg.undercut_noise_factor * noise)
+    # The profiles' own noise on the plate beyond the search zone: correlated sensor noise
+    # (stereo matching) averages down far less than the sample count says.
+    far = (np.abs(np.arange(rows)[:, None] - centre_row[None, :])
+           > half_rows[None, :] + (cfg.undercut_search_mm + 1.0) / sf.dt) & valid[None, :]
+    plate_vals = prof[far]
+    plate_vals = plate_vals[np.isfinite(plate_vals)]
+    if plate_vals.size >= 20:
+        med = float(np.median(plate_vals))
+        noise = np.maximum(noise, 1.4826 * float(np.median(np.abs(plate_vals - med))) / math.sqrt(3.0))
+    threshold = np.maximum(np.maximum(cfg.undercut_min_depth_mm, cfg.undercut_noise_factor * noise),
+                           resolved_relief_mm(geom, cfg))
     chunk_len = geom.chunk_cols * sf.ds
     ci = np.arange(n)[:, None]
     findings = []
@@ -362,6 +389,13 @@ def groove_depth_mm(profile_mm: np.ndarray, step_mm: float, pixel_mm: float) -> 
     return float(max(scale[best], 0.0)) if np.isfinite(resid[best]) else float(max(y.max(), 0.0))
 
 
+def resolved_relief_mm(geom: BeadGeometry, cfg: RuleConfig) -> float:
+    """Smallest relief [mm] that the frame's depth tells apart from its own rounding steps
+    (0 for continuous depth)."""
+    res = geom.resolution
+    return cfg.resolution_bias_factor * res.bias_mm if res is not None else 0.0
+
+
 def _chunk_inside(geom: BeadGeometry) -> np.ndarray:
     n = geom.chunk_width_mm.size
     m = geom.chunk_cols
@@ -381,10 +415,14 @@ def find_gaps(geom: BeadGeometry, cfg: RuleConfig) -> list[Finding]:
     chunk_len = geom.chunk_cols * sf.ds
     ratio = np.where(geom.chunk_ok, geom.chunk_crown_mm / max(geom.crown_median_mm, 1e-6), 0.0)
     limit = cfg.measure.gap_height_ratio
+    resolved = resolved_relief_mm(geom, cfg)
     findings = []
     for a, b in _runs(flags, max_hole=0):
         length = (b - a) * chunk_len
         if length < cfg.gap_min_length_mm:
+            continue
+        drop_mm = geom.crown_median_mm * (1.0 - float(np.clip(ratio[a:b].min(), 0.0, 1.0)))
+        if drop_mm <= resolved:          # a crown step the depth's rounding can make
             continue
         deficit = (1.0 - float(np.clip(ratio[a:b].min(), 0.0, 1.0))) / (1.0 - limit)
         strength = deficit * min(1.0, length / cfg.gap_min_length_mm) ** 0.5
@@ -537,6 +575,13 @@ def inspect_frame(frame: RGBDFrame, config: RuleConfig = RuleConfig()) -> Inspec
         geom = measure_bead(frame, config.measure, gray=gray)
     except MeasurementError as exc:
         return Inspection(BeadMeasurement.invalid(str(exc)), None, None, ())
+    res = geom.resolution
+    if res is not None and res.bias_mm > 0 and \
+            geom.crown_median_mm < config.unresolved_crown_bias_ratio * res.bias_mm:
+        detail = (f'{REASON_DEPTH_UNRESOLVED}: a {geom.crown_median_mm:.2f} mm crown under '
+                  f'{res.describe()}')
+        verdict = Verdict.not_inspected(REASON_DEPTH_UNRESOLVED, detail, DEFAULT_CLASS_NAMES, METHOD_RULE)
+        return Inspection(BeadMeasurement.invalid(detail), verdict, geom, ())
     findings: list[Finding] = []
     findings += find_gaps(geom, config)
     undercuts = find_undercuts(geom, config)
@@ -553,5 +598,18 @@ def inspect_frame(frame: RGBDFrame, config: RuleConfig = RuleConfig()) -> Inspec
     shown = [f for f in findings if _score(f.strength, config.evidence_sharpness) >= 0.5]
     verdict = Verdict(defect_class=winner, confidence=float(probs[best]), class_names=DEFAULT_CLASS_NAMES,
                       probabilities=probs, method=METHOD_RULE,
-                      regions=_regions(shown, geom, frame, config.evidence_sharpness))
-    return Inspection(_measurement(geom, findings, config.spec), verdict, geom, tuple(findings))
+                      regions=_regions(shown, geom, frame, config.evidence_sharpness),
+                      checks_not_made=checks_not_made(geom, config))
+    measurement = _measurement(geom, findings, config.spec)
+    if res is not None and res.bias_mm > config.max_depth_bias_mm:
+        measurement = replace(measurement, valid=False, within_tolerance=False, score=0.0,
+                              reason=f'{REASON_DEPTH_UNRESOLVED}: width and height not trustworthy '
+                                     f'under {res.describe()}')
+    return Inspection(measurement, verdict, geom, tuple(findings))
+
+
+def checks_not_made(geom: BeadGeometry, cfg: RuleConfig) -> tuple[str, ...]:
+    """Checks the frame's depth resolution does not allow (see RuleConfig.undercut_unresolved_mm)."""
+    if resolved_relief_mm(geom, cfg) > cfg.undercut_unresolved_mm:
+        return (UNDERCUT,)
+    return ()
