@@ -545,9 +545,73 @@ def measure_bead(frame: RGBDFrame, cfg: MeasureConfig = MeasureConfig(),
     seam_start = float(seam.s_of_col(vis[0]))
     seam_end = float(seam.s_of_col(vis[-1]))
 
-    return replace(_profiles(cfg, plate, seam, elevation, gg, seam_start, seam_end, angle,
-                             mm_per_px, bead_mask, step, col_inside), location=loc,
-                   resolution=loc.resolution)
+    geom = _profiles(cfg, plate, seam, elevation, gg, seam_start, seam_end, angle,
+                     mm_per_px, bead_mask, step, col_inside)
+    if loc.resolution is not None and (loc.resolution.step_mm > 0):
+        geom = _refine_on_mean_profile(geom)
+    return replace(geom, location=loc, resolution=loc.resolution)
+
+
+def _refine_on_mean_profile(geom: BeadGeometry) -> BeadGeometry:
+    """Width and height of quantized depth from one cap fitted to the seam's mean cross-section.
+
+    Rounded depth shifts each level crossing toward the nearest step edge, and the cap
+    exponent fitted to those crossings goes wrong with them (the toe width is extrapolated
+    with it). The cross-section averaged along the whole seam, each chunk centred on its
+    own bead centre (smoothed along the seam), averages many samples of each height whose
+    rounding differs (the plate's tilt and the bead's own variation move them across the
+    steps): the level crossings and the cap exponent are taken on it, as on one chunk. The
+    chunks keep their own variation; their mean width and height are moved onto it.
+    """
+    stat = geom.chunk_stat
+    if np.count_nonzero(stat) < 3:
+        return geom
+    sf = geom.frame
+    prof = geom.profiles[:, stat]
+    rows = prof.shape[0]
+    # chunk centres smoothed along the seam: their own jitter would broaden the mean profile
+    centre = geom.chunk_centre_mm[stat]
+    if centre.size >= 5:
+        padded = np.pad(centre, 2, mode='edge')
+        centre = np.convolve(padded, np.full(5, 0.2), mode='valid')
+    centre_row = (centre - sf.t0) / sf.dt
+    w0 = float(np.median(geom.chunk_width_mm[stat]))
+    reach = int(math.ceil(0.5 * 1.25 * w0 / sf.dt)) + 2
+    k = np.arange(-reach, reach + 1, dtype=np.float64)
+    rf = centre_row[None, :] + k[:, None]
+    r0 = np.floor(rf).astype(np.intp)
+    inside = (r0 >= 0) & (r0 < rows - 1)
+    r0c = np.clip(r0, 0, rows - 2)
+    fr = rf - r0c
+    cols = np.arange(prof.shape[1])[None, :]
+    vals = prof[r0c, cols] * (1.0 - fr) + prof[r0c + 1, cols] * fr
+    vals = np.where(inside, vals, np.nan)
+    counts = np.count_nonzero(np.isfinite(vals), axis=1)
+    use = counts >= max(3, 0.5 * prof.shape[1])
+    if np.count_nonzero(use) < 8:
+        return geom
+    y = np.nansum(vals[use], axis=1) / counts[use]
+    yf = np.full(k.size, np.nan, dtype=np.float32)
+    yf[use] = y
+    col = yf[:, None]
+    peak = np.array([int(np.nanargmax(yf))])
+    crown = float(np.nanmax(yf))
+    t_left, t_right, found = _crossings(col, peak, crown * _LEVELS[:, None])
+    if not found.all():
+        return geom
+    level_widths = (t_right - t_left) * sf.dt                              # (levels, 1)
+    p = _fit_exponent(level_widths)
+    u = _level_fraction(p)
+    w_fit = float((u @ level_widths)[0] / float(u @ u))
+    # crown height: the cap fitted to the upper part of the mean profile
+    c_row = float(0.5 * (t_left + t_right).mean())
+    uu = (np.arange(k.size) - c_row) * 2.0 * sf.dt / max(w_fit, 1e-3)
+    g = np.maximum(1.0 - uu * uu, 0.0) ** p
+    sel = (g > 0.5) & np.isfinite(yf)
+    h_fit = float((yf[sel] @ g[sel]) / max(float(g[sel] @ g[sel]), 1e-9)) if sel.any() else crown
+    width = geom.chunk_width_mm + (w_fit - w0)
+    height = geom.chunk_height_mm + (h_fit - float(np.mean(geom.chunk_height_mm[stat])))
+    return replace(geom, chunk_width_mm=width, chunk_height_mm=height, profile_exponent=float(p))
 
 
 def seam_elevation_mm(depth_m: np.ndarray, plate: Plate, seam: SeamFrame,

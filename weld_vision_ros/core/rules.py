@@ -111,10 +111,10 @@ class RuleConfig:
         0.3, 'Undercut threshold beyond which the depth cannot show the shallowest undercut: '
         'the undercut check is reported as not made',
         'mm', 0.01, 10.0)
-    max_depth_bias_mm: float = tunable(
-        0.08, 'Largest rounding bias of quantized depth at which width and height are still '
-        'reported valid',
-        'mm', 0.001, 10.0)
+    max_width_uncertainty_mm: float = tunable(
+        0.8, 'Largest width uncertainty from depth rounding (rounding bias over the flank slope, '
+        'both toes) at which width and height are still reported valid',
+        'mm', 0.001, 20.0)
     unresolved_crown_bias_ratio: float = tunable(
         5.0, 'A bead whose crown is below this many rounding biases is not inspected '
         '(depth_unresolved)',
@@ -601,11 +601,23 @@ def inspect_frame(frame: RGBDFrame, config: RuleConfig = RuleConfig()) -> Inspec
                       regions=_regions(shown, geom, frame, config.evidence_sharpness),
                       checks_not_made=checks_not_made(geom, config))
     measurement = _measurement(geom, findings, config.spec)
-    if res is not None and res.bias_mm > config.max_depth_bias_mm:
+    width_uncertainty = width_uncertainty_mm(geom)
+    if width_uncertainty > config.max_width_uncertainty_mm:
         measurement = replace(measurement, valid=False, within_tolerance=False, score=0.0,
-                              reason=f'{REASON_DEPTH_UNRESOLVED}: width and height not trustworthy '
-                                     f'under {res.describe()}')
+                              reason=f'{REASON_DEPTH_UNRESOLVED}: width uncertain by about '
+                                     f'{width_uncertainty:.1f} mm under {res.describe()}')
     return Inspection(measurement, verdict, geom, tuple(findings))
+
+
+def width_uncertainty_mm(geom: BeadGeometry) -> float:
+    """Width error [mm] the depth's rounding can leave: its bias over the mean flank slope
+    (crown height / half width), at both toes; 0 for continuous depth."""
+    res = geom.resolution
+    if res is None or res.bias_mm <= 0 or not geom.chunk_stat.any():
+        return 0.0
+    width = float(np.mean(geom.chunk_width_mm[geom.chunk_stat]))
+    height = max(float(np.mean(geom.chunk_height_mm[geom.chunk_stat])), 1e-3)
+    return res.bias_mm * width / height
 
 
 def checks_not_made(geom: BeadGeometry, cfg: RuleConfig) -> tuple[str, ...]:
