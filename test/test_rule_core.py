@@ -16,12 +16,14 @@ from weld_vision_ros.core.camera import Intrinsics
 from weld_vision_ros.core.classes import DEFAULT_CLASS_NAMES
 from weld_vision_ros.core.debug_view import draw_inspection
 from weld_vision_ros.core.frames import FrameError, RGBDFrame
+from weld_vision_ros.core.depth import decode_depth, encode_depth_16uc1
 from weld_vision_ros.core.measure import MeasureConfig, MeasureConfigError, fit_plate, measure_bead
+from weld_vision_ros.core.resolution import detect_depth_step_m, quantization_bias_mm
 from weld_vision_ros.core.rules import (RuleConfig, RuleConfigError, class_probabilities, groove_depth_mm,
                                         inspect_frame)
 from weld_vision_ros.core.spec import WeldSpec, WeldSpecError, evaluate_spec
-from weld_vision_ros.simulator.renderer import (Crack, GapSegment, Pit, UndercutSegment, default_intrinsics,
-                                            render, sample_scene)
+from weld_vision_ros.simulator.renderer import (Crack, GapSegment, Pit, UndercutSegment, d4xx_16uc1,
+                                            default_intrinsics, render, sample_scene)
 
 INTR = default_intrinsics(640, 480)
 
@@ -275,3 +277,83 @@ def test_debug_view_draws_on_a_copy() -> None:
     no_bead = inspect_frame(RGBDFrame(frame.rgb, np.full(frame.depth_m.shape, np.nan, np.float32),
                                       frame.intrinsics))
     assert draw_inspection(frame.rgb, no_bead).shape == frame.rgb.shape
+
+
+# --- depth resolution: millimetre depth (16UC1) ----------------------------------------------
+
+def test_quantization_bias_follows_the_dither_of_the_noise() -> None:
+    # plain rounding's sawtooth has a first harmonic of 1/pi step; noise of half a step removes nearly all
+    assert quantization_bias_mm(1.0, 0.0) == pytest.approx(1.0 / math.pi)
+    assert quantization_bias_mm(1.0, 0.5) < 0.01
+    assert quantization_bias_mm(1.0, 0.1) > quantization_bias_mm(1.0, 0.3) > quantization_bias_mm(1.0, 0.4)
+    assert quantization_bias_mm(0.0, 0.0) == 0.0
+    # the bias is what averaging cannot remove: the mean of many rounded noisy samples of one value
+    rng = np.random.default_rng(0)
+    for noise in (0.1, 0.2, 0.3):
+        worst = max(abs(float(np.mean(np.round(x + rng.normal(0.0, noise, 200_000)))) - x)
+                    for x in np.linspace(0.0, 1.0, 21))
+        # the first harmonic bounds the error to within its own next term (exp(-8 pi^2 r^2))
+        assert worst == pytest.approx(quantization_bias_mm(1.0, noise), abs=0.02 + 0.6 * math.exp(-8 * math.pi ** 2 * noise ** 2))
+
+
+def test_depth_step_is_recognised_in_rounded_values_only() -> None:
+    rng = np.random.default_rng(1)
+    metres = rng.uniform(0.18, 0.22, 3000).astype(np.float32)
+    assert detect_depth_step_m(metres) == 0.0
+    assert detect_depth_step_m((np.round(metres * 1000.0) / 1000.0).astype(np.float32)) == pytest.approx(0.001)
+    assert detect_depth_step_m((np.round(metres * 10000.0) / 10000.0).astype(np.float32)) == pytest.approx(0.0001)
+
+
+def _d4xx(seed: int, defect_class: str, subpixel: float, **changes):
+    rng = np.random.default_rng(seed)
+    scene = d4xx_16uc1(dataclasses.replace(sample_scene(rng, defect_class), **changes), subpixel)
+    f = render(scene, INTR, rng)
+    units = encode_depth_16uc1(f.depth_m)               # what the driver sends
+    depth = decode_depth(units, '16UC1', 0.001)         # what the node decodes
+    return RGBDFrame(f.rgb, depth, INTR, depth_unit_m=0.001), f
+
+
+def test_millimetre_depth_noise_is_estimated_apart_from_its_rounding() -> None:
+    for subpixel in (0.06, 0.12):
+        frame, f = _d4xx(71, 'good', subpixel, plate_distance_m=0.28, tilt_deg=3.0)
+        res = measure_bead(frame).resolution
+        assert res.step_mm == pytest.approx(1.0)
+        # the plate residual includes rounding (1/12 step^2); the estimate takes it out again
+        assert res.noise_mm == pytest.approx(f.scene.noise_mm, rel=0.15)
+        assert res.residual_mm > res.noise_mm
+
+
+def test_dithered_millimetre_depth_still_measures_below_one_unit() -> None:
+    # 0.3 mm of stereo noise at 0.28 m dithers 1 mm steps: the seam's mean cross-section
+    # recovers the width to a fraction of a unit (the physical bound here: 0.35 mm)
+    frame, f = _d4xx(72, 'good', 0.09, plate_distance_m=0.28, tilt_deg=3.0, bead_height_mm=2.5,
+                     bead_width_mm=8.0)
+    result = inspect_frame(frame)
+    assert result.geometry.resolution.bias_mm < 0.1
+    assert result.measurement.valid, result.measurement.reason
+    assert result.measurement.width_mm == pytest.approx(f.truth.width_mm, abs=0.35)
+    assert result.verdict.defect_class == 'good'
+
+
+def test_undithered_millimetre_depth_says_what_it_cannot_check_instead_of_calling_defects() -> None:
+    # 0.05 mm of noise under 1 mm steps: nothing dithers the steps
+    for seed in (73, 74, 75):
+        frame, f = _d4xx(seed, 'good', 0.03, plate_distance_m=0.2, tilt_deg=2.0, bead_height_mm=2.0)
+        result = inspect_frame(frame)
+        verdict = result.verdict
+        assert result.geometry.resolution.bias_mm > 0.2
+        assert verdict.defect_class in ('good', '')
+        if verdict.inspected:
+            assert 'undercut' in verdict.checks_not_made
+        else:
+            assert verdict.status_reason == 'depth_unresolved'
+        if not result.measurement.valid:
+            assert result.measurement.reason.startswith('depth_unresolved')
+
+
+def test_a_shallow_undercut_under_millimetre_steps_is_reported_as_not_checked() -> None:
+    undercut = UndercutSegment(side=1, start_fraction=0.2, length_fraction=0.6, depth_mm=0.15, width_mm=1.2)
+    frame, f = _d4xx(76, 'undercut', 0.03, plate_distance_m=0.2, undercuts=(undercut,))
+    verdict = inspect_frame(frame).verdict
+    assert verdict.defect_class != 'undercut'
+    assert not verdict.inspected or 'undercut' in verdict.checks_not_made

@@ -10,8 +10,9 @@ stretch of surface all round to the same step and the average keeps the rounding
 For a rounding quantizer of step q and Gaussian noise of sigma, the expected quantized
 value differs from the truth by a periodic error whose first harmonic has amplitude
 (q / pi) exp(-2 pi^2 sigma^2 / q^2): no amount of averaging at one point removes it. That
-amplitude (capped at q / 2, the error of plain rounding) is `bias_mm`: relief evidence
-below a few times it is what the depth cannot tell from its own steps.
+amplitude is `bias_mm` (without noise the error is the rounding sawtooth, peak q / 2, and
+the first harmonic q / pi): relief evidence below a few times it is what the depth cannot
+tell from its own steps.
 
 The step comes from the frame (16UC1 unit x depth_scale_m) or, where depth arrives as
 floats already rounded to a unit (a 16UC1 stream converted to 32FC1), from the values
@@ -66,12 +67,12 @@ class DepthResolution:
 def quantization_bias_mm(step_mm: float, noise_mm: float) -> float:
     """Amplitude of the rounding error left after averaging quantized samples [mm].
 
-    (q / pi) exp(-2 pi^2 sigma^2 / q^2), at most q / 2; 0 when the step is 0.
+    (q / pi) exp(-2 pi^2 sigma^2 / q^2); 0 when the step is 0.
     """
     if step_mm <= 0:
         return 0.0
     ratio = noise_mm / step_mm
-    return min(0.5 * step_mm, step_mm / math.pi * math.exp(-2.0 * math.pi ** 2 * ratio * ratio))
+    return step_mm / math.pi * math.exp(-2.0 * math.pi ** 2 * ratio * ratio)
 
 
 def sensor_noise_mm(residual_mm: float, step_mm: float) -> float:

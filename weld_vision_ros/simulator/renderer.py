@@ -417,6 +417,14 @@ def sample_scene(rng: np.random.Generator, defect_class: str | None = None,
     return SceneParams(**values)
 
 
+def resample_bead(scene: SceneParams, rng: np.random.Generator, width_mm: float,
+                  height_mm: float) -> SceneParams:
+    """`scene` with another bead size and its defect instances drawn anew for that bead."""
+    defects = {'pits': (), 'droplets': (), 'undercuts': (), 'gaps': (), 'cracks': ()}
+    defects.update(_sample_defects(rng, scene.defect_class, width_mm, height_mm))
+    return replace(scene, bead_width_mm=float(width_mm), bead_height_mm=float(height_mm), **defects)
+
+
 # --- Cached image banks (fixed seeds: deterministic) --------------------------------------
 
 @lru_cache(maxsize=4)
