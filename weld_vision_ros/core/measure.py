@@ -609,9 +609,28 @@ def _refine_on_mean_profile(geom: BeadGeometry) -> BeadGeometry:
     g = np.maximum(1.0 - uu * uu, 0.0) ** p
     sel = (g > 0.5) & np.isfinite(yf)
     h_fit = float((yf[sel] @ g[sel]) / max(float(g[sel] @ g[sel]), 1e-9)) if sel.any() else crown
-    width = geom.chunk_width_mm + (w_fit - w0)
+    # Per chunk, rounding and noise scatter width and centre far more than the bead varies:
+    # the rules that work beside the toes (spatter, marks) read the smoothed values.
+    width = _running_median(geom.chunk_width_mm, stat, 5)
+    width = width + (w_fit - float(np.mean(width[stat])))
     height = geom.chunk_height_mm + (h_fit - float(np.mean(geom.chunk_height_mm[stat])))
-    return replace(geom, chunk_width_mm=width, chunk_height_mm=height, profile_exponent=float(p))
+    centre_all = geom.chunk_centre_mm.copy()
+    centre_all[stat] = centre
+    return replace(geom, chunk_width_mm=width, chunk_height_mm=height, chunk_centre_mm=centre_all,
+                   profile_exponent=float(p))
+
+
+def _running_median(values: np.ndarray, use: np.ndarray, size: int) -> np.ndarray:
+    """values with those at `use` replaced by the median of `size` neighbours among them."""
+    out = values.astype(np.float64, copy=True)
+    v = values[use]
+    if v.size < size:
+        return out
+    half = size // 2
+    padded = np.pad(v, half, mode='edge')
+    windows = np.lib.stride_tricks.sliding_window_view(padded, size)
+    out[use] = np.median(windows, axis=1)
+    return out
 
 
 def seam_elevation_mm(depth_m: np.ndarray, plate: Plate, seam: SeamFrame,

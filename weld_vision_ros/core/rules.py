@@ -88,6 +88,9 @@ class RuleConfig:
     crack_transverse_min_elongation: float = tunable(
         1.7, 'Length/width of a transverse crack',
         '', 1.0, 100.0)
+    mark_noise_factor: float = tunable(
+        4.0, 'A pore/crack mark must also be this many image-noise sigmas darker than its background',
+        '', 0.0, 50.0)
     crack_max_width_mm: float = tunable(
         0.8, 'Widest mark (mean width) still called a crack, beyond 1.5 pixels of image blur',
         'mm', 0.01, 20.0)
@@ -99,7 +102,7 @@ class RuleConfig:
         0.15, 'Shallowest undercut groove below the plate',
         'mm', 0.01, 10.0)
     undercut_noise_factor: float = tunable(
-        4.0, 'Undercut threshold in profile-noise sigmas (if above the minimum)',
+        5.0, 'Undercut threshold in profile-noise sigmas (if above the minimum)',
         '', 0.0, 50.0)
     undercut_min_length_mm: float = tunable(8.0, 'Shortest undercut along the seam', 'mm', 0.1, 1000.0)
     # depth resolution (core.resolution): what quantized depth can and cannot show
@@ -123,6 +126,10 @@ class RuleConfig:
     gap_min_length_mm: float = tunable(
         3.0, 'Shortest under-filled stretch reported as gap',
         'mm', 0.1, 1000.0)
+    gap_scatter_factor: float = tunable(
+        3.5, 'A gap crown drop must exceed this many times the scatter (robust sigma) of the '
+        'chunk crowns along the seam',
+        '', 0.0, 50.0)
     # spatter
     spatter_search_mm: float = tunable(
         20.0, 'Plate searched for spatter beyond the clearance',
@@ -132,6 +139,9 @@ class RuleConfig:
         'mm', 0.0, 100.0)
     spatter_contrast: float = tunable(0.6, 'Local contrast (range / brightness) of a droplet', '', 0.01, 10.0)
     spatter_min_count: int = tunable(2, 'Droplets needed to call spatter', 'droplets', 1, 1000)
+    spatter_noise_factor: float = tunable(
+        5.0, 'A droplet\'s local range must also exceed this many image-noise sigmas',
+        '', 0.0, 50.0)
     # verdict
     evidence_sharpness: float = tunable(
         3.0, 'Exponent k of the rule score x^k / (1 + x^k), x = strength / threshold',
@@ -228,8 +238,21 @@ def _column_arrays(geom: BeadGeometry) -> tuple[np.ndarray, np.ndarray, np.ndarr
 
 # --- porosity and crack --------------------------------------------------------------------
 
-def find_marks(geom: BeadGeometry, cfg: RuleConfig) -> list[Finding]:
-    """Dark marks on the bead: pores (round) and cracks (long and thin)."""
+def image_noise_levels(gray: np.ndarray) -> float:
+    """Robust sigma [8-bit levels] of the gray image's pixel noise (and fine texture).
+
+    The residual of a 3x3 box blur keeps sqrt(8/9) of white noise; its median absolute
+    value over a sample of pixels is robust to the edges of bead, plate and defects.
+    """
+    resid = cv2.absdiff(gray, cv2.blur(gray, (3, 3)))[1:-1:3, 1:-1:3]
+    return float(np.median(resid)) * 1.4826 / math.sqrt(8.0 / 9.0)
+
+
+def find_marks(geom: BeadGeometry, cfg: RuleConfig, noise_levels: float = 0.0) -> list[Finding]:
+    """Dark marks on the bead: pores (round) and cracks (long and thin).
+
+    noise_levels: the image's pixel noise [8-bit levels]; a mark must be darker than its
+    background by `mark_noise_factor` times it as well (dim, noisy images)."""
     sf = geom.frame
     centre, half, usable = _column_arrays(geom)
     if not usable.any():
@@ -251,6 +274,12 @@ def find_marks(geom: BeadGeometry, cfg: RuleConfig) -> list[Finding]:
                 / np.maximum(background, 1).astype(np.float32))
     rows = np.arange(r_lo, r_hi, dtype=np.float32)[:, None]
     core = (np.abs(rows - ref) < reach[None, :]) & usable[None, :]
+    if noise_levels > 0 and cfg.mark_noise_factor > 0:
+        # Where the noise reaches the darkness threshold (a dim, noisy image) the thresholds
+        # rise with it, pixel by pixel: darkness is rescaled so that a mark must be
+        # mark_noise_factor noise sigmas below its background to seed.
+        floor = (cfg.mark_noise_factor * noise_levels) / np.maximum(background, 1).astype(np.float32)
+        darkness = darkness * np.minimum(np.float32(1.0), np.float32(cfg.mark_darkness) / np.maximum(floor, 1e-6))
     seeds = (darkness > cfg.mark_darkness) & core
     if not seeds.any():
         return []
@@ -409,13 +438,21 @@ def find_gaps(geom: BeadGeometry, cfg: RuleConfig) -> list[Finding]:
     """Stretches where the bead is missing or under-filled."""
     sf = geom.frame
     inside = _chunk_inside(geom) & (geom.chunk_coverage > 0.6)
-    flags = geom.chunk_gap & inside
+    # A chunk whose profile could not be measured is a gap only if its crown is low too:
+    # noisy depth fails profiles on a full bead as well.
+    ratio = geom.chunk_crown_mm / max(geom.crown_median_mm, 1e-6)
+    limit = cfg.measure.gap_height_ratio
+    flags = geom.chunk_gap & inside & (ratio < limit)
     if not flags.any():
         return []
     chunk_len = geom.chunk_cols * sf.ds
-    ratio = np.where(geom.chunk_ok, geom.chunk_crown_mm / max(geom.crown_median_mm, 1e-6), 0.0)
-    limit = cfg.measure.gap_height_ratio
     resolved = resolved_relief_mm(geom, cfg)
+    # The drop must also stand out of the crowns' own scatter (correlated stereo noise
+    # scatters chunk crowns far more than white noise of the same size would).
+    crowns = geom.chunk_crown_mm[geom.chunk_stat]
+    if crowns.size >= 5:
+        scatter = 1.4826 * float(np.median(np.abs(crowns - np.median(crowns))))
+        resolved = max(resolved, cfg.gap_scatter_factor * scatter)
     findings = []
     for a, b in _runs(flags, max_hole=0):
         length = (b - a) * chunk_len
@@ -439,7 +476,7 @@ def find_gaps(geom: BeadGeometry, cfg: RuleConfig) -> list[Finding]:
 # --- spatter -------------------------------------------------------------------------------
 
 def find_spatter(geom: BeadGeometry, gray: np.ndarray, frame: RGBDFrame,
-                 cfg: RuleConfig, exclude: Sequence[Finding] = ()) -> list[Finding]:
+                 cfg: RuleConfig, exclude: Sequence[Finding] = (), noise_levels: float = 0.0) -> list[Finding]:
     """Small high-contrast blobs on the plate beside the bead (droplets).
 
     Droplets have contrast both along and across the image rows, while the brushed
@@ -464,6 +501,11 @@ def find_spatter(geom: BeadGeometry, gray: np.ndarray, frame: RGBDFrame,
     local = cv2.blur(gray, (9, 9))
     # blob > c (local + 10), on uint8 images (the rounding of the threshold is immaterial)
     limit = cv2.addWeighted(local, cfg.spatter_contrast, local, 0.0, 10.0 * cfg.spatter_contrast)
+    if noise_levels > 0 and cfg.spatter_noise_factor > 0:
+        # in a noisy image the local range of the noise alone reaches the contrast limit
+        # (the working image is averaged over factor x factor pixels: its noise is 1/factor)
+        level = min(255, int(round(cfg.spatter_noise_factor * noise_levels / factor)))
+        limit = cv2.max(limit, np.full_like(limit, level))
     cand = cv2.compare(blob, limit, cv2.CMP_GT)
     cand[:3] = 0
     cand[-3:] = 0
@@ -586,8 +628,9 @@ def inspect_frame(frame: RGBDFrame, config: RuleConfig = RuleConfig()) -> Inspec
     findings += find_gaps(geom, config)
     undercuts = find_undercuts(geom, config)
     findings += undercuts
-    findings += find_marks(geom, config)
-    findings += find_spatter(geom, gray, frame, config,
+    noise_levels = image_noise_levels(gray)
+    findings += find_marks(geom, config, noise_levels)
+    findings += find_spatter(geom, gray, frame, config, noise_levels=noise_levels,
                              exclude=[f for f in undercuts if f.strength >= 1.0])
     strengths: dict[str, float] = {}
     for f in findings:
