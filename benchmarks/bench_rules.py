@@ -44,6 +44,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from weld_vision_ros.core.cascade import DEFAULT_HYBRID_THRESHOLD  # noqa: E402
 from weld_vision_ros.core.classes import DEFAULT_CLASS_NAMES  # noqa: E402
 from weld_vision_ros.core.frames import RGBDFrame  # noqa: E402
 from weld_vision_ros.core.rules import RuleConfig, inspect_frame  # noqa: E402
@@ -229,6 +230,20 @@ def _evaluate(args: tuple[int, int, int, bool]) -> dict:
     return out
 
 
+def expected_calibration_error(conf: np.ndarray, right: np.ndarray, bins: int = 10) -> tuple[float, list]:
+    """ECE over `bins` equal-width confidence bins, and the bins (mean confidence, accuracy, count)."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    idx = np.clip(np.digitize(conf, edges[1:-1]), 0, bins - 1)
+    table, ece = [], 0.0
+    for b in range(bins):
+        sel = idx == b
+        if sel.any():
+            c, a = float(conf[sel].mean()), float(right[sel].mean())
+            ece += sel.sum() / max(conf.size, 1) * abs(c - a)
+            table.append((c, a, int(sel.sum())))
+    return float(ece), table
+
+
 def summarize(rows: list[dict]) -> dict:
     """Metrics of one format on one set (see the report for their definitions)."""
     truth = [r['truth'] for r in rows]
@@ -243,6 +258,17 @@ def summarize(rows: list[dict]) -> dict:
     valid = [r for r in rows if r['valid']]
     w_err = np.array([abs(r['w'] - r['w_true']) for r in valid])
     h_err = np.array([abs(r['h'] - r['h_true']) for r in valid])
+    conf = np.array([r['conf'] for r in inspected])
+    right = np.array([r['pred'] == r['truth'] for r in inspected], dtype=float)
+    ece, bins = expected_calibration_error(conf, right)
+    wrong = right < 0.5
+    unsure = conf < DEFAULT_HYBRID_THRESHOLD
+    # hybrid asks the model on unsure verdicts and on depth_unresolved frames (never on no_bead)
+    asked = int(np.count_nonzero(unsure)) + sum(r['reason'] == 'depth_unresolved' for r in rows)
+    full = [r for r in inspected if not r['checks_not_made']]
+    full_m = confusion([r['truth'] for r in full], [r['pred'] for r in full])
+    full_n = np.array([[r['truth'] for r in full].count(c) for c in CLASSES])
+    full_f1 = prf(full_m, full_n)[2]
     reasons: dict[str, int] = {}
     for r in rows:
         if r['reason']:
@@ -258,7 +284,11 @@ def summarize(rows: list[dict]) -> dict:
                 w_p95=float(np.percentile(w_err, 95)) if valid else float('nan'),
                 crack_recall=float(r_[CLASSES.index('crack')]),
                 checks_not_made=sum(bool(r['checks_not_made']) for r in inspected) / max(len(inspected), 1),
-                reasons=reasons)
+                reasons=reasons, ece=ece, reliability=bins, n_wrong=int(wrong.sum()),
+                wrong_to_model=float((wrong & unsure).sum() / max(wrong.sum(), 1)),
+                asked_share=asked / max(len(rows), 1),
+                macro_f1_all_checks=float(full_f1[full_n > 0].mean()) if full else float('nan'),
+                n_all_checks=len(full))
 
 
 def confusion(truth: list[str], pred: list[str]) -> np.ndarray:
@@ -340,6 +370,12 @@ def format_table(formats: dict) -> list[str]:
                      f'| {m["macro_f1"]:.3f} | {m["crack_recall"]:.3f} | {m["n_inspected"]}/{m["n"]} '
                      f'| {100 * m["checks_not_made"]:.0f} % | {m["w_mae"]:.3f} | {100 * m["valid_share"]:.0f} % '
                      f'| {m["h_mae"]:.3f} |')
+    lines += ['', f'| set | depth | macro-F1 over frames with every check made (frames) | ECE (10 bins) | wrong rule '
+              f'verdicts | of them under {DEFAULT_HYBRID_THRESHOLD:.2f} (to the model) | frames the hybrid asks the model on |',
+              '|---|---|---|---|---|---|---|']
+    for (name, fmt), m in formats.items():
+        lines.append(f'| {name} | {fmt} | {m["macro_f1_all_checks"]:.3f} ({m["n_all_checks"]}) | {m["ece"]:.3f} '
+                     f'| {m["n_wrong"]} | {100 * m["wrong_to_model"]:.0f} % | {100 * m["asked_share"]:.0f} % |')
     lines += ['', '| set | depth | ' + ' | '.join(f'inspected {c}' for c in CLASSES) + ' | not inspected, by reason |',
               '|---|---|' + '---|' * (len(CLASSES) + 1)]
     for (name, fmt), m in formats.items():
@@ -351,6 +387,26 @@ def format_table(formats: dict) -> list[str]:
     for (name, fmt), m in formats.items():
         lines.append(f'| {name} | {fmt} | ' + ' | '.join(f'{v:.3f}' for v in m['f1']) + ' |')
     return lines
+
+
+def save_reliability_png(path: Path, formats: dict) -> None:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 5.5))
+    ax.plot([0, 1], [0, 1], color='gray', lw=1, ls='--', label='calibrated')
+    for (name, fmt), m in formats.items():
+        if m['reliability']:
+            c, a, n = zip(*m['reliability'])
+            ax.plot(c, a, marker='o', label=f'{name}, {fmt} (ECE {m["ece"]:.3f})')
+    ax.set_xlabel('rule confidence (bin mean)')
+    ax.set_ylabel('share of verdicts right')
+    ax.set_title('Rule verdict reliability (inspected frames)')
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def markdown(acc: dict, speeds: list[dict], args, elapsed_s: float, formats: Optional[dict] = None) -> str:
@@ -430,6 +486,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument('--speed-repeats', type=int, default=5, help='passes over them for the rules')
     p.add_argument('--out-md', type=Path, default=REPO / 'BENCHMARKS_rules.md')
     p.add_argument('--out-png', type=Path, default=REPO / 'docs' / 'rule_confusion.png')
+    p.add_argument('--out-reliability', type=Path, default=REPO / 'docs' / 'rule_reliability.png')
     args = p.parse_args(argv)
     if args.frames < len(CLASSES) or args.speed_frames < 3:
         p.error(f'--frames must be >= {len(CLASSES)} and --speed-frames >= 3')
@@ -478,6 +535,7 @@ def main(argv: Optional[list[str]] = None) -> int:
           f'macro-F1 {f1.mean():.3f}; baseline: width MAE {acc["base_w_mae"]:.2f} mm, '
           f'macro-F1 {bf1.mean():.3f}', flush=True)
     save_confusion_png(args.out_png, rule_m, base_m, len(rows))
+    save_reliability_png(args.out_reliability, formats)
 
     speeds = []
     for width, height in ((640, 480), (1280, 720)):

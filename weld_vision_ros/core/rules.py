@@ -146,6 +146,25 @@ class RuleConfig:
     evidence_sharpness: float = tunable(
         3.0, 'Exponent k of the rule score x^k / (1 + x^k), x = strength / threshold',
         '', 0.1, 50.0)
+    # confidence calibration: P(verdict right) = 1 / (1 + exp(-(bias + sum w_i f_i))), the
+    # features f_i of the decision in CONFIDENCE_FEATURES, fitted by
+    # benchmarks/fit_rule_confidence.py on synthetic validation frames (seeds 20_000-20_399 in
+    # range, 40_000-40_399 with the benchmark's pushed ranges; 32FC1 and 16UC1 mm). Logit
+    # weight 1 and the rest 0 gives the uncalibrated confidence (the winner's probability).
+    confidence_bias: float = tunable(0.5994, 'Calibration: intercept of the confidence logistic', '', -50.0, 50.0)
+    confidence_w_logit: float = tunable(
+        0.0339, 'Calibration: weight of the logit of the winning class probability', '', -50.0, 50.0)
+    confidence_w_margin: float = tunable(
+        3.2499, 'Calibration: weight of the winner\'s lead over the second class probability', '', -50.0, 50.0)
+    confidence_w_competing: float = tunable(
+        -0.156, 'Calibration: weight of the number of rules that fired (strength >= 0.7)', '', -50.0, 50.0)
+    confidence_w_good: float = tunable(-2.3372, 'Calibration: weight of a good verdict (1 if good)', '', -50.0, 50.0)
+    confidence_w_image_noise: float = tunable(
+        -2.5547, 'Calibration: weight of the image noise relative to the bead brightness', '', -50.0, 50.0)
+    confidence_w_depth_bias: float = tunable(
+        -6.3935, 'Calibration: weight of the depth rounding bias [mm]', '', -50.0, 50.0)
+    confidence_w_unchecked: float = tunable(
+        1.4377, 'Calibration: weight of a check not made (1 if any)', '', -50.0, 50.0)
 
     def __post_init__(self) -> None:
         positive = ('mark_background_mm', 'pore_min_diameter_mm', 'crack_min_length_mm',
@@ -194,6 +213,7 @@ class Inspection:
     verdict: Optional[Verdict]
     geometry: Optional[BeadGeometry]
     findings: tuple[Finding, ...]
+    confidence_features: tuple[float, ...] = ()    # CONFIDENCE_FEATURES of the verdict, when inspected
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -639,17 +659,20 @@ def inspect_frame(frame: RGBDFrame, config: RuleConfig = RuleConfig()) -> Inspec
     best = int(np.argmax(probs))
     winner = DEFAULT_CLASS_NAMES[best]
     shown = [f for f in findings if _score(f.strength, config.evidence_sharpness) >= 0.5]
-    verdict = Verdict(defect_class=winner, confidence=float(probs[best]), class_names=DEFAULT_CLASS_NAMES,
-                      probabilities=probs, method=METHOD_RULE,
+    unchecked = checks_not_made(geom, config)
+    features = confidence_features(probs, strengths, winner, noise_levels, gray, geom, unchecked)
+    confidence = calibrated_confidence(features, config)
+    verdict = Verdict(defect_class=winner, confidence=confidence, class_names=DEFAULT_CLASS_NAMES,
+                      probabilities=_with_winner(probs, best, confidence), method=METHOD_RULE,
                       regions=_regions(shown, geom, frame, config.evidence_sharpness),
-                      checks_not_made=checks_not_made(geom, config))
+                      checks_not_made=unchecked)
     measurement = _measurement(geom, findings, config.spec)
     width_uncertainty = width_uncertainty_mm(geom)
     if width_uncertainty > config.max_width_uncertainty_mm:
         measurement = replace(measurement, valid=False, within_tolerance=False, score=0.0,
                               reason=f'{REASON_DEPTH_UNRESOLVED}: width uncertain by about '
                                      f'{width_uncertainty:.1f} mm under {res.describe()}')
-    return Inspection(measurement, verdict, geom, tuple(findings))
+    return Inspection(measurement, verdict, geom, tuple(findings), features)
 
 
 def width_uncertainty_mm(geom: BeadGeometry) -> float:
@@ -661,6 +684,45 @@ def width_uncertainty_mm(geom: BeadGeometry) -> float:
     width = float(np.mean(geom.chunk_width_mm[geom.chunk_stat]))
     height = max(float(np.mean(geom.chunk_height_mm[geom.chunk_stat])), 1e-3)
     return res.bias_mm * width / height
+
+
+CONFIDENCE_FEATURES = ('logit', 'margin', 'competing', 'good', 'image_noise', 'depth_bias', 'unchecked')
+
+
+def confidence_features(probs: Sequence[float], strengths: dict[str, float], winner: str,
+                        noise_levels: float, gray: np.ndarray, geom: BeadGeometry,
+                        unchecked: tuple[str, ...]) -> tuple[float, ...]:
+    """The features of one rule decision that the calibration weighs (CONFIDENCE_FEATURES)."""
+    ordered = sorted(probs, reverse=True)
+    p1 = min(max(ordered[0], 1e-6), 1.0 - 1e-6)
+    bead_gray = float(np.median(geom.gray[geom.gray > 0])) if np.any(geom.gray > 0) else 1.0
+    res = geom.resolution
+    return (math.log(p1 / (1.0 - p1)), ordered[0] - ordered[1],
+            float(sum(1 for v in strengths.values() if v >= 0.7)), 1.0 if winner == GOOD else 0.0,
+            noise_levels / max(bead_gray, 1.0), res.bias_mm if res is not None else 0.0,
+            1.0 if unchecked else 0.0)
+
+
+def calibrated_confidence(features: Sequence[float], cfg: RuleConfig) -> float:
+    """P(the rule verdict is right) from the decision's features (Platt scaling, see RuleConfig)."""
+    weights = (cfg.confidence_w_logit, cfg.confidence_w_margin, cfg.confidence_w_competing,
+               cfg.confidence_w_good, cfg.confidence_w_image_noise, cfg.confidence_w_depth_bias,
+               cfg.confidence_w_unchecked)
+    z = cfg.confidence_bias + sum(w * f for w, f in zip(weights, features))
+    return 1.0 / (1.0 + math.exp(-min(max(z, -50.0), 50.0)))
+
+
+def _with_winner(probs: Sequence[float], best: int, confidence: float) -> tuple[float, ...]:
+    """probs with the winner's probability set to the calibrated `confidence` and the others
+    rescaled to share the rest in their own ratios, so that they still sum to 1."""
+    rest = sum(p for i, p in enumerate(probs) if i != best)
+    scale = (1.0 - confidence) / rest if rest > 0 else 0.0
+    out = [p * scale for p in probs]
+    out[best] = confidence
+    if rest <= 0:
+        share = (1.0 - confidence) / max(len(out) - 1, 1)
+        out = [confidence if i == best else share for i in range(len(out))]
+    return tuple(float(v) for v in out)
 
 
 def checks_not_made(geom: BeadGeometry, cfg: RuleConfig) -> tuple[str, ...]:

@@ -425,6 +425,21 @@ def resample_bead(scene: SceneParams, rng: np.random.Generator, width_mm: float,
     return replace(scene, bead_width_mm=float(width_mm), bead_height_mm=float(height_mm), **defects)
 
 
+# A machined bar's profile: (1 - u^2)^0.05 is flat on top and falls to 0 at the edges
+# within 1 % of the half-width (above half height out to u = 0.9999).
+GAUGE_PROFILE_EXPONENT = 0.05
+
+
+def gauge_scene(rng: np.random.Generator, width_mm: float, height_mm: float) -> SceneParams:
+    """A commissioning gauge in view: a straight machined bar of `width_mm` x `height_mm`
+    on the plate (no ripples, no width or height variation, no meander), in a random view
+    and light, with the sensor effects of an ordinary scene."""
+    scene = sample_scene(rng, 'good')
+    return replace(scene, bead_width_mm=float(width_mm), bead_height_mm=float(height_mm),
+                   profile_exponent=GAUGE_PROFILE_EXPONENT, width_variation_mm=0.0, toe_ripple_mm=0.0,
+                   height_variation=0.0, ripple_amplitude=0.0, meander_amplitude_mm=0.0)
+
+
 # --- Cached image banks (fixed seeds: deterministic) --------------------------------------
 
 @lru_cache(maxsize=4)
