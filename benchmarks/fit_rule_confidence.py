@@ -43,9 +43,11 @@ PUSHED_SEEDS = 40_000
 # The uncalibrated confidence: the winner's probability itself (logit weight 1, nothing else).
 UNCALIBRATED = dict(confidence_bias=0.0, confidence_w_logit=1.0, confidence_w_margin=0.0,
                     confidence_w_competing=0.0, confidence_w_good=0.0, confidence_w_image_noise=0.0,
-                    confidence_w_depth_bias=0.0, confidence_w_unchecked=0.0)
+                    confidence_w_depth_bias=0.0, confidence_w_unchecked=0.0, confidence_w_brightness=0.0,
+                    confidence_w_strength=0.0)
 FIELDS = ('confidence_w_logit', 'confidence_w_margin', 'confidence_w_competing', 'confidence_w_good',
-          'confidence_w_image_noise', 'confidence_w_depth_bias', 'confidence_w_unchecked')
+          'confidence_w_image_noise', 'confidence_w_depth_bias', 'confidence_w_unchecked',
+          'confidence_w_brightness', 'confidence_w_strength')
 
 
 def frame_rows(job: tuple[int, bool]) -> list[tuple[tuple[float, ...], bool]]:
@@ -95,6 +97,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--frames', type=int, default=600, help='scenes per set (in range, pushed)')
     p.add_argument('--workers', type=int, default=min(2, os.cpu_count() or 1))
+    p.add_argument('--save', type=Path, help='also write the features and outcomes (npz)')
     args = p.parse_args(argv)
     jobs = [(IN_RANGE_SEEDS + i, False) for i in range(args.frames)]
     jobs += [(PUSHED_SEEDS + i, True) for i in range(args.frames)]
@@ -102,6 +105,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         rows = [r for part in pool.map(frame_rows, jobs, chunksize=8) for r in part]
     x = np.array([f for f, _ in rows], dtype=np.float64)
     y = np.array([ok for _, ok in rows], dtype=np.float64)
+    if args.save:
+        np.savez(args.save, x=x, y=y)
     w = fit_logistic(x, y)
     print(f'{len(rows)} inspected verdicts, {int(len(y) - y.sum())} wrong; features {CONFIDENCE_FEATURES}')
     print(f'confidence_bias: {w[0]:.4f}')

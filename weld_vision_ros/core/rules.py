@@ -151,20 +151,24 @@ class RuleConfig:
     # benchmarks/fit_rule_confidence.py on synthetic validation frames (seeds 20_000-20_399 in
     # range, 40_000-40_399 with the benchmark's pushed ranges; 32FC1 and 16UC1 mm). Logit
     # weight 1 and the rest 0 gives the uncalibrated confidence (the winner's probability).
-    confidence_bias: float = tunable(0.5994, 'Calibration: intercept of the confidence logistic', '', -50.0, 50.0)
+    confidence_bias: float = tunable(0.3864, 'Calibration: intercept of the confidence logistic', '', -50.0, 50.0)
     confidence_w_logit: float = tunable(
-        0.0339, 'Calibration: weight of the logit of the winning class probability', '', -50.0, 50.0)
+        0.0779, 'Calibration: weight of the logit of the winning class probability', '', -50.0, 50.0)
     confidence_w_margin: float = tunable(
-        3.2499, 'Calibration: weight of the winner\'s lead over the second class probability', '', -50.0, 50.0)
+        2.9714, 'Calibration: weight of the winner\'s lead over the second class probability', '', -50.0, 50.0)
     confidence_w_competing: float = tunable(
-        -0.156, 'Calibration: weight of the number of rules that fired (strength >= 0.7)', '', -50.0, 50.0)
-    confidence_w_good: float = tunable(-2.3372, 'Calibration: weight of a good verdict (1 if good)', '', -50.0, 50.0)
+        -0.2321, 'Calibration: weight of the number of rules that fired (strength >= 0.7)', '', -50.0, 50.0)
+    confidence_w_good: float = tunable(-1.7781, 'Calibration: weight of a good verdict (1 if good)', '', -50.0, 50.0)
     confidence_w_image_noise: float = tunable(
-        -2.5547, 'Calibration: weight of the image noise relative to the bead brightness', '', -50.0, 50.0)
+        -2.0602, 'Calibration: weight of the image noise relative to the bead brightness', '', -50.0, 50.0)
     confidence_w_depth_bias: float = tunable(
-        -6.3935, 'Calibration: weight of the depth rounding bias [mm]', '', -50.0, 50.0)
+        -6.394, 'Calibration: weight of the depth rounding bias [mm]', '', -50.0, 50.0)
     confidence_w_unchecked: float = tunable(
-        1.4377, 'Calibration: weight of a check not made (1 if any)', '', -50.0, 50.0)
+        1.4449, 'Calibration: weight of a check not made (1 if any)', '', -50.0, 50.0)
+    confidence_w_brightness: float = tunable(
+        0.3013, 'Calibration: weight of the bead\'s median gray level (0-1)', '', -50.0, 50.0)
+    confidence_w_strength: float = tunable(
+        0.2803, 'Calibration: weight of the log of the strongest finding\'s strength', '', -50.0, 50.0)
 
     def __post_init__(self) -> None:
         positive = ('mark_background_mm', 'pore_min_diameter_mm', 'crack_min_length_mm',
@@ -686,7 +690,8 @@ def width_uncertainty_mm(geom: BeadGeometry) -> float:
     return res.bias_mm * width / height
 
 
-CONFIDENCE_FEATURES = ('logit', 'margin', 'competing', 'good', 'image_noise', 'depth_bias', 'unchecked')
+CONFIDENCE_FEATURES = ('logit', 'margin', 'competing', 'good', 'image_noise', 'depth_bias', 'unchecked',
+                       'brightness', 'strength')
 
 
 def confidence_features(probs: Sequence[float], strengths: dict[str, float], winner: str,
@@ -700,14 +705,15 @@ def confidence_features(probs: Sequence[float], strengths: dict[str, float], win
     return (math.log(p1 / (1.0 - p1)), ordered[0] - ordered[1],
             float(sum(1 for v in strengths.values() if v >= 0.7)), 1.0 if winner == GOOD else 0.0,
             noise_levels / max(bead_gray, 1.0), res.bias_mm if res is not None else 0.0,
-            1.0 if unchecked else 0.0)
+            1.0 if unchecked else 0.0, bead_gray / 255.0,
+            math.log(max(max(strengths.values(), default=0.0), 0.05)))
 
 
 def calibrated_confidence(features: Sequence[float], cfg: RuleConfig) -> float:
     """P(the rule verdict is right) from the decision's features (Platt scaling, see RuleConfig)."""
     weights = (cfg.confidence_w_logit, cfg.confidence_w_margin, cfg.confidence_w_competing,
                cfg.confidence_w_good, cfg.confidence_w_image_noise, cfg.confidence_w_depth_bias,
-               cfg.confidence_w_unchecked)
+               cfg.confidence_w_unchecked, cfg.confidence_w_brightness, cfg.confidence_w_strength)
     z = cfg.confidence_bias + sum(w * f for w, f in zip(weights, features))
     return 1.0 / (1.0 + math.exp(-min(max(z, -50.0), 50.0)))
 
