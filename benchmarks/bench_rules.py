@@ -61,7 +61,8 @@ TUNING_SEEDS = '10_000-69_999: tuning 10_000-10_239 and 40_000-40_599, checks on
 # subpixel drawn per frame from D4XX_SUBPIXEL_RANGE, correlated over 1.5 px):
 # 0.05-0.12 mm at 0.15 m, 0.13-0.32 mm at 0.25 m, 0.21-0.5 mm at 0.3 m.
 FORMATS = ('32FC1', '16UC1')
-ROUTING_THRESHOLDS = (0.7, 0.8, 0.85, 0.9)      # hybrid_threshold values the routing is reported at
+ROUTING_THRESHOLDS = (0.7, 0.8, 0.85, 0.9)
+KEPT_SECTION = '## Development figures'      # BENCHMARKS_rules.md keeps this section across runs      # hybrid_threshold values the routing is reported at
 D4XX_SUBPIXEL_RANGE = (0.05, 0.12)
 
 # The held-out 'pushed' set: renderer ranges beyond those the rules were tuned on, fixed
@@ -601,6 +602,11 @@ def main(argv: Optional[list[str]] = None) -> int:
               f'baseline median {s["base_med"]:.2f} ms; load {s["load"]:.1f}', flush=True)
 
     text = markdown(acc, speeds, args, time.perf_counter() - t_start, formats)
+    # a hand-written section at the end (figures from other runs) is kept as it is
+    if args.out_md.exists():
+        old = args.out_md.read_text()
+        if KEPT_SECTION in old:
+            text = text.rstrip('\n') + '\n\n' + old[old.index(KEPT_SECTION):]
     args.out_md.write_text(text)
     print()
     print(text)

@@ -44,10 +44,11 @@ PUSHED_SEEDS = 40_000
 UNCALIBRATED = dict(confidence_bias=0.0, confidence_w_logit=1.0, confidence_w_margin=0.0,
                     confidence_w_competing=0.0, confidence_w_good=0.0, confidence_w_image_noise=0.0,
                     confidence_w_depth_bias=0.0, confidence_w_unchecked=0.0, confidence_w_brightness=0.0,
-                    confidence_w_strength=0.0)
+                    confidence_w_strength=0.0, confidence_w_depth_noise=0.0, confidence_w_width_uncertainty=0.0)
 FIELDS = ('confidence_w_logit', 'confidence_w_margin', 'confidence_w_competing', 'confidence_w_good',
           'confidence_w_image_noise', 'confidence_w_depth_bias', 'confidence_w_unchecked',
-          'confidence_w_brightness', 'confidence_w_strength')
+          'confidence_w_brightness', 'confidence_w_strength', 'confidence_w_depth_noise',
+          'confidence_w_width_uncertainty')
 
 
 def frame_rows(job: tuple[int, bool]) -> list[tuple[tuple[float, ...], bool]]:
