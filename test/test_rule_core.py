@@ -19,8 +19,10 @@ from weld_vision_ros.core.frames import FrameError, RGBDFrame
 from weld_vision_ros.core.depth import decode_depth, encode_depth_16uc1
 from weld_vision_ros.core.measure import MeasureConfig, MeasureConfigError, fit_plate, measure_bead
 from weld_vision_ros.core.resolution import detect_depth_step_m, quantization_bias_mm
-from weld_vision_ros.core.rules import (RuleConfig, RuleConfigError, class_probabilities, groove_depth_mm,
-                                        inspect_frame)
+from weld_vision_ros.core.cascade import CascadeConfig, HybridCascade
+from weld_vision_ros.core.results import BeadMeasurement, Verdict
+from weld_vision_ros.core.rules import (CONFIDENCE_FEATURES, Inspection, RuleConfig, RuleConfigError,
+                                        calibrated_confidence, class_probabilities, groove_depth_mm, inspect_frame)
 from weld_vision_ros.core.spec import WeldSpec, WeldSpecError, evaluate_spec
 from weld_vision_ros.simulator.renderer import (Crack, GapSegment, Pit, UndercutSegment, d4xx_16uc1,
                                             default_intrinsics, render, sample_scene)
@@ -357,3 +359,54 @@ def test_a_shallow_undercut_under_millimetre_steps_is_reported_as_not_checked() 
     verdict = inspect_frame(frame).verdict
     assert verdict.defect_class != 'undercut'
     assert not verdict.inspected or 'undercut' in verdict.checks_not_made
+
+
+# --- calibrated confidence and the hybrid cascade ---------------------------------------------
+
+def test_confidence_is_a_logistic_of_the_decision_and_the_probabilities_stay_consistent() -> None:
+    frame, _ = synthetic(31, 'good')
+    plain = RuleConfig(confidence_bias=0.0, confidence_w_logit=1.0, confidence_w_margin=0.0,
+                       confidence_w_competing=0.0, confidence_w_good=0.0, confidence_w_image_noise=0.0,
+                       confidence_w_depth_bias=0.0, confidence_w_unchecked=0.0, confidence_w_brightness=0.0,
+                       confidence_w_strength=0.0, confidence_w_depth_noise=0.0,
+                       confidence_w_width_uncertainty=0.0)
+    raw = inspect_frame(frame, plain)
+    # logit weight 1 and nothing else: the winner's probability itself (the uncalibrated rules)
+    assert raw.verdict.confidence == pytest.approx(max(raw.verdict.probabilities), abs=1e-9)
+    assert len(raw.confidence_features) == len(CONFIDENCE_FEATURES)
+    calibrated = inspect_frame(frame, RuleConfig())
+    v = calibrated.verdict
+    assert v.confidence == pytest.approx(calibrated_confidence(calibrated.confidence_features, RuleConfig()))
+    assert v.probabilities[v.class_names.index(v.defect_class)] == pytest.approx(v.confidence)
+    assert sum(v.probabilities) == pytest.approx(1.0)
+    # a frame whose depth is rounded without dither is less certain than the same frame in 32FC1
+    rounded, _ = _d4xx(31, 'good', 0.03, plate_distance_m=0.2, tilt_deg=2.0)
+    unsure = inspect_frame(rounded).verdict
+    assert not unsure.inspected or unsure.confidence < v.confidence
+
+
+class _Model:
+    version = 'stub'
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def classify(self, frame, seam=None) -> Verdict:
+        self.calls += 1
+        probs = (0.9, 0.02, 0.02, 0.02, 0.02, 0.02)
+        return Verdict('good', 0.9, DEFAULT_CLASS_NAMES, probs, method='ml', model_version='stub')
+
+
+def test_hybrid_asks_the_model_where_the_depth_cannot_resolve_the_bead_never_where_there_is_none() -> None:
+    unresolved = Verdict.not_inspected('depth_unresolved', 'depth_unresolved: a 0.9 mm crown under 1 mm steps',
+                                       DEFAULT_CLASS_NAMES, 'rule')
+    for verdict, asked in ((unresolved, True), (None, False)):
+        model = _Model()
+        bead = BeadMeasurement.invalid('depth_unresolved: ...' if verdict else 'no bead in view: nothing stands above')
+        cascade = HybridCascade(lambda f: Inspection(bead, verdict, None, ()), CascadeConfig('hybrid'), model)
+        result = cascade.run(None)
+        assert (model.calls == 1) == asked
+        if asked:
+            assert result.final.defect_class == 'good' and result.final.method == 'hybrid'
+        else:
+            assert not result.final.inspected and result.final.status_reason == 'no_bead'
