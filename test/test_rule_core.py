@@ -410,3 +410,16 @@ def test_hybrid_asks_the_model_where_the_depth_cannot_resolve_the_bead_never_whe
             assert result.final.defect_class == 'good' and result.final.method == 'hybrid'
         else:
             assert not result.final.inspected and result.final.status_reason == 'no_bead'
+
+
+def test_a_low_bead_hidden_by_millimetre_noise_is_unresolved_not_absent() -> None:
+    # 0.9 mm of stereo noise (0.34 m) lifts the segmentation threshold over a 0.9 mm bead: the rules
+    # cannot tell it from the plate, and say that instead of 'no bead in view'
+    frame, f = _d4xx(77, 'good', 0.16, plate_distance_m=0.34, bead_height_mm=0.9, bead_width_mm=8.0)
+    result = inspect_frame(frame)
+    assert result.verdict is not None and not result.verdict.inspected
+    assert result.verdict.status_reason == 'depth_unresolved'
+    assert result.measurement.reason.startswith('depth_unresolved: no bead in view')
+    # the same scene in 32FC1 with little noise: the bead is there and measured
+    clean, _ = synthetic(77, 'good', plate_distance_m=0.34, bead_height_mm=0.9, bead_width_mm=8.0, noise_mm=0.02)
+    assert inspect_frame(clean).measurement.valid

@@ -37,7 +37,19 @@ from .resolution import DepthResolution, detect_depth_step_m, sensor_noise_mm
 
 
 class MeasurementError(ValueError):
-    """The frame holds no measurable bead (no plate, no bead, too little valid depth)."""
+    """The frame holds no measurable bead (no plate, no bead, too little valid depth).
+
+    resolution: what the depth resolved, when the plate was found (core.resolution).
+    lifted_threshold_mm: the bead segmentation threshold when the depth's noise or rounding
+    lifted it above `bead_min_elevation_mm` (0 otherwise): a bead lower than that cannot be
+    told from the plate at this resolution.
+    """
+
+    def __init__(self, text: str, resolution: Optional[DepthResolution] = None,
+                 lifted_threshold_mm: float = 0.0) -> None:
+        super().__init__(text)
+        self.resolution = resolution
+        self.lifted_threshold_mm = lifted_threshold_mm
 
 
 class MeasureConfigError(ValueError):
@@ -412,14 +424,19 @@ def locate_seam(depth_m: np.ndarray, intr: Intrinsics, cfg: MeasureConfig = Meas
     # leaves (undithered steps would otherwise segment as terraces of 'bead').
     threshold = max(cfg.bead_min_elevation_mm, cfg.bead_noise_factor * plate.noise_mm / 3.0,
                     1.2 * resolution.bias_mm)
+    lifted = threshold if threshold > cfg.bead_min_elevation_mm else 0.0
+
+    def no_bead(text: str) -> MeasurementError:
+        return MeasurementError(text, resolution, lifted)
+
     mask = (elev > threshold).astype(np.uint8)
     n_lab, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     if n_lab <= 1:
-        raise MeasurementError('no bead in view: nothing stands above the plate')
+        raise no_bead('no bead in view: nothing stands above the plate')
     areas = stats[1:, cv2.CC_STAT_AREA]
     largest = int(np.argmax(areas)) + 1
     if areas[largest - 1] * cell_mm ** 2 < cfg.min_bead_area_mm2:
-        raise MeasurementError(f'no bead in view: the largest raised blob covers only '
+        raise no_bead(f'no bead in view: the largest raised blob covers only '
                                f'{areas[largest - 1] * cell_mm ** 2:.0f} mm^2')
 
     # plate-plane basis and the blob's points in it
@@ -440,7 +457,7 @@ def locate_seam(depth_m: np.ndarray, intr: Intrinsics, cfg: MeasureConfig = Meas
     along = ab @ direction2
     length = float(along.max() - along.min())
     if length < cfg.min_seam_length_mm:
-        raise MeasurementError(f'no bead in view: the largest raised blob is only {length:.1f} mm long')
+        raise no_bead(f'no bead in view: the largest raised blob is only {length:.1f} mm long')
     coarse_width = areas[largest - 1] * cell_mm ** 2 / max(length, 1e-6)
     # Further blobs on the same line: the bead beyond a gap. Small ones (spatter) are left out.
     keep = [largest]

@@ -705,6 +705,14 @@ def inspect_frame(frame: RGBDFrame, config: RuleConfig = RuleConfig()) -> Inspec
     try:
         geom = measure_bead(frame, config.measure, gray=gray)
     except MeasurementError as exc:
+        res = exc.resolution
+        if res is not None and res.step_mm > 0 and exc.lifted_threshold_mm > 0:
+            # Quantized depth whose noise or rounding hides anything lower than the lifted
+            # threshold: a low bead may be there. Not 'no bead': the depth cannot tell.
+            detail = (f'{REASON_DEPTH_UNRESOLVED}: {exc} at a {exc.lifted_threshold_mm:.2f} mm threshold under '
+                      f'{res.describe()}')
+            verdict = Verdict.not_inspected(REASON_DEPTH_UNRESOLVED, detail, DEFAULT_CLASS_NAMES, METHOD_RULE)
+            return Inspection(BeadMeasurement.invalid(detail), verdict, None, ())
         return Inspection(BeadMeasurement.invalid(str(exc)), None, None, ())
     res = geom.resolution
     if res is not None and res.bias_mm > 0 and \
