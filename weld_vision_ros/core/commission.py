@@ -19,7 +19,7 @@ from typing import Iterable, Optional
 import numpy as np
 
 from .frames import RGBDFrame
-from .measure import MeasureConfig, MeasurementError, _crossings, measure_bead
+from .measure import MeasureConfig, MeasurementError, level_crossings, measure_bead
 
 
 class GaugeError(ValueError):
@@ -95,10 +95,10 @@ def measure_gauge(frame: RGBDFrame, cfg: MeasureConfig = MeasureConfig()) -> Gau
     half_rows = 0.25 * geom.chunk_width_mm[use] / sf.dt
     r = np.arange(rows)[:, None]
     top = np.abs(r - centre_row[None, :]) <= half_rows[None, :]
-    with np.errstate(invalid='ignore'):
-        heights = np.nanmean(np.where(top, prof, np.nan), axis=0)
-    heights = np.where(np.isfinite(heights), heights, crown)
-    left, right, found = _crossings(prof, peak, (0.5 * heights)[None, :].astype(np.float32))
+    on_top = top & np.isfinite(prof)
+    counts = on_top.sum(axis=0)
+    heights = np.where(counts > 0, np.where(on_top, prof, 0.0).sum(axis=0) / np.maximum(counts, 1), crown)
+    left, right, found = level_crossings(prof, peak, (0.5 * heights)[None, :].astype(np.float32))
     widths = ((right - left)[0] * sf.dt)[found[0]]
     res = geom.resolution
     return GaugeReading(widths_mm=widths.astype(np.float64), heights_mm=heights[found[0]].astype(np.float64),

@@ -613,7 +613,7 @@ def _refine_on_mean_profile(geom: BeadGeometry) -> BeadGeometry:
     col = yf[:, None]
     peak = np.array([int(np.nanargmax(yf))])
     crown = float(np.nanmax(yf))
-    t_left, t_right, found = _crossings(col, peak, crown * _LEVELS[:, None])
+    t_left, t_right, found = level_crossings(col, peak, crown * _LEVELS[:, None])
     if not found.all():
         return geom
     level_widths = (t_right - t_left) * sf.dt                              # (levels, 1)
@@ -692,7 +692,7 @@ def _profiles(cfg: MeasureConfig, plate: Plate, seam: SeamFrame,
     ci = np.arange(n_chunks)
     crown0 = smooth[peak_row, ci]
 
-    t_left, t_right, found = _crossings(prof, peak_row, crown0[None, :] * _LEVELS[:, None])
+    t_left, t_right, found = level_crossings(prof, peak_row, crown0[None, :] * _LEVELS[:, None])
     widths = (t_right - t_left) * seam.dt                                   # (levels, chunks)
     ok = (found.all(axis=0) & (coverage > 0.6) & (crown0 > cfg.bead_min_elevation_mm)
           & (peak_row > 0) & (peak_row < rows - 1))
@@ -744,7 +744,7 @@ def _dilate1d(flags: np.ndarray, radius: int) -> np.ndarray:
     return np.convolve(flags.astype(float), k, mode='same') > 0.5
 
 
-def _crossings(prof: np.ndarray, peak_row: np.ndarray,
+def level_crossings(prof: np.ndarray, peak_row: np.ndarray,
                levels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sub-sample rows where each profile falls below each level on either side of its crown.
 
