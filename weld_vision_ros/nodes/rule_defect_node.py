@@ -96,6 +96,9 @@ class RuleDefectNode(Node):
         self.rate = RateMeter()
         self.frames_inspected = 0
         self.no_bead: Counter[str] = Counter()
+        self.depth_unresolved = 0        # frames not inspected: the depth cannot resolve the bead
+        self.checks_not_made: Counter[str] = Counter()
+        self.resolution = None           # core.resolution.DepthResolution of the latest measured frame
         self._drops_reported = 0
         self.input = RgbdInput(self, self._on_frame)
         self.create_timer(self.params.config.diagnostics_period_s, self._publish_diagnostics)
@@ -111,8 +114,13 @@ class RuleDefectNode(Node):
         core_ms = 1000.0 * (time.monotonic() - t0)
         self.bead_pub.publish(bead_to_msg(result.measurement, header))
         latency_ms = 1000.0 * (time.monotonic() - received_s)
+        if result.geometry is not None:
+            self.resolution = result.geometry.resolution
         if result.verdict is not None:
             verdict = replace(result.verdict, latency_ms=latency_ms)
+            if not verdict.inspected:
+                self.depth_unresolved += 1
+            self.checks_not_made.update(verdict.checks_not_made)
             self.defect_pub.publish(verdict_to_msg(verdict, header))
             result = replace(result, verdict=verdict)
         else:
@@ -133,8 +141,15 @@ class RuleDefectNode(Node):
             'frames_inspected': self.frames_inspected,
             'frames_without_bead': sum(self.no_bead.values()),
             'camera_info': 'yes' if self.input.has_camera_info else 'no',
+            'frames_depth_unresolved': self.depth_unresolved,
+            **{f'check_not_made.{name}': count for name, count in sorted(self.checks_not_made.items())},
             **self.input.diagnostic_values(),
         }
+        res = self.resolution
+        if res is not None:    # the depth resolution seen on the latest measured frame
+            values.update(depth_step_mm=res.step_mm, depth_noise_mm=res.noise_mm,
+                          depth_rounding_bias_mm=res.bias_mm, depth_dropout_fraction=res.dropout_fraction,
+                          depth_resolution=res.describe())
         return values
 
     def _publish_diagnostics(self) -> None:

@@ -18,7 +18,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
 
 from weld_vision_ros.core.camera import Intrinsics, IntrinsicsError
-from weld_vision_ros.core.depth import DepthError
+from weld_vision_ros.core.depth import INTEGER_DEPTH_ENCODINGS, DepthError
 from weld_vision_ros.core.frames import RGBDFrame
 from weld_vision_ros.ros import codec
 from weld_vision_ros.ros.codec import ImageEncodingError, stamp_to_ns
@@ -236,9 +236,11 @@ class RgbdInput:
         if not np.isfinite(depth_m).any():
             self._drop(DROP_DEPTH_INVALID, 'depth has no valid pixel (all zero/NaN)')
             return None
+        # Integer depth (16UC1/mono16) resolves one unit of depth_scale_m: the core needs it.
+        unit_m = self.params.config.depth_scale_m if depth_msg.encoding in INTEGER_DEPTH_ENCODINGS else 0.0
         return RGBDFrame(rgb=rgb, depth_m=depth_m, intrinsics=intr,
                          stamp_ns=stamp_to_ns(color_msg.header.stamp),
-                         frame_id=color_msg.header.frame_id)
+                         frame_id=color_msg.header.frame_id, depth_unit_m=unit_m)
 
     def _drop(self, reason: str, text: str) -> None:
         self.drops[reason] += 1
