@@ -516,8 +516,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from weld_vision_ros.core.preprocess import PreprocessError
 
     expected = (ConfigError, BagError, DatasetError, SplitError, ModelError, LossError, AugmentError,
-                ExportError, UnknownClassError, PreprocessError, FileNotFoundError, RegistryError,
-                DeployError)
+                ExportError, UnknownClassError, PreprocessError, OSError, RegistryError,
+                DeployError)  # OSError's message names the file (missing, unreadable, a folder)
     registry_commands = {'models': cmd_models, 'deploy': cmd_deploy, 'status': cmd_status,
                          'cancel': cmd_cancel}
     try:

@@ -114,13 +114,22 @@ class Registry:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._timeout_s = timeout_s
-        with self._connect() as con:
+        with self._file_errors(), self._connect() as con:
             con.execute('PRAGMA journal_mode=WAL')
             con.executescript(_SCHEMA)
             for table, column, definition in _MIGRATIONS:
                 have = {r['name'] for r in con.execute(f'PRAGMA table_info({table})')}
                 if column not in have:
                     con.execute(f'ALTER TABLE {table} ADD COLUMN {column} {definition}')
+
+    @contextmanager
+    def _file_errors(self) -> Iterator[None]:
+        """SQLite's errors (a corrupt or foreign file, a locked one) as a RegistryError naming the file."""
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            raise RegistryError(f'registry {self.path} cannot be used: {exc} (a corrupt file, or not a '
+                                f'registry; move it aside or name another with --registry)') from None
 
     # --- plumbing ----------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -133,24 +142,26 @@ class Registry:
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction, taken with the write lock up front (no upgrade deadlocks)."""
-        con = self._connect()
-        try:
-            con.execute('BEGIN IMMEDIATE')
-            yield con
-            con.execute('COMMIT')
-        except BaseException:
-            if con.in_transaction:
-                con.execute('ROLLBACK')
-            raise
-        finally:
-            con.close()
+        with self._file_errors():
+            con = self._connect()
+            try:
+                con.execute('BEGIN IMMEDIATE')
+                yield con
+                con.execute('COMMIT')
+            except BaseException:
+                if con.in_transaction:
+                    con.execute('ROLLBACK')
+                raise
+            finally:
+                con.close()
 
     def _read(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        con = self._connect()
-        try:
-            return con.execute(sql, args).fetchall()
-        finally:
-            con.close()
+        with self._file_errors():
+            con = self._connect()
+            try:
+                return con.execute(sql, args).fetchall()
+            finally:
+                con.close()
 
     def _event(self, con: sqlite3.Connection, kind: str, *, version: str = None,
                run_id: str = None, detail: str = '') -> None:
