@@ -122,3 +122,66 @@ def test_deploy_without_ros_says_so(trained, monkeypatch):
     monkeypatch.setitem(sys.modules, 'rclpy', None)  # as if rclpy were not installed
     with pytest.raises(DeployError, match='deploy needs ROS 2 \\(rclpy\\)'):
         deploy_fn('toy-deploy-1', Registry(registry))
+
+
+def _active_model_watch(node):
+    """The latest ~/active_model JSON the node published (latched), as a one-element list."""
+    import json
+
+    from std_msgs.msg import String
+
+    from weld_vision_ros.ros.qos import latched_qos
+    latest = [{}]
+    node.create_subscription(String, f'{NODE}/active_model', lambda m: latest.__setitem__(0, json.loads(m.data)),
+                             latched_qos())
+    return latest
+
+
+def test_a_deploy_that_outlasts_its_timeout_is_recorded_as_what_the_node_serves(tmp_path, monkeypatch):
+    """The node takes 6 s to validate a model. `--timeout 4`: no answer to the set, but the
+    read-back (answered once the set is decided) finds the model serving: accepted, recorded.
+    `--timeout 1`: the read-back times out too: exit 3, recorded as pending (not as the old
+    model), and `models reconcile` records the model the node went on to serve."""
+    from weld_training.deploy import file_sha256
+
+    registry = tmp_path / 'registry.sqlite'
+    models_dir = tmp_path / 'models'
+    models_dir.mkdir()
+    write_model(models_dir / 'v1.onnx', 'weld-v1')
+    v2 = write_model(tmp_path / 'v2.onnx', 'weld-v2', seed=2)
+    v3 = write_model(tmp_path / 'v3.onnx', 'weld-v3', seed=3)
+    monkeypatch.setenv('WELD_TEST_LOAD_DELAY_S', '6')
+    proc = spawn_node('test.helpers.slow_onnx_node', {'models_dir': str(models_dir), 'model_path': 'v1.onnx',
+                                                     'mode': 'ml'}, log_path=tmp_path / 'onnx_node.log')
+    try:
+        with ros_context() as (node, ex):
+            active = _active_model_watch(node)
+            assert spin_until(ex, lambda: active[0].get('version') == 'weld-v1', 60.0), \
+                (tmp_path / 'onnx_node.log').read_text()[-2000:]
+
+            rc, out = deploy(v2, '--node', NODE, '--timeout', 4, registry=registry)
+            assert rc == 0, out
+            assert 'did not answer within 4.0 s' in out and 'read back: it serves this model' in out
+            assert spin_until(ex, lambda: active[0].get('version') == 'weld-v2', 10.0)
+            reg = Registry(registry)
+            assert reg.served_by(NODE).version == 'weld-v2' and not reg.pending_on(NODE)
+            assert [e['kind'] for e in reg.events('weld-v2')][-2:] == ['deploy_pending', 'deploy_accepted']
+
+            rc, out = deploy(v3, '--node', NODE, '--timeout', 1, registry=registry)
+            assert rc == 3, out
+            assert 'recorded as pending' in out and 'models reconcile' in out
+            assert [m.version for m in reg.pending_on(NODE)] == ['weld-v3']
+            # The node goes on to serve it...
+            assert spin_until(ex, lambda: active[0].get('version') == 'weld-v3', 30.0)
+            assert active[0]['sha256'] == file_sha256(v3)
+            # ... and reconciling records that.
+            rc = subprocess.run([sys.executable, '-m', 'weld_training.cli', 'models', 'reconcile', '--node', NODE,
+                                 '--timeout', '30', '--registry', str(registry)],
+                                cwd=REPO, capture_output=True, text=True)
+            assert rc.returncode == 0, rc.stdout + rc.stderr
+            assert f'{NODE} serves weld-v3' in rc.stdout
+    finally:
+        stop(proc)
+    reg = Registry(registry)
+    assert reg.served_by(NODE).version == 'weld-v3' and not reg.pending_on(NODE)
+    assert reg.get_model('weld-v2').deployed_to == ''      # no longer recorded as served there

@@ -66,7 +66,8 @@ CREATE TABLE IF NOT EXISTS events (
 """
 # Columns added after the first release: (table, column, definition), added to older files.
 _MIGRATIONS = (('models', 'dataset_sha256', "TEXT NOT NULL DEFAULT ''"),
-               ('models', 'config_json', "TEXT NOT NULL DEFAULT '{}'"))
+               ('models', 'config_json', "TEXT NOT NULL DEFAULT '{}'"),
+               ('models', 'pending_to', "TEXT NOT NULL DEFAULT ''"))
 
 
 class RegistryError(RuntimeError):
@@ -105,6 +106,7 @@ class ModelRecord:
     deployed_at: Optional[float]
     dataset_sha256: str = ''
     config: dict = None
+    pending_to: str = ''    # a node asked to serve it that had not answered (see record_deploy_pending)
 
 
 class Registry:
@@ -316,14 +318,43 @@ class Registry:
         return self.get_model(version)
 
     def record_deploy(self, version: str, target: str, accepted: bool, reason: str = '') -> None:
-        """Record a node's answer to a deploy; an accepted deploy marks the model deployed."""
+        """Record a node's answer to a deploy. Accepted: the model is the one `target` serves
+        (deployed_to), and no other model is recorded as served there or pending there any more.
+        Refused: a pending deploy of it to `target` is settled; what the node serves is unchanged."""
         self.get_model(version)
         with self._write() as con:
             if accepted:
+                con.execute("UPDATE models SET deployed_to='' WHERE deployed_to=? AND version<>?",
+                            (target, version))
+                con.execute("UPDATE models SET pending_to='' WHERE pending_to=?", (target,))
                 con.execute('UPDATE models SET deployed_to=?, deployed_at=? WHERE version=?',
                             (target, time.time(), version))
+            else:
+                con.execute("UPDATE models SET pending_to='' WHERE version=? AND pending_to=?", (version, target))
             self._event(con, 'deploy_accepted' if accepted else 'deploy_refused', version=version,
                         detail=f'{target}: {reason}' if reason else target)
+
+    def record_deploy_pending(self, version: str, target: str, reason: str) -> None:
+        """Record a deploy whose answer did not come: `target` may or may not serve `version`
+        (it may still be validating it) until `weld-train models reconcile` reads back what it serves."""
+        self.get_model(version)
+        with self._write() as con:
+            con.execute('UPDATE models SET pending_to=? WHERE version=?', (target, version))
+            self._event(con, 'deploy_pending', version=version, detail=f'{target}: {reason}')
+
+    def record_not_served(self, version: str, target: str, reason: str) -> None:
+        """Record that `target` no longer serves `version` (read back from it)."""
+        with self._write() as con:
+            con.execute("UPDATE models SET deployed_to='' WHERE version=? AND deployed_to=?", (version, target))
+            self._event(con, 'deploy_not_served', version=version, detail=f'{target}: {reason}')
+
+    def served_by(self, target: str) -> Optional[ModelRecord]:
+        """The model the registry records as served by `target` (its last accepted deploy)."""
+        rows = self._read('SELECT * FROM models WHERE deployed_to=? ORDER BY deployed_at DESC', (target,))
+        return _model(rows[0]) if rows else None
+
+    def pending_on(self, target: str) -> list[ModelRecord]:
+        return [_model(r) for r in self._read('SELECT * FROM models WHERE pending_to=?', (target,))]
 
     def delete_model(self, version: str, delete_files: bool = True) -> list[str]:
         """Remove a version and (by default) its files; the active model is refused."""
@@ -392,4 +423,4 @@ def _model(r: sqlite3.Row) -> ModelRecord:
                        r['sha256'], tuple(json.loads(r['class_names_json'])),
                        json.loads(r['metrics_json']), tuple(json.loads(r['artifacts_json'])),
                        r['deployed_to'], r['deployed_at'], r['dataset_sha256'],
-                       json.loads(r['config_json']))
+                       json.loads(r['config_json']), r['pending_to'])
