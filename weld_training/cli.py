@@ -163,6 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--timeout', type=float, default=30.0,
                    help='seconds to wait for the node\'s services and for each answer (default 30)')
     p.add_argument('--models-dir', help='stage the model here instead of the node\'s models_dir')
+    p.add_argument('--remote', action='store_true',
+                   help='send the model\'s bytes and sha256 through the node\'s ~/upload_model service '
+                        '(a node on another host: no shared models_dir); the node validates them before '
+                        'writing them into its models_dir and serving them')
     _add_registry_arg(p)
 
     p = sub.add_parser('status', help='progress of a training run (epoch, metrics, ETA)',
@@ -456,8 +460,11 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     reg = _open_registry(args.registry)
     model = resolve_target(reg, args.model)
     print(f'deploying {model.version} ({model.onnx_path}) to {args.node} ...', flush=True)
+    if args.remote and args.models_dir:
+        raise ConfigError('--remote sends the model to the node, which writes it into its own models_dir: '
+                          'drop --models-dir')
     result = deploy(model.version, reg, node=args.node, timeout_s=args.timeout,
-                    models_dir=Path(args.models_dir) if args.models_dir else None)
+                    models_dir=Path(args.models_dir) if args.models_dir else None, remote=args.remote)
     if result.state == 'pending':
         print(f'{result.node} has not answered for {result.version}: {result.reason}; recorded as pending in '
               f'{reg.path}: settle it with `weld-train models reconcile --node {result.node}`')

@@ -20,11 +20,12 @@ rclpy is imported only when a deploy runs: `weld_training` stays importable with
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from .registry import ModelRecord, Registry, RegistryError
 
@@ -211,11 +212,23 @@ def resolve_target(registry: Registry, text: str) -> ModelRecord:
                                    metrics)
 
 
+def upload_name(version: str) -> str:
+    """The file name a model version is uploaded under (what UploadModel accepts)."""
+    name = re.sub(r'[^A-Za-z0-9._+-]', '_', version).lstrip('._+-') or 'model'
+    return f'{name}.onnx'
+
+
 def deploy(version: str, registry: Registry, node: str = DEFAULT_NODE,
-           models_dir: Optional[Path] = None, timeout_s: float = 30.0) -> DeployResult:
+           models_dir: Optional[Path] = None, timeout_s: float = 30.0, remote: bool = False) -> DeployResult:
     """Deploy `version` to `node` and record the node's answer in the registry; without an
-    answer in `timeout_s`, read back what the node serves and record that (module docstring)."""
+    answer in `timeout_s`, read back what the node serves and record that (module docstring).
+
+    remote: send the file's bytes through the node's ~/upload_model service (a node on another
+    host: no shared models_dir needed) instead of copying it into models_dir.
+    """
     model = registry.get_model(version)
+    if remote:
+        return _deploy_remote(model, registry, node, timeout_s)
     with _NodeClient(node, timeout_s) as client:
         node = client.node
         if models_dir is None:
@@ -238,16 +251,57 @@ def deploy(version: str, registry: Registry, node: str = DEFAULT_NODE,
     return result
 
 
-def _set_model(client: _NodeClient, registry: Registry, version: str, path: str, sha: str) -> DeployResult:
+def _deploy_remote(model: ModelRecord, registry: Registry, node: str, timeout_s: float) -> DeployResult:
+    path = Path(model.onnx_path)
+    if not path.is_file():
+        raise DeployError(f'model file {path} does not exist')
+    data = path.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    if model.sha256 and sha != model.sha256:
+        reason = (f'{path} has sha256 {sha[:12]}..., the registry recorded {model.sha256[:12]}...: '
+                  f'the file changed since it was registered; not sent to the node')
+        registry.record_deploy(model.version, node if node.startswith('/') else '/' + node, False, reason)
+        raise DeployError(reason)
+    try:
+        from weld_vision_ros.srv import UploadModel
+    except ImportError as exc:
+        raise DeployError(f'deploy --remote needs the weld_vision_ros messages built (make setup): {exc}') from None
+    with _NodeClient(node, timeout_s) as client:
+        request = UploadModel.Request(file_name=upload_name(model.version), sha256=sha, activate=True)
+        request.data = data
+        return _set_model(client, registry, model.version, '', sha,
+                          send=lambda: _upload_answer(client.call(UploadModel, 'upload_model', request)))
+
+
+def _upload_answer(response):
+    return _Answer(bool(response.accepted), response.reason, response.model_path)
+
+
+@dataclass(frozen=True)
+class _Answer:
+    successful: bool
+    reason: str
+    model_path: str = ''
+
+
+def _set_model(client: _NodeClient, registry: Registry, version: str, path: str, sha: str,
+               send: Optional[Callable[[], '_Answer']] = None) -> DeployResult:
+    """Ask the node to serve the model (a parameter set, or `send`: an upload) and record the outcome."""
     from rcl_interfaces.srv import SetParametersAtomically
     from rclpy.parameter import Parameter
 
     node = client.node
-    request = SetParametersAtomically.Request(parameters=[
-        Parameter('model_sha256', value=sha).to_parameter_msg(),
-        Parameter('model_path', value=path).to_parameter_msg()])
+    if send is None:
+        request = SetParametersAtomically.Request(parameters=[
+            Parameter('model_sha256', value=sha).to_parameter_msg(),
+            Parameter('model_path', value=path).to_parameter_msg()])
+
+        def send() -> _Answer:
+            result = client.call(SetParametersAtomically, 'set_parameters_atomically', request).result
+            return _Answer(bool(result.successful), result.reason, path)
     try:
-        answer = client.call(SetParametersAtomically, 'set_parameters_atomically', request).result
+        answer = send()
+        path = answer.model_path or path
     except NoAnswer as exc:
         # It may still be validating the model: pending until read back, never "the previous one".
         registry.record_deploy_pending(version, node, str(exc))
@@ -262,5 +316,5 @@ def _set_model(client: _NodeClient, registry: Registry, version: str, path: str,
                                 answered=False)
         return DeployResult(version, node, False, f'{exc}; read back: it does not serve this model '
                             f'(model_path {served.model_path!r})', path, answered=False)
-    registry.record_deploy(version, node, bool(answer.successful), answer.reason)
-    return DeployResult(version, node, bool(answer.successful), answer.reason, path)
+    registry.record_deploy(version, node, answer.successful, answer.reason)
+    return DeployResult(version, node, answer.successful, answer.reason, path)
