@@ -58,7 +58,7 @@ from weld_vision_ros.srv import UploadModel
 from weld_vision_ros.ros.conversions import verdict_to_msg
 from weld_vision_ros.ros.diagnostics import OK, WARN, make_array, make_status
 from weld_vision_ros.ros.executor import SteadyExecutor
-from weld_vision_ros.ros.spin import run_node
+from weld_vision_ros.ros.spin import create_publisher, run_node
 from weld_vision_ros.ros.params import DIAGNOSTICS_PERIOD, OPENCV_THREADS, LiveParameters, ParamSpec
 from weld_vision_ros.ros.qos import latched_qos, results_qos
 from weld_vision_ros.ros.rgbd_input import RgbdInput
@@ -195,13 +195,13 @@ class OnnxDefectNode(Node):
         self.ml_latency = RollingLatency()
 
         results = results_qos()  # verdicts: reliable, a controller must not miss one
-        self._ml_pub = self.create_publisher(WeldDefect, ML_TOPIC, results)
-        self._final_pub = self.create_publisher(WeldDefect, FINAL_TOPIC, results)
+        self._ml_pub = create_publisher(self, WeldDefect, ML_TOPIC, results)
+        self._final_pub = create_publisher(self, WeldDefect, FINAL_TOPIC, results)
         # Latched, so a tool that connects later still learns which model is serving.
-        self._model_pub = self.create_publisher(String, ACTIVE_MODEL_TOPIC, latched_qos())
+        self._model_pub = create_publisher(self, String, ACTIVE_MODEL_TOPIC, latched_qos())
         # Diagnostics: reliable and shallow, as diagnostic_aggregator expects.
         from diagnostic_msgs.msg import DiagnosticArray
-        self._diag_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
+        self._diag_pub = create_publisher(self, DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
 
         # Frames (and the diagnostics that read their statistics) in one group of their own:
         # a model loading in a parameter callback (default group) does not hold them up.
@@ -212,7 +212,7 @@ class OnnxDefectNode(Node):
         # Cell status: latched, checked in a group of its own so that a long frame or a model
         # load cannot delay the news that the camera stalled.
         self.status = CellStatusTracker(cfg.stall_timeout_s, cfg.not_inspectable_after)
-        self._status_pub = self.create_publisher(CellStatus, CELL_STATUS_TOPIC, latched_qos())
+        self._status_pub = create_publisher(self, CellStatus, CELL_STATUS_TOPIC, latched_qos())
         self._status_sent: Optional[tuple] = None
         self._load_initial(cfg)
         self.create_timer(STATUS_CHECK_PERIOD_S, self._publish_status,
@@ -371,7 +371,8 @@ class OnnxDefectNode(Node):
                          seconds_since_frame=float(cell.seconds_since_frame),
                          model_state=model[0], model_version=model[1], model_problem=model[2])
         msg.header.stamp = self.get_clock().now().to_msg()
-        self._status_pub.publish(msg)
+        if not self._status_pub.publish(msg):
+            return  # shutting down: nothing sent, and a log line could not reach /rosout either
         self._status_sent = key
         self.get_logger().info(f'cell status: {cell.state}'
                                + (f' ({cell.detail})' if cell.detail else '')

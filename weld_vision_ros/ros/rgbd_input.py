@@ -22,6 +22,7 @@ from weld_vision_ros.core.depth import DepthError
 from weld_vision_ros.core.frames import RGBDFrame
 from weld_vision_ros.ros import codec
 from weld_vision_ros.ros.codec import ImageEncodingError, stamp_to_ns
+from weld_vision_ros.ros.spin import shutting_down
 from weld_vision_ros.ros.sync import StampSynchronizer
 from weld_vision_ros.ros.params import LiveParameters, ParamSpec
 from weld_vision_ros.ros.qos import RELIABILITY_CHOICES, camera_qos
@@ -194,6 +195,8 @@ class RgbdInput:
 
     # --- decoding --------------------------------------------------------------------
     def _process(self, color_msg: Image, depth_msg: Image) -> None:
+        if shutting_down(self._node):
+            return  # Ctrl-C: no frame is started after the context shut down (ros/spin.py)
         received_s = time.monotonic()
         frame = self.decode(color_msg, depth_msg)
         if frame is None:
@@ -201,6 +204,8 @@ class RgbdInput:
         try:
             self._handler(frame, color_msg.header, received_s)
         except Exception as exc:  # noqa: BLE001 - the ROS boundary: count, log, keep running
+            if shutting_down(self._node):
+                return  # failed because the context shut down under it: the shutdown, not a fault
             self._drop(DROP_PROCESSING_ERROR, f'processing failed: {exc!r}\n{traceback.format_exc()}')
 
     def decode(self, color_msg: Image, depth_msg: Image) -> Optional[RGBDFrame]:
