@@ -9,6 +9,7 @@ code defaults (launch_ros only warns about a params file that is not there).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Optional
@@ -89,6 +90,29 @@ def plan_cell_launch(args: Mapping[str, str], share_dir: str) -> CellLaunchPlan:
             raise LaunchArgumentError(f'models_dir {models_dir!r} is not a directory')
         overrides['models_dir'] = models_dir
     return CellLaunchPlan(params_file, sim, remaps, overrides)
+
+
+_NS_TOKEN = re.compile(r'^[A-Za-z_][A-Za-z0-9_]*$')
+
+
+def check_namespace(namespace: str) -> str:
+    """A namespace argument as ROS 2 accepts it ('' or tokens of letters, digits and _ not
+    starting with a digit, separated by /), returned without leading or trailing slash."""
+    inner = namespace.strip().strip('/')
+    if inner and not all(_NS_TOKEN.match(t) for t in inner.split('/')):
+        raise LaunchArgumentError(f'namespace must be empty or tokens of letters, digits and _ '
+                                  f'(not starting with a digit) separated by /, got {namespace!r}')
+    return inner
+
+
+def recorded_topics(namespace: str) -> list[str]:
+    """The absolute topics `ros2 bag record` takes for a dataset recorded in `namespace`: the
+    dataset layout's relative topics (codec), as the namespaced camera and label publishers
+    resolve them; ground truth left out (synthetic only)."""
+    ns = check_namespace(namespace)
+    prefix = f'/{ns}/' if ns else '/'
+    return [prefix + t for t in (codec.COLOR_TOPIC, codec.DEPTH_TOPIC, codec.CAMERA_INFO_TOPIC,
+                                 codec.LABEL_TOPIC)]
 
 
 def check_recorder(mode: str, storage: str, use_sim_camera: str,
