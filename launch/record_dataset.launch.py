@@ -20,7 +20,7 @@ from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
 from weld_vision_ros.ros.launch_args import (LaunchArgumentError, check_namespace, check_params_file,
-                                             check_recorder, recorded_topics)
+                                             check_recorder, dds_environment, recorded_topics)
 
 PACKAGE = 'weld_vision_ros'
 
@@ -50,7 +50,7 @@ def _actions(context):
         raise RuntimeError(str(exc)) from None
     actions = []
     if cfg['dds_profile']:
-        actions.append(SetEnvironmentVariable('FASTDDS_DEFAULT_PROFILES_FILE', cfg['dds_profile']))
+        actions += [SetEnvironmentVariable(k, v) for k, v in dds_environment(cfg['dds_profile'])]
     actions += [Node(package=PACKAGE, executable='synthetic_camera_node', namespace=namespace,
                     name='synthetic_camera_node', parameters=[cfg['params_file']], output='screen',
                     condition=IfCondition(str(sim).lower()))]

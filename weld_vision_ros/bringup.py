@@ -19,6 +19,7 @@ import yaml
 
 from weld_vision_ros import resources
 from weld_vision_ros.core.cascade import MODES
+from weld_vision_ros.ros.launch_args import DDS_PROFILE_ENV, DDS_PROFILE_NAME, dds_environment
 
 # Executable name (as in nodes/ and the launch files) -> (module, class). The executable,
 # the node's default name and the YAML key are the same word.
@@ -33,8 +34,6 @@ NODE_CLASSES: dict[str, tuple[str, str]] = {
 CELL_NODES = ('rule_defect_node', 'onnx_defect_node')
 
 
-DDS_PROFILE_ENV = 'FASTDDS_DEFAULT_PROFILES_FILE'
-DDS_PROFILE_NAME = 'fastdds_large_shm.xml'
 
 
 def use_default_dds_profile() -> Optional[str]:
@@ -48,8 +47,9 @@ def use_default_dds_profile() -> Optional[str]:
         path = resources.resource_path('config', DDS_PROFILE_NAME)
     except resources.ResourceNotFoundError:
         return None
-    os.environ[DDS_PROFILE_ENV] = str(path)
+    os.environ.update(dict(dds_environment(str(path))))
     return str(path)
+
 
 
 class ParamsFileError(ValueError):

@@ -92,6 +92,21 @@ def plan_cell_launch(args: Mapping[str, str], share_dir: str) -> CellLaunchPlan:
     return CellLaunchPlan(params_file, sim, remaps, overrides)
 
 
+DDS_PROFILE_ENV = 'FASTDDS_DEFAULT_PROFILES_FILE'
+DDS_PROFILE_NAME = 'fastdds_large_shm.xml'       # config/, shipped
+DDS_QOS_FROM_XML_ENV = 'RMW_FASTRTPS_USE_QOS_FROM_XML'
+
+
+def dds_environment(profile: str) -> list[tuple[str, str]]:
+    """The environment that makes the nodes use a Fast DDS profile: the file, and for the
+    shipped one rmw_fastrtps's switch that applies its reader memory policy (a reader gives a
+    sample's memory back once taken; see config/fastdds_large_shm.xml)."""
+    env = [(DDS_PROFILE_ENV, profile)]
+    if os.path.basename(profile) == DDS_PROFILE_NAME:
+        env.append((DDS_QOS_FROM_XML_ENV, '1'))
+    return env
+
+
 _NS_TOKEN = re.compile(r'^[A-Za-z_][A-Za-z0-9_]*$')
 
 

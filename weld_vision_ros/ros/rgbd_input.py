@@ -19,6 +19,7 @@ from sensor_msgs.msg import CameraInfo, Image
 
 from weld_vision_ros.core.camera import Intrinsics, IntrinsicsError
 from weld_vision_ros.core.depth import DepthError
+from weld_vision_ros.core.frame_gaps import StampGapCounter
 from weld_vision_ros.core.frames import RGBDFrame
 from weld_vision_ros.ros import codec
 from weld_vision_ros.ros.codec import ImageEncodingError, stamp_to_ns
@@ -117,6 +118,9 @@ class RgbdInput:
         self._intrinsics_by_stamp: OrderedDict[int, Intrinsics] = OrderedDict()
         self.camera_info_by_stamp = 0
         self.camera_info_stale = 0
+        # Frames the camera stamped that never arrived (a burst lost in transport, or
+        # overwritten in a full queue): seen only as gaps between stamps, per stream.
+        self.gaps = {'color': StampGapCounter(), 'depth': StampGapCounter()}
         qos = camera_qos(cfg.image_reliability, depth=cfg.image_queue_depth)
         self._subs = [
             node.create_subscription(Image, COLOR_TOPIC, self._on_color, qos,
@@ -149,6 +153,10 @@ class RgbdInput:
         for stream in ('color', 'depth'):
             values[f'unmatched_{stream}'] = self._sync.unmatched_by_stream.get(stream, 0)
         values['clock_jumps'] = self._sync.events.get('clock_jump', 0)
+        # Estimated from gaps between the stamps that arrived (core.frame_gaps).
+        for stream, gaps in self.gaps.items():
+            values[f'frames_missed_{stream}'] = gaps.missed
+            values[f'largest_gap_{stream}'] = gaps.largest_gap
         values['camera_info_by_stamp'] = self.camera_info_by_stamp
         values['camera_info_stale'] = self.camera_info_stale
         return values
@@ -180,6 +188,7 @@ class RgbdInput:
 
     def _on_color(self, msg: Image) -> None:
         self.frames_in += 1
+        self.gaps['color'].add(stamp_to_ns(msg.header.stamp))
         if self._too_large(msg, 'color'):
             return
         pair = self._sync.add_color(stamp_to_ns(msg.header.stamp), msg)
@@ -187,6 +196,7 @@ class RgbdInput:
             self._process(pair.color, pair.depth)
 
     def _on_depth(self, msg: Image) -> None:
+        self.gaps['depth'].add(stamp_to_ns(msg.header.stamp))
         if self._too_large(msg, 'depth'):
             return
         pair = self._sync.add_depth(stamp_to_ns(msg.header.stamp), msg)
