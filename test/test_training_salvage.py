@@ -166,3 +166,18 @@ def test_a_registry_that_is_not_sqlite_is_one_line_naming_the_file(tmp_path, cap
     rc = cli.main(['models', 'list', '--registry', str(registry)])
     _one_error_line(capsys.readouterr().err, str(registry))
     assert rc != 0
+
+
+@pytest.mark.parametrize('storage', ['sqlite3', 'mcap'])
+def test_a_cut_storage_file_beside_its_metadata_yaml_is_salvaged_too(tmp_path, storage):
+    """A file cut after the bag was closed (a copy interrupted, a disk error): metadata.yaml
+    promises more than the file holds; rosbags cannot read it, the salvage reader can."""
+    frames = _record(tmp_path / 'bag', storage, 1)
+    (storage_file,) = [p for p in (tmp_path / 'bag').iterdir() if p.suffix in ('.db3', '.mcap')]
+    with open(storage_file, 'r+b') as f:
+        f.truncate(storage_file.stat().st_size * 6 // 10)
+    warnings = []
+    got = list(iter_bag_frames(tmp_path / 'bag', warn=warnings.append))
+    assert N // 3 <= len(got) < N
+    assert [f.stamp_ns for f in got] == [f['stamp_ns'] for f in frames[:len(got)]]
+    assert len(warnings) == 1 and str(tmp_path / 'bag') in warnings[0], warnings
