@@ -7,10 +7,10 @@ The race needs a shutdown that lands while a frame callback is running and has n
 published: about one shutdown in 20 in the field. Here the ONNX node's frame callbacks are
 held 40 ms (test.helpers.slow_frame_onnx_node, the real node otherwise) while frames come
 at 30 Hz, and the rule node runs as it is on the same frames, where Ctrl-C can also land
-inside rclpy taking a message (a RuntimeError traceback out of take_message). Before the
-fix, 1-2 of the 15-23 shutdowns one run of this test makes went wrong, in each of the
-five runs made (either node); after it, none did. A run that happens to miss the race
-passes on old code too: the test can only ever fail for a real fault.
+inside rclpy taking a message (a RuntimeError traceback out of take_message). The test is
+statistical: on the code before the fix, three runs of it saw 2 of 18, 2 of 15 and 0 of 15
+shutdowns go wrong (so it fails there about two runs in three, on either node); after the
+fix no run has seen one. It can only ever fail for a real fault.
 """
 import random
 import time
