@@ -38,7 +38,7 @@ from weld_vision_ros.core.stats import RateMeter, RollingLatency
 from weld_vision_ros.msg import BeadMeasurement, WeldDefect
 from weld_vision_ros.ros.conversions import array_to_image, bead_to_msg, verdict_to_msg
 from weld_vision_ros.ros.diagnostics import OK, WARN, make_array, make_status
-from weld_vision_ros.ros.spin import run_node
+from weld_vision_ros.ros.spin import create_publisher, run_node
 from weld_vision_ros.ros.params import DIAGNOSTICS_PERIOD, OPENCV_THREADS, LiveParameters, ParamSpec
 from weld_vision_ros.ros.qos import results_qos
 from weld_vision_ros.ros.rgbd_input import RgbdInput
@@ -82,15 +82,15 @@ class RuleDefectNode(Node):
                                      on_change=self._on_params)
         cv2.setNumThreads(self.params.config.opencv_threads)
         qos = results_qos()
-        self.bead_pub = self.create_publisher(BeadMeasurement, BEAD_TOPIC, qos)
-        self.defect_pub = self.create_publisher(WeldDefect, DEFECT_TOPIC, qos)
+        self.bead_pub = create_publisher(self, BeadMeasurement, BEAD_TOPIC, qos)
+        self.defect_pub = create_publisher(self, WeldDefect, DEFECT_TOPIC, qos)
         # Debug image: keep only the newest; reliable so that default (reliable) viewers
         # hear it too, depth 1 so a slow viewer never queues frames.
-        self.debug_pub = self.create_publisher(
-            Image, DEBUG_TOPIC, QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
-                                           reliability=ReliabilityPolicy.RELIABLE))
+        self.debug_pub = create_publisher(self, Image, DEBUG_TOPIC,
+                                          QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                                                     reliability=ReliabilityPolicy.RELIABLE))
         # Diagnostics: reliable like other results; aggregators expect it.
-        self.diag_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, results_qos())
+        self.diag_pub = create_publisher(self, DiagnosticArray, DIAGNOSTICS_TOPIC, results_qos())
         self.latency = RollingLatency()
         self.core_latency = RollingLatency()
         self.rate = RateMeter()
