@@ -30,7 +30,8 @@ def test_a_frame_too_large_to_inspect_gives_its_memory_back(tmp_path: Path, fram
     the whole frame: +317 MB for good)."""
     from weld_vision_ros import resources
     from weld_vision_ros.ros.launch_args import DDS_PROFILE_NAME, dds_environment
-    for key, value in dds_environment(str(resources.resource_path('config', DDS_PROFILE_NAME))):
+    for key, value in dds_environment(str(resources.resource_path('config', DDS_PROFILE_NAME)),
+                                      return_memory=True):
         monkeypatch.setenv(key, value)
     name = 'losses_rss'
     proc = _start(tmp_path, name)

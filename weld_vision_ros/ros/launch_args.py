@@ -110,12 +110,14 @@ DDS_PROFILE_NAME = 'fastdds_large_shm.xml'       # config/, shipped
 DDS_QOS_FROM_XML_ENV = 'RMW_FASTRTPS_USE_QOS_FROM_XML'
 
 
-def dds_environment(profile: str) -> list[tuple[str, str]]:
-    """The environment that makes the nodes use a Fast DDS profile: the file, and for the
-    shipped one rmw_fastrtps's switch that applies its reader memory policy (a reader gives a
-    sample's memory back once taken; see config/fastdds_large_shm.xml)."""
+def dds_environment(profile: str, return_memory: bool = False) -> list[tuple[str, str]]:
+    """The environment that makes the nodes use a Fast DDS profile. return_memory (opt-in):
+    also rmw_fastrtps's switch that applies the shipped profile's reader memory policy (a
+    reader gives a sample's memory back once taken; see config/fastdds_large_shm.xml). It is
+    off by default: with it, service replies (the capture node's counts) intermittently
+    failed to arrive in the node tests."""
     env = [(DDS_PROFILE_ENV, profile)]
-    if os.path.basename(profile) == DDS_PROFILE_NAME:
+    if return_memory and os.path.basename(profile) == DDS_PROFILE_NAME:
         env.append((DDS_QOS_FROM_XML_ENV, '1'))
     return env
 
