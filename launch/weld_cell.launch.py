@@ -24,7 +24,7 @@ from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
 from weld_vision_ros.ros import codec
-from weld_vision_ros.ros.launch_args import CAMERA_PRESETS, LaunchArgumentError, plan_cell_launch
+from weld_vision_ros.ros.launch_args import CAMERA_PRESETS, LaunchArgumentError, dds_environment, plan_cell_launch
 
 PACKAGE = 'weld_vision_ros'
 
@@ -66,7 +66,7 @@ def _nodes(context):
     ros_args = ['--ros-args', '--log-level', cfg['log_level']]
     env = []
     if cfg['dds_profile']:
-        env.append(SetEnvironmentVariable('FASTDDS_DEFAULT_PROFILES_FILE', cfg['dds_profile']))
+        env += [SetEnvironmentVariable(k, v) for k, v in dds_environment(cfg['dds_profile'])]
     common = dict(package=PACKAGE, namespace=cfg['namespace'], output='screen', arguments=ros_args)
     return env + [
         Node(executable='synthetic_camera_node', name='synthetic_camera_node',

@@ -19,6 +19,7 @@ import yaml
 
 from weld_vision_ros import resources
 from weld_vision_ros.core.cascade import MODES
+from weld_vision_ros.ros.launch_args import DDS_PROFILE_ENV, DDS_PROFILE_NAME, dds_environment
 
 # Executable name (as in nodes/ and the launch files) -> (module, class). The executable,
 # the node's default name and the YAML key are the same word.
@@ -35,8 +36,6 @@ NODE_CLASSES: dict[str, tuple[str, str]] = {
 CELL_NODES = ('rule_defect_node', 'onnx_defect_node')
 
 
-DDS_PROFILE_ENV = 'FASTDDS_DEFAULT_PROFILES_FILE'
-DDS_PROFILE_NAME = 'fastdds_large_shm.xml'
 
 
 def use_default_dds_profile() -> Optional[str]:
@@ -50,8 +49,9 @@ def use_default_dds_profile() -> Optional[str]:
         path = resources.resource_path('config', DDS_PROFILE_NAME)
     except resources.ResourceNotFoundError:
         return None
-    os.environ[DDS_PROFILE_ENV] = str(path)
+    os.environ.update(dict(dds_environment(str(path))))
     return str(path)
+
 
 
 class ParamsFileError(ValueError):
@@ -59,7 +59,11 @@ class ParamsFileError(ValueError):
 
 
 def load_params_file(path: Path) -> dict[str, dict[str, Any]]:
-    """node name -> parameters, from a ROS 2 parameter YAML (`/**` and namespaces allowed)."""
+    """Node-name key -> parameters, from a ROS 2 parameter YAML, in file order, each key as
+    rcl reads it: fully qualified (`rule_defect_node` is `/rule_defect_node`), wildcards
+    (`/**`, `/**/rule_defect_node`, `/cell_1/*`) kept. Select a node's parameters with
+    `node_params`: keys are never cut down to the bare node name, so the sections of two
+    namespaced cells (`/cell_1/onnx_defect_node`, `/cell_2/onnx_defect_node`) stay apart."""
     try:
         data = yaml.safe_load(Path(path).read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
@@ -73,7 +77,7 @@ def load_params_file(path: Path) -> dict[str, dict[str, Any]]:
         params = body['ros__parameters'] or {}
         if not isinstance(params, dict):
             raise ParamsFileError(f'{path}: {key}.ros__parameters must be a mapping')
-        out[str(key).rsplit('/', 1)[-1]] = _flatten(params)
+        out.setdefault(fully_qualified(str(key)), {}).update(_flatten(params))
     return out
 
 
@@ -89,12 +93,52 @@ def _flatten(params: Mapping[str, Any], prefix: str = '') -> dict[str, Any]:
     return flat
 
 
-WILDCARD = '**'     # a `/**:` section: parameters for every node of the file
+WILDCARD = '/**'     # a `/**:` section: parameters for every node of the file
 
 
-def node_params(params: Mapping[str, Mapping[str, Any]], executable: str) -> dict[str, Any]:
-    """The parameters a node gets from a loaded file: the `/**` section, then its own section."""
-    return {**params.get(WILDCARD, {}), **params.get(executable, {})}
+def normalize_namespace(namespace: str) -> str:
+    """`/cell_2` for `cell_2`, `/cell_2/` or `/cell_2`; `/` for the root namespace."""
+    return '/' + namespace.strip('/')
+
+
+def fully_qualified(name: str, namespace: str = '/') -> str:
+    """`/ns/name` of a node name (or YAML key): a relative one is taken from `namespace`."""
+    if name.startswith('/'):
+        return '/' + name.strip('/')
+    ns = namespace.strip('/')
+    return f'/{ns}/{name}' if ns else f'/{name}'
+
+
+def key_matches(key: str, node_fqn: str) -> bool:
+    """Whether a parameter-file key applies to the node `node_fqn` (e.g. /cell_2/onnx_defect_node).
+
+    rcl's rule (ROS 2 docs, "Passing ROS arguments to nodes via the command-line", node-name
+    wildcards in parameter files): the key is compared with the node's fully qualified name
+    token by token, `*` standing for exactly one token and `**` for zero or more. Checked in
+    test/test_bringup.py against rcl itself (a node created with the file as --params-file).
+    """
+    return _match(fully_qualified(key).strip('/').split('/'), node_fqn.strip('/').split('/'))
+
+
+def _match(pattern: list[str], tokens: list[str]) -> bool:
+    if not pattern:
+        return not tokens
+    head, rest = pattern[0], pattern[1:]
+    if head == '**':
+        return any(_match(rest, tokens[i:]) for i in range(len(tokens) + 1))
+    return bool(tokens) and (head == '*' or head == tokens[0]) and _match(rest, tokens[1:])
+
+
+def node_params(params: Mapping[str, Mapping[str, Any]], executable: str, namespace: str = '/') -> dict[str, Any]:
+    """The parameters the node `executable` in `namespace` gets from a loaded file: every
+    section whose key matches its fully qualified name, in file order, a later one winning
+    (as rcl applies them)."""
+    fqn = fully_qualified(executable, namespace)
+    out: dict[str, Any] = {}
+    for key, values in params.items():
+        if key_matches(key, fqn):
+            out.update(values)
+    return out
 
 
 def node_class(executable: str):
@@ -105,13 +149,16 @@ def node_class(executable: str):
 
 
 def create_nodes(executables: Sequence[str], params: Mapping[str, Mapping[str, Any]],
-                 overrides: Optional[Mapping[str, Mapping[str, Any]]] = None, context=None) -> list:
-    """Instantiate the nodes with their YAML parameters (plus overrides), like a launch file."""
+                 overrides: Optional[Mapping[str, Mapping[str, Any]]] = None, context=None,
+                 namespace: str = '/') -> list:
+    """Instantiate the nodes in `namespace` with the YAML sections that match them (plus
+    overrides), like a launch file with its `namespace` argument."""
     from rclpy.parameter import Parameter
     nodes = []
     for exe in executables:
-        values = {**node_params(params, exe), **(overrides or {}).get(exe, {})}
-        kwargs = {'parameter_overrides': [Parameter(k, value=v) for k, v in values.items()]}
+        values = {**node_params(params, exe, namespace), **(overrides or {}).get(exe, {})}
+        kwargs = {'parameter_overrides': [Parameter(k, value=v) for k, v in values.items()],
+                  'namespace': normalize_namespace(namespace)}
         if context is not None:
             kwargs['context'] = context
         nodes.append(node_class(exe)(**kwargs))
@@ -134,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
                         'synthetic_camera_node.rate_hz=15.0; repeatable')
     p.add_argument('--duration', type=float, default=0.0, help='stop after this many seconds (0: Ctrl-C)')
     p.add_argument('--threads', type=int, default=4, help='executor threads')
+    p.add_argument('--namespace', default='/', help='namespace of every node and its relative topics, '
+                   'e.g. cell_2 (as the launch file\'s namespace:=); the params file\'s sections are '
+                   'matched against each node\'s fully qualified name, as rcl does')
     return p
 
 
@@ -182,7 +232,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ex = SteadyExecutor(num_threads=args.threads)
     try:
         try:
-            nodes = create_nodes(executables, params, overrides)
+            nodes = create_nodes(executables, params, overrides, namespace=args.namespace)
         except Exception as exc:  # noqa: BLE001 - a bad value in the file or an override
             print(f'[run] cannot start the nodes: {type(exc).__name__}: {exc}', file=sys.stderr, flush=True)
             return 2

@@ -9,6 +9,7 @@ code defaults (launch_ros only warns about a params file that is not there).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Optional
@@ -102,6 +103,46 @@ def plan_cell_launch(args: Mapping[str, str], share_dir: str) -> CellLaunchPlan:
         report_overrides['reports_dir'] = args['reports_dir']
     review = parse_bool('review', args.get('review', 'false'))
     return CellLaunchPlan(params_file, sim, remaps, overrides, report, report_overrides, review)
+
+
+DDS_PROFILE_ENV = 'FASTDDS_DEFAULT_PROFILES_FILE'
+DDS_PROFILE_NAME = 'fastdds_large_shm.xml'       # config/, shipped
+DDS_QOS_FROM_XML_ENV = 'RMW_FASTRTPS_USE_QOS_FROM_XML'
+
+
+def dds_environment(profile: str, return_memory: bool = False) -> list[tuple[str, str]]:
+    """The environment that makes the nodes use a Fast DDS profile. return_memory (opt-in):
+    also rmw_fastrtps's switch that applies the shipped profile's reader memory policy (a
+    reader gives a sample's memory back once taken; see config/fastdds_large_shm.xml). It is
+    off by default: with it, service replies (the capture node's counts) intermittently
+    failed to arrive in the node tests."""
+    env = [(DDS_PROFILE_ENV, profile)]
+    if return_memory and os.path.basename(profile) == DDS_PROFILE_NAME:
+        env.append((DDS_QOS_FROM_XML_ENV, '1'))
+    return env
+
+
+_NS_TOKEN = re.compile(r'^[A-Za-z_][A-Za-z0-9_]*$')
+
+
+def check_namespace(namespace: str) -> str:
+    """A namespace argument as ROS 2 accepts it ('' or tokens of letters, digits and _ not
+    starting with a digit, separated by /), returned without leading or trailing slash."""
+    inner = namespace.strip().strip('/')
+    if inner and not all(_NS_TOKEN.match(t) for t in inner.split('/')):
+        raise LaunchArgumentError(f'namespace must be empty or tokens of letters, digits and _ '
+                                  f'(not starting with a digit) separated by /, got {namespace!r}')
+    return inner
+
+
+def recorded_topics(namespace: str) -> list[str]:
+    """The absolute topics `ros2 bag record` takes for a dataset recorded in `namespace`: the
+    dataset layout's relative topics (codec), as the namespaced camera and label publishers
+    resolve them; ground truth left out (synthetic only)."""
+    ns = check_namespace(namespace)
+    prefix = f'/{ns}/' if ns else '/'
+    return [prefix + t for t in (codec.COLOR_TOPIC, codec.DEPTH_TOPIC, codec.CAMERA_INFO_TOPIC,
+                                 codec.LABEL_TOPIC)]
 
 
 def check_recorder(mode: str, storage: str, use_sim_camera: str,

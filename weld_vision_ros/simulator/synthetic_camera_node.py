@@ -41,7 +41,7 @@ from weld_vision_ros.simulator.seam_scan import SeamScanner, load_scan_plan
 from weld_vision_ros.ros import codec
 from weld_vision_ros.ros.conversions import (array_to_image, ground_truth_to_msg,
                                              intrinsics_to_camera_info)
-from weld_vision_ros.ros.spin import run_node
+from weld_vision_ros.ros.spin import create_publisher, run_node
 from weld_vision_ros.ros.params import LiveParameters, ParamSpec
 from weld_vision_ros.ros.qos import RELIABILITY_CHOICES, camera_qos, latched_qos, results_qos
 
@@ -116,15 +116,15 @@ class SyntheticCameraNode(Node):
         # Camera streams: sensor-data QoS (keep last, best effort by default) like a camera
         # driver: a subscriber that falls behind gets the newest frame, not a backlog.
         image_qos = camera_qos(cfg.image_reliability)
-        self._color_pub = self.create_publisher(Image, COLOR_TOPIC, image_qos)
-        self._depth_pub = self.create_publisher(Image, DEPTH_TOPIC, image_qos)
-        self._info_pub = self.create_publisher(CameraInfo, INFO_TOPIC, image_qos)
+        self._color_pub = create_publisher(self, Image, COLOR_TOPIC, image_qos)
+        self._depth_pub = create_publisher(self, Image, DEPTH_TOPIC, image_qos)
+        self._info_pub = create_publisher(self, CameraInfo, INFO_TOPIC, image_qos)
         # Ground truth is what scorers compare verdicts with: reliable, deep enough to hold
         # the frames still in flight through the pipeline.
-        self._truth_pub = self.create_publisher(WeldGroundTruth, TRUTH_TOPIC, results_qos(depth=50))
+        self._truth_pub = create_publisher(self, WeldGroundTruth, TRUTH_TOPIC, results_qos(depth=50))
         # The label holds until the next one: latched, so a recorder that starts late still
         # gets the current label.
-        self._label_pub = self.create_publisher(WeldLabel, LABEL_TOPIC, latched_qos())
+        self._label_pub = create_publisher(self, WeldLabel, LABEL_TOPIC, latched_qos())
         self.frames_published = 0
         self.frames_failed = 0
         self._stream = self._make_stream(cfg)
