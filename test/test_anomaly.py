@@ -24,6 +24,7 @@ def fitted(tmp_path_factory):
     model = fit_anomaly(good, AnomalyFitConfig(bank_per_row=120), progress=None)
     models = tmp_path_factory.mktemp('models')
     export_anomaly(model, models / 'anomaly.onnx', 'anomaly-test-1', parity_frames=good[:2])
+    export_anomaly(model, tmp_path_factory.mktemp('candidates') / 'anomaly2.onnx', 'anomaly-test-2')
     write_model(models / 'classifier.onnx', 'classifier-1', seed=1)
     return model, models
 
@@ -143,6 +144,16 @@ def test_the_onnx_node_serves_the_anomaly_model_in_its_own_slot(fitted, tmp_path
             n = len(got)
             assert spin_until(ex, lambda: len(got) >= n + 2, 30.0)
             assert got[-1].anomaly_model_version == 'anomaly-test-1'
+            # weld-train deploy puts an anomaly model in the anomaly slot, recorded as such
+            from weld_training.cli import main as weld_train
+            from weld_training.registry import Registry
+            candidate = next(models.parent.glob('candidates*/anomaly2.onnx'))
+            reg = tmp_path / 'registry.sqlite'
+            assert weld_train(['deploy', str(candidate), '--registry', str(reg), '--timeout', '60']) == 0
+            n = len(got)
+            assert spin_until(ex, lambda: any(m.anomaly_model_version == 'anomaly-test-2' for m in got[n:]), 30.0)
+            record = Registry(reg).get_model('anomaly-test-2')
+            assert record.metrics['kind'] == 'anomaly' and record.deployed_to == '/onnx_defect_node:anomaly'
     finally:
         if camera is not None:
             stop(camera)

@@ -107,10 +107,10 @@ class _NodeClient:
         from rcl_interfaces.srv import GetParameters
         return self.call(GetParameters, 'get_parameters', GetParameters.Request(names=names)).values
 
-    def served(self) -> Served:
-        values = self.parameters(['model_path', 'model_sha256'])
+    def served(self, slot: tuple[str, str] = ('model_path', 'model_sha256')) -> Served:
+        values = self.parameters(list(slot))
         if len(values) != 2:
-            raise DeployError(f'{self.node} has no model_path/model_sha256 parameters: not an ONNX defect node?')
+            raise DeployError(f'{self.node} has no {slot[0]}/{slot[1]} parameters: not an ONNX defect node?')
         return Served(values[0].string_value, values[1].string_value)
 
 
@@ -177,9 +177,16 @@ def _contract_of(path: Path):
     try:
         import onnx
 
-        from weld_vision_ros.core.model_contract import ModelContract
+        from weld_vision_ros.core.model_contract import KIND_ANOMALY, PREFIX, ModelContract
         proto = onnx.load(str(path), load_external_data=False)
-        return ModelContract.from_metadata({p.key: p.value for p in proto.metadata_props})
+        meta = {p.key: p.value for p in proto.metadata_props}
+        if meta.get(PREFIX + 'kind') == KIND_ANOMALY:
+            from weld_vision_ros.core.anomaly import AnomalyContract
+            c = AnomalyContract.from_metadata(meta)
+            return ModelContract(class_names=('anomaly',), preprocess=c.preprocess, input_name=c.input_name,
+                                 output_name=c.output_name, output_kind='logits', model_version=c.model_version,
+                                 metrics={**c.metrics, 'kind': KIND_ANOMALY})
+        return ModelContract.from_metadata(meta)
     except Exception:  # noqa: BLE001 - any unreadable file: the node will say what is wrong
         return None
 
@@ -227,6 +234,10 @@ def deploy(version: str, registry: Registry, node: str = DEFAULT_NODE,
     host: no shared models_dir needed) instead of copying it into models_dir.
     """
     model = registry.get_model(version)
+    anomaly = model.metrics.get('kind') == 'anomaly'
+    if remote and anomaly:
+        raise DeployError(f'{version} is an anomaly model: deploy --remote sends classifiers only; stage it '
+                          'into the node\'s models_dir (deploy without --remote)')
     if remote:
         return _deploy_remote(model, registry, node, timeout_s)
     with _NodeClient(node, timeout_s) as client:
@@ -245,7 +256,13 @@ def deploy(version: str, registry: Registry, node: str = DEFAULT_NODE,
                       f'the file changed since it was registered; not sent to the node')
             registry.record_deploy(version, node, False, reason)
             raise DeployError(reason)
-        result = _set_model(client, registry, version, str(staged), sha)
+        if anomaly:
+            # The anomaly slot: its own parameters, and its own target in the registry, so that
+            # the classifier recorded as serving on this node stays recorded.
+            result = _set_model(client, registry, version, str(staged), sha,
+                                slot=ANOMALY_SLOT, target=node + ANOMALY_TARGET_SUFFIX)
+        else:
+            result = _set_model(client, registry, version, str(staged), sha)
     if result.state == 'refused' and result.answered and new_copy:
         staged.unlink(missing_ok=True)  # a refused model has no business in the node's models_dir
     return result
@@ -284,17 +301,22 @@ class _Answer:
     model_path: str = ''
 
 
+ANOMALY_SLOT = ('anomaly_model_path', 'anomaly_model_sha256')
+ANOMALY_TARGET_SUFFIX = ':anomaly'     # registry target of a node's anomaly slot
+
+
 def _set_model(client: _NodeClient, registry: Registry, version: str, path: str, sha: str,
-               send: Optional[Callable[[], '_Answer']] = None) -> DeployResult:
+               send: Optional[Callable[[], '_Answer']] = None,
+               slot: tuple[str, str] = ('model_path', 'model_sha256'), target: str = '') -> DeployResult:
     """Ask the node to serve the model (a parameter set, or `send`: an upload) and record the outcome."""
     from rcl_interfaces.srv import SetParametersAtomically
     from rclpy.parameter import Parameter
 
-    node = client.node
+    node = target or client.node
     if send is None:
         request = SetParametersAtomically.Request(parameters=[
-            Parameter('model_sha256', value=sha).to_parameter_msg(),
-            Parameter('model_path', value=path).to_parameter_msg()])
+            Parameter(slot[1], value=sha).to_parameter_msg(),
+            Parameter(slot[0], value=path).to_parameter_msg()])
 
         def send() -> _Answer:
             result = client.call(SetParametersAtomically, 'set_parameters_atomically', request).result
@@ -306,7 +328,7 @@ def _set_model(client: _NodeClient, registry: Registry, version: str, path: str,
         # It may still be validating the model: pending until read back, never "the previous one".
         registry.record_deploy_pending(version, node, str(exc))
         try:
-            served = client.served()    # answered once the set is decided (one exclusive group)
+            served = client.served(slot)    # answered once the set is decided (one exclusive group)
         except NoAnswer as again:
             return DeployResult(version, node, False, f'{exc}; reading back what it serves: {again}', path,
                                 state='pending', answered=False)
