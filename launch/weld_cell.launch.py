@@ -5,6 +5,8 @@
     ros2 launch weld_vision_ros weld_cell.launch.py model_path:=/opt/weld/models/v3.onnx mode:=ml
     ros2 launch weld_vision_ros weld_cell.launch.py models_dir:=bundled model_path:=weld_demo.onnx
     ros2 launch weld_vision_ros weld_cell.launch.py camera:=realsense   # realsense-ros 4.x topics
+    ros2 launch weld_vision_ros weld_cell.launch.py dashboard:=true \
+        dashboard_args:='--token-file /etc/weld/dashboard.token'     # operator page on :8090
     ros2 launch weld_vision_ros weld_cell.launch.py namespace:=cell_2 \
         color_topic:=/cam2/color/image_raw depth_topic:=/cam2/aligned_depth_to_color/image_raw \
         camera_info_topic:=/cam2/color/camera_info
@@ -15,7 +17,7 @@ checked before anything starts (weld_vision_ros.ros.launch_args): a bad one stop
 launch with one line naming it. The inference nodes respawn if they die.
 """
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
+from launch.actions import DeclareLaunchArgument, ExecuteProcess, OpaqueFunction, SetEnvironmentVariable
 from launch.conditions import IfCondition
 from launch.substitutions import EnvironmentVariable, LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
@@ -41,6 +43,10 @@ ARGUMENTS = (
      'file value; bundled: the installed config/models (with weld_demo.onnx)'),
     ('mode', '', 'ONNX node mode: rule, ml or hybrid; empty keeps the params file value'),
     ('log_level', 'info', 'Log level of every node'),
+    ('dashboard', 'false', 'Also serve the operator dashboard (weld-vision dashboard, its own process, '
+     'on 127.0.0.1:8090 by default); the rule node then publishes the annotated debug image'),
+    ('dashboard_args', '', "Arguments of the dashboard, e.g. '--port 8090 --token-file FILE "
+     "--models-dir /opt/weld/models' (weld-vision dashboard --help)"),
     ('dds_profile', EnvironmentVariable('FASTDDS_DEFAULT_PROFILES_FILE', default_value=PathJoinSubstitution(
         [FindPackageShare(PACKAGE), 'config', 'fastdds_large_shm.xml'])),
      'Fast DDS XML profile of the nodes (default: FASTDDS_DEFAULT_PROFILES_FILE if set, else '
@@ -60,11 +66,14 @@ def _nodes(context):
     if cfg['dds_profile']:
         env.append(SetEnvironmentVariable('FASTDDS_DEFAULT_PROFILES_FILE', cfg['dds_profile']))
     common = dict(package=PACKAGE, namespace=cfg['namespace'], output='screen', arguments=ros_args)
-    return env + [
+    dashboard = ([ExecuteProcess(cmd=plan.dashboard_cmd, name='weld_dashboard', output='screen')]
+                 if plan.dashboard_cmd else [])
+    return env + dashboard + [
         Node(executable='synthetic_camera_node', name='synthetic_camera_node',
              parameters=[params_file], remappings=remaps,
              condition=IfCondition(str(plan.use_sim_camera).lower()), **common),
-        Node(executable='rule_defect_node', name='rule_defect_node', parameters=[params_file],
+        Node(executable='rule_defect_node', name='rule_defect_node',
+             parameters=[params_file, plan.rule_overrides],
              remappings=remaps, respawn=True, respawn_delay=2.0, **common),
         Node(executable='onnx_defect_node', name='onnx_defect_node',
              parameters=[params_file, plan.onnx_overrides], remappings=remaps, respawn=True,

@@ -9,7 +9,9 @@ code defaults (launch_ros only warns about a params file that is not there).
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
+import sys
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Optional
 
@@ -42,6 +44,9 @@ class CellLaunchPlan:
     use_sim_camera: bool
     remaps: list[tuple[str, str]]
     onnx_overrides: dict[str, str] = field(default_factory=dict)
+    rule_overrides: dict[str, object] = field(default_factory=dict)
+    # The operator dashboard's command line (a separate process), None when not asked for.
+    dashboard_cmd: Optional[list[str]] = None
 
 
 def parse_bool(name: str, value: str) -> bool:
@@ -88,7 +93,25 @@ def plan_cell_launch(args: Mapping[str, str], share_dir: str) -> CellLaunchPlan:
         if not os.path.isdir(models_dir):
             raise LaunchArgumentError(f'models_dir {models_dir!r} is not a directory')
         overrides['models_dir'] = models_dir
-    return CellLaunchPlan(params_file, sim, remaps, overrides)
+    rule_overrides: dict[str, object] = {}
+    dashboard_cmd = None
+    if parse_bool('dashboard', args.get('dashboard', 'false')):
+        dashboard_cmd = dashboard_command(args.get('dashboard_args', ''), args.get('namespace', ''))
+        rule_overrides['publish_debug_image'] = True   # the live screen shows the annotated image
+    return CellLaunchPlan(params_file, sim, remaps, overrides, rule_overrides, dashboard_cmd)
+
+
+def dashboard_command(extra_args: str = '', namespace: str = '', python: str = sys.executable) -> list[str]:
+    """`python -m weld_vision_ros.dashboard` with the given arguments (one string, split as a
+    shell would; see `weld-vision dashboard --help`), in the cell's namespace."""
+    try:
+        extra = shlex.split(extra_args)
+    except ValueError as exc:
+        raise LaunchArgumentError(f'dashboard_args {extra_args!r}: {exc}') from None
+    cmd = [python, '-m', 'weld_vision_ros.dashboard']
+    if namespace and '--namespace' not in extra:
+        cmd += ['--namespace', namespace]
+    return cmd + extra
 
 
 def check_recorder(mode: str, storage: str, use_sim_camera: str,
