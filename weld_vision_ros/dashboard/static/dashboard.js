@@ -13,8 +13,16 @@ function fmt(v, digits = 2) {
 function esc(s) {
   return String(s).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' }[c]));
 }
+// Replace an element's content only when it changed: a table redrawn every second under
+// the pointer would swallow clicks (and lose checkbox state).
+function setHTML(el, html) {
+  if (el.dataset.html === html) return false;
+  el.dataset.html = html;
+  el.innerHTML = html;
+  return true;
+}
 function kv(table, rows) {
-  table.innerHTML = rows.map(([k, v, cls]) => `<tr><th>${esc(k)}</th><td class="${cls || ''}">${esc(v)}</td></tr>`).join('');
+  setHTML(table, rows.map(([k, v, cls]) => `<tr><th>${esc(k)}</th><td class="${cls || ''}">${esc(v)}</td></tr>`).join(''));
 }
 function say(text, kind = 'info') {
   const m = $('#message');
@@ -57,7 +65,7 @@ async function act(label, path, opts) {
 
 // Our own SVG line chart: series = [{name, points: [[x, y], ...]}].
 function lineChart(el, series, opts = {}) {
-  const w = 420, h = opts.height || 180, pad = 32;
+  const w = 640, h = opts.height || 220, pad = 40;
   const pts = series.flatMap((s) => s.points);
   if (!pts.length) { el.innerHTML = '<p class="note">no points yet</p>'; return; }
   let [x0, x1] = [Math.min(...pts.map((p) => p[0])), Math.max(...pts.map((p) => p[0]))];
@@ -70,7 +78,7 @@ function lineChart(el, series, opts = {}) {
   const lines = series.map((s, i) => {
     const d = s.points.map((p, j) => `${j ? 'L' : 'M'}${X(p[0]).toFixed(1)},${Y(p[1]).toFixed(1)}`).join('');
     return `<path d="${d}" fill="none" stroke="${colors[i % 5]}" stroke-width="2"/>` +
-      `<text x="${pad + 6 + 110 * i}" y="14" fill="${colors[i % 5]}" font-size="11">${esc(s.name)}</text>`;
+      `<text x="${pad + 6 + 130 * i}" y="14" fill="${colors[i % 5]}" font-size="11">${esc(s.name)}</text>`;
   }).join('');
   el.innerHTML = `<svg viewBox="0 0 ${w} ${h}" class="svgchart">
     <line x1="${pad}" y1="${h - pad}" x2="${w - pad}" y2="${h - pad}" stroke="#888"/>
@@ -103,7 +111,7 @@ async function refreshStatus() {
   } catch (e) {
     banners.push(`dashboard server not reachable: ${e.message}`);
   }
-  $('#banners').innerHTML = banners.map((b) => `<div class="banner">${esc(b)}</div>`).join('');
+  setHTML($('#banners'), banners.map((b) => `<div class="banner">${esc(b)}</div>`).join(''));
 }
 
 async function refreshLive() {
@@ -158,9 +166,9 @@ async function refreshLive() {
   const alarm = s.alarm;
   $('#alarm').hidden = !(alarm && !alarm.acknowledged);
   if (alarm) $('#alarm-text').textContent = `${alarm.defect_class}: ${alarm.reason}`;
-  $('#history tbody').innerHTML = s.history.map((h) => `<tr data-action="${esc(h.action)}"><td>${clock(h.stamp_s)}</td>
+  setHTML($('#history tbody'), s.history.map((h) => `<tr data-action="${esc(h.action)}"><td>${clock(h.stamp_s)}</td>
     <td>${esc(h.status === 'not_inspected' ? 'not inspected: ' + h.status_reason : h.defect_class)}</td><td>${fmt(h.confidence)}</td>
-    <td>${esc(h.method)}</td><td>${esc(h.model_version || '')}</td><td>${esc(h.action)}</td></tr>`).join('');
+    <td>${esc(h.method)}</td><td>${esc(h.model_version || '')}</td><td>${esc(h.action)}</td></tr>`).join(''));
   const img = $('#debug-image');
   if (s.image_available && !img.dataset.streaming) {
     img.dataset.streaming = '1';
@@ -179,11 +187,11 @@ async function refreshCapture() {
   try {
     const c = await api('/api/capture/counts');
     $('#bag-name').textContent = `${c.bag_name} · ${c.total} frames`;
-    $('#capture-counts tbody').innerHTML = Object.entries(c.counts).map(([cls, n]) => {
+    setHTML($('#capture-counts tbody'), Object.entries(c.counts).map(([cls, n]) => {
       const pct = Math.min(100, 100 * n / Math.max(1, c.min_samples_per_class));
       return `<tr data-class="${esc(cls)}"><td>${esc(cls)}</td><td class="count">${n}</td><td>${c.min_samples_per_class}</td>
         <td><div class="bar"><div style="width:${pct}%"></div></div></td></tr>`;
-    }).join('');
+    }).join(''));
   } catch (e) {
     $('#bag-name').textContent = `capture node unavailable — ${e.message}`;
   }
@@ -205,7 +213,7 @@ async function refreshTraining() {
     sel.innerHTML = ds.map((d) => `<option value="${esc(d.name)}">${esc(d.name)} (${fmt(d.frames)} frames)</option>`).join('');
   }
   const jobs = await api('/api/training/jobs');
-  $('#jobs tbody').innerHTML = jobs.map((j) => {
+  const changed = setHTML($('#jobs tbody'), jobs.map((j) => {
     const id = j.job_id || j.run_id;
     const pct = Math.round(100 * (j.progress || 0));
     const cancel = j.status === 'running' || j.status === 'starting'
@@ -213,7 +221,12 @@ async function refreshTraining() {
     return `<tr data-job="${esc(id)}" data-status="${esc(j.status)}"><td><a href="#" class="job-link" data-job="${esc(j.job_id)}" data-run="${esc(j.run_id)}">${esc(id)}</a></td>
       <td class="status">${esc(j.status)}</td><td>${j.epoch}/${j.total_epochs} <div class="bar"><div style="width:${pct}%"></div></div></td>
       <td>${j.eta_s != null ? fmt(j.eta_s / 60, 1) + ' min' : '–'}</td><td>${fmt((j.metrics || {}).val_macro_f1, 3)}</td><td>${cancel}</td></tr>`;
-  }).join('');
+  }).join(''));
+  if (changed) bindJobs();
+  if (state.selectedJob) refreshJobDetail();
+}
+
+function bindJobs() {
   document.querySelectorAll('#jobs .cancel').forEach((b) => b.addEventListener('click', async () => {
     try { const r = await act('cancel', `/api/training/jobs/${encodeURIComponent(b.dataset.job)}/cancel`, { method: 'POST' }); say(r.detail, 'ok'); } catch (e) { /* said */ }
     refreshTraining();
@@ -221,7 +234,6 @@ async function refreshTraining() {
   document.querySelectorAll('#jobs .job-link').forEach((a) => a.addEventListener('click', (ev) => {
     ev.preventDefault(); state.selectedJob = { job: a.dataset.job, run: a.dataset.run }; refreshJobDetail();
   }));
-  if (state.selectedJob) refreshJobDetail();
 }
 
 async function refreshJobDetail() {
@@ -264,13 +276,17 @@ async function refreshModels() {
   const [m, live] = await Promise.all([api('/api/models'), api('/api/live').catch(() => null)]);
   const serving = live ? live.model_version : '';
   $('#node-model').textContent = `${m.node} serves: ${serving || 'no model'}`;
-  $('#models tbody').innerHTML = m.models.map((x) => `<tr data-version="${esc(x.version)}" class="${x.version === serving ? 'serving' : ''}">
+  const changed = setHTML($('#models tbody'), m.models.map((x) => `<tr data-version="${esc(x.version)}" class="${x.version === serving ? 'serving' : ''}">
     <td><input type="checkbox" class="pick" data-version="${esc(x.version)}" ${state.compare.has(x.version) ? 'checked' : ''}></td>
     <td>${esc(x.version)}</td><td>${esc(x.status)}${x.version === serving ? ' · serving' : ''}</td><td>${fmt(x.metrics.macro_f1, 3)}</td><td>${fmt(x.metrics.accuracy, 3)}</td>
     <td>${x.deployed_at ? new Date(x.deployed_at * 1000).toLocaleTimeString() : '–'}</td>
     <td><button class="deploy" data-version="${esc(x.version)}">deploy</button>
         <button class="promote" data-version="${esc(x.version)}">promote</button>
-        <button class="delete" data-version="${esc(x.version)}">delete</button></td></tr>`).join('');
+        <button class="delete" data-version="${esc(x.version)}">delete</button></td></tr>`).join(''));
+  if (changed) bindModels();
+}
+
+function bindModels() {
   document.querySelectorAll('#models .pick').forEach((c) => c.addEventListener('change', () => {
     if (c.checked) state.compare.add(c.dataset.version); else state.compare.delete(c.dataset.version);
   }));
