@@ -128,6 +128,28 @@ def test_job_requests_refuse_path_overrides_and_bad_options():
         JobRequest('../ds').check()
 
 
+def test_a_job_from_bags_runs_the_pipeline_on_bags_inside_the_bags_folder(tmp_path):
+    folders = Folders(tmp_path / 'ds', tmp_path / 'runs', tmp_path / 'models', tmp_path / 'reg.sqlite',
+                      tmp_path / 'bags').resolved()
+    (tmp_path / 'bags' / 'capture_2').mkdir(parents=True)
+    (tmp_path / 'bags' / 'capture_2' / 'metadata.yaml').write_text('rosbag2_bagfile_information: {}')
+    (tmp_path / 'bags' / 'recording').mkdir()            # not finished: no metadata.yaml
+    jobs = TrainingJobs(folders, python='python3')
+    assert jobs.bags() == [{'name': 'capture_2'}]
+    run_dir = folders.runs / 'j1'
+    cmd = jobs.build_command(JobRequest(source='bags', bags=('capture_2',), epochs=3,
+                                        overrides=('train.lr=0.001',)), run_dir)
+    assert cmd[:5] == ['python3', '-m', 'weld_training.cli', 'pipeline', str(folders.bags / 'capture_2')]
+    assert cmd[cmd.index('--dataset') + 1] == str(run_dir / 'dataset')
+    assert cmd[cmd.index('--output-dir') + 1] == str(run_dir) and cmd[-2:] == ['--set', 'train.lr=0.001']
+    with pytest.raises(JobError, match='no bag recording'):
+        jobs.build_command(JobRequest(source='bags', bags=('recording',)), run_dir)
+    with pytest.raises(PathNotAllowed):
+        JobRequest(source='bags', bags=('../etc',)).check()
+    with pytest.raises(JobError, match='at least one bag'):
+        JobRequest(source='bags').check()
+
+
 def test_curves_are_read_from_the_runs_history(tmp_path):
     (tmp_path / 'history.json').write_text(json.dumps({'epochs': [
         {'epoch': 1, 'train_loss': 1.5, 'val_macro_f1': 0.2}, {'epoch': 2, 'train_loss': 1.0, 'val_macro_f1': 0.4}]}))

@@ -9,8 +9,8 @@ is not used. Without /usr/bin/chromium the tests fail, unless WELD_SKIP_CHROMIUM
 """
 from __future__ import annotations
 
+import json
 import os
-import re
 import socket
 import subprocess
 import sys
@@ -78,7 +78,7 @@ def cell(tmp_path_factory):
     corrupt.write_bytes(good[:len(good) // 2])          # a truncated export
     registry.register_model('weld-corrupt', corrupt, sha256_file(corrupt), DEFAULT_CLASS_NAMES, {})
 
-    bag_dir = root / 'capture_bag'
+    bag_dir = root / 'bags' / 'capture'         # the capture node's bag, in the dashboard's bags folder
     env = dict(os.environ, PYTHONUNBUFFERED='1')
     sets = {'synthetic_camera_node.rate_hz': 4.0, 'synthetic_camera_node.seed': 3,
             'synthetic_camera_node.image_reliability': 'reliable',
@@ -97,7 +97,7 @@ def cell(tmp_path_factory):
     dash_proc = subprocess.Popen(
         [sys.executable, '-m', 'weld_vision_ros.dashboard', '--port', str(port), '--token', TOKEN,
          '--datasets-dir', str(datasets), '--runs-dir', str(runs), '--models-dir', str(models),
-         '--registry', str(runs / 'registry.sqlite'), '--min-samples', '5'],
+         '--bags-dir', str(root / 'bags'), '--registry', str(runs / 'registry.sqlite'), '--min-samples', '5'],
         cwd=REPO, env=env, stdout=dash_log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f'http://127.0.0.1:{port}'
     try:
@@ -279,3 +279,6 @@ def test_the_page_says_when_a_node_is_down(page, cell):
                       reader.messages(connections=[c for c in reader.connections if c.topic == LABEL_TOPIC])]
         assert labels == cell['captured']
         assert counts[COLOR_TOPIC] == len(cell['captured'])
+        # ... and, finished, it is offered to training jobs on the page.
+        with urllib.request.urlopen(cell['url'] + '/api/training/bags', timeout=5.0) as r:
+            assert json.loads(r.read()) == [{'name': 'capture'}]

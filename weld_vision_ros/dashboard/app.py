@@ -59,7 +59,9 @@ class CaptureBody(BaseModel):
 
 
 class JobBody(BaseModel):
-    dataset: str = Field(description='dataset folder name inside the configured datasets folder')
+    source: str = Field('dataset', description="'dataset' (weld-train train) or 'bags' (weld-train pipeline)")
+    dataset: str = Field('', description='dataset folder name inside the configured datasets folder')
+    bags: list[str] = Field(default_factory=list, description='bag names inside the configured bags folder')
     model: str = 'mobilenet_v3_small'
     epochs: int = 10
     channels: str = 'rgbd'
@@ -139,7 +141,8 @@ def create_app(ctx: DashboardContext) -> FastAPI:
             'running': False, 'error': 'started without ROS', 'nodes': {}}
         return {'ros': ros, 'registry': registry, 'foxglove_url': FOXGLOVE_URL,
                 'folders': {'datasets': ctx.folders.datasets.name, 'runs': ctx.folders.runs.name,
-                            'models': ctx.folders.models.name}}
+                            'models': ctx.folders.models.name,
+                            'bags': ctx.folders.bags.name if ctx.folders.bags else None}}
 
     @app.get('/api/auth/check', dependencies=token, summary='Check a token (200 when right)')
     def auth_check() -> dict[str, bool]:
@@ -207,6 +210,10 @@ def create_app(ctx: DashboardContext) -> FastAPI:
     def datasets() -> list[dict[str, Any]]:
         return ctx.jobs.datasets()
 
+    @app.get('/api/training/bags', summary='Recorded bags a job may extract a dataset from')
+    def bags() -> list[dict[str, Any]]:
+        return ctx.jobs.bags()
+
     @app.get('/api/training/jobs', summary='Training jobs and registry runs with progress')
     def jobs() -> list[dict[str, Any]]:
         return ctx.jobs.list()
@@ -214,7 +221,8 @@ def create_app(ctx: DashboardContext) -> FastAPI:
     @app.post('/api/training/jobs', dependencies=token, status_code=201,
               summary='Start weld-train train as a separate process')
     def start_job(body: JobBody) -> dict[str, Any]:
-        job = ctx.jobs.start(JobRequest(dataset=body.dataset, model=body.model, epochs=body.epochs,
+        job = ctx.jobs.start(JobRequest(dataset=body.dataset, source=body.source, bags=tuple(body.bags),
+                                        model=body.model, epochs=body.epochs,
                                         channels=body.channels, overrides=tuple(body.overrides),
                                         name=body.name))
         return ctx.jobs.describe(job)

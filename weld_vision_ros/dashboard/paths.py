@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 NAME_PATTERN = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$')
 
@@ -22,16 +23,19 @@ class Folders:
     """datasets: dataset folders (`weld-train extract` output) training may read;
     runs: where training jobs write their run folders;
     models: model files (the registry's exports) deploys are staged from;
-    registry: the registry file (runs/registry.sqlite by default)."""
+    registry: the registry file (runs/registry.sqlite by default);
+    bags: recorded bags (the capture node's bag_dir) a job may extract a dataset from."""
 
     datasets: Path
     runs: Path
     models: Path
     registry: Path
+    bags: Optional[Path] = None
 
     def resolved(self) -> 'Folders':
-        return Folders(*(Path(p).expanduser().resolve() for p in
-                         (self.datasets, self.runs, self.models, self.registry)))
+        fix = lambda p: Path(p).expanduser().resolve()  # noqa: E731
+        return Folders(fix(self.datasets), fix(self.runs), fix(self.models), fix(self.registry),
+                       fix(self.bags) if self.bags is not None else None)
 
 
 def check_name(name: str, what: str = 'name') -> str:

@@ -6,7 +6,7 @@
 Listens on 127.0.0.1 unless --host says otherwise. Actions need the token: --token,
 --token-file, or WELD_DASHBOARD_TOKEN; with none given, one is generated and printed.
 The page and the API name datasets, runs and models only inside --datasets-dir,
---runs-dir and --models-dir.
+--bags-dir, --runs-dir and --models-dir.
 """
 from __future__ import annotations
 
@@ -32,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--datasets-dir', type=Path, default=Path('datasets'), help='dataset folders training may use')
     p.add_argument('--runs-dir', type=Path, default=Path('runs'), help='where training jobs write their runs')
     p.add_argument('--models-dir', type=Path, default=Path('models'), help='model files that may be deployed')
+    p.add_argument('--bags-dir', type=Path, default=Path('bags'),
+                   help="folder of recorded bags a job may train on (e.g. the parent of the capture "
+                        "node's bag_dir, where its finished bags lie)")
     p.add_argument('--registry', type=Path, default=None,
                    help='registry file (default: $WELD_REGISTRY, else <runs-dir>/registry.sqlite)')
     p.add_argument('--no-ros', action='store_true', help='serve training and models only (no ROS)')
@@ -74,8 +77,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     registry = args.registry or (Path(os.environ['WELD_REGISTRY']) if os.environ.get('WELD_REGISTRY')
                                  else args.runs_dir / 'registry.sqlite')
-    folders = Folders(args.datasets_dir, args.runs_dir, args.models_dir, registry).resolved()
-    for d in (folders.datasets, folders.runs, folders.models):
+    folders = Folders(args.datasets_dir, args.runs_dir, args.models_dir, registry, args.bags_dir).resolved()
+    for d in (folders.datasets, folders.runs, folders.models, folders.bags):
         d.mkdir(parents=True, exist_ok=True)
     live = LiveState(LiveConfig(jpeg_max_fps=args.jpeg_fps))
     bridge = None

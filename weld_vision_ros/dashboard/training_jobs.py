@@ -1,6 +1,8 @@
-"""Training jobs started from the dashboard: `weld-train train` as a separate process.
+"""Training jobs started from the dashboard: `weld-train` as a separate process.
 
-A job trains on a dataset folder named inside the configured datasets folder and writes
+A job trains on a dataset folder named inside the configured datasets folder (`weld-train
+train`), or on bags named inside the bags folder (`weld-train pipeline`: extract into the
+run folder, train, evaluate on the test split, export and register the model), and writes
 its run folder inside the runs folder; overrides are `key=value` config updates
 (`weld-train --set`), except keys that name files, which only the folders above may
 decide. Progress, ETA and curves come from the run's own records: the registry row the
@@ -38,9 +40,14 @@ class JobError(ValueError):
     """A job request that cannot be carried out (bad option, unknown job, not running)."""
 
 
+SOURCES = ('dataset', 'bags')
+
+
 @dataclass(frozen=True)
 class JobRequest:
-    dataset: str                       # a folder name inside Folders.datasets
+    dataset: str = ''                  # a folder name inside Folders.datasets (source 'dataset')
+    source: str = 'dataset'
+    bags: tuple[str, ...] = ()         # bag names inside Folders.bags (source 'bags')
     model: str = 'mobilenet_v3_small'
     epochs: int = 10
     channels: str = 'rgbd'
@@ -48,7 +55,15 @@ class JobRequest:
     name: str = ''                     # the run folder's name (default: job-<time>)
 
     def check(self) -> None:
-        check_name(self.dataset, 'dataset')
+        if self.source not in SOURCES:
+            raise JobError(f"source must be one of {', '.join(SOURCES)}, got {self.source!r}")
+        if self.source == 'dataset':
+            check_name(self.dataset, 'dataset')
+        else:
+            if not self.bags:
+                raise JobError('a job from bags needs at least one bag')
+            for bag in self.bags:
+                check_name(bag, 'bag')
         if self.name:
             check_name(self.name, 'job name')
         if not 1 <= int(self.epochs) <= MAX_EPOCHS:
@@ -118,26 +133,49 @@ class TrainingJobs:
             out.append(info)
         return out
 
+    def bags(self) -> list[dict[str, Any]]:
+        """Recorded bags (folders with a metadata.yaml) inside the bags folder."""
+        base = self.folders.bags
+        if base is None or not Path(base).is_dir():
+            return []
+        return [{'name': d.name} for d in sorted(Path(base).iterdir())
+                if d.is_dir() and not d.name.startswith('.') and (d / 'metadata.yaml').is_file()]
+
     # --- jobs -------------------------------------------------------------------------------
+    def build_command(self, request: JobRequest, run_dir: Path) -> list[str]:
+        """The weld-train command line of a checked request, every path from the folders."""
+        if request.source == 'dataset':
+            dataset = inside(self.folders.datasets, request.dataset, 'dataset')
+            if not dataset.is_dir():
+                raise JobError(f'no dataset {request.dataset!r} in {self.folders.datasets}; known: '
+                               f'{", ".join(d["name"] for d in self.datasets()) or "none"}')
+            head = ['train', '--dataset', str(dataset)]
+        else:
+            if self.folders.bags is None:
+                raise JobError('this dashboard has no bags folder (--bags-dir)')
+            bags = [inside(self.folders.bags, b, 'bag') for b in request.bags]
+            missing = [b.name for b in bags if not (b / 'metadata.yaml').is_file()]
+            if missing:
+                raise JobError(f'no bag {", ".join(missing)} in {self.folders.bags}; known: '
+                               f'{", ".join(b["name"] for b in self.bags()) or "none"}')
+            head = ['pipeline', *map(str, bags), '--dataset', str(run_dir / 'dataset')]
+        command = [self.python, '-m', 'weld_training.cli', *head, '--output-dir', str(run_dir),
+                   '--model', request.model, '--channels', request.channels, '--epochs',
+                   str(int(request.epochs)), '--registry', str(self.folders.registry), '--no-progress']
+        for item in request.overrides:
+            command += ['--set', item.strip()]
+        return command
+
     def start(self, request: JobRequest) -> Job:
         request.check()
-        dataset = inside(self.folders.datasets, request.dataset, 'dataset')
-        if not dataset.is_dir():
-            raise JobError(f'no dataset {request.dataset!r} in {self.folders.datasets}; known: '
-                           f'{", ".join(d["name"] for d in self.datasets()) or "none"}')
         name = request.name or time.strftime('job-%Y%m%d-%H%M%S')
         Path(self.folders.runs).mkdir(parents=True, exist_ok=True)
         run_dir = inside(self.folders.runs, name, 'job name')
         with self._lock:
             if run_dir.exists() or name in self._jobs:
                 raise JobError(f'a run folder named {name!r} exists already in {self.folders.runs}')
+            command = self.build_command(request, run_dir)
             run_dir.mkdir(parents=True)
-            command = [self.python, '-m', 'weld_training.cli', 'train', '--dataset', str(dataset),
-                       '--output-dir', str(run_dir), '--model', request.model, '--channels',
-                       request.channels, '--epochs', str(int(request.epochs)), '--registry',
-                       str(self.folders.registry), '--no-progress']
-            for item in request.overrides:
-                command += ['--set', item.strip()]
             log_path = run_dir / 'dashboard_job.log'
             env = dict(os.environ, PYTHONUNBUFFERED='1', **self.extra_env)
             with open(log_path, 'w') as log:
@@ -186,7 +224,8 @@ class TrainingJobs:
         run = self._run_of(job, registry)
         code = job.proc.poll()
         out: dict[str, Any] = {
-            'job_id': job.job_id, 'dataset': job.request.dataset, 'model': job.request.model,
+            'job_id': job.job_id, 'source': job.request.source, 'dataset': job.request.dataset,
+            'bags': list(job.request.bags), 'model': job.request.model,
             'epochs': job.request.epochs, 'overrides': list(job.request.overrides),
             'run_id': job.run_id, 'started_at': job.started_at, 'process_running': code is None,
             'exit_code': code, 'cancel_sent': job.cancel_sent,

@@ -211,6 +211,8 @@ async function refreshTraining() {
   if (!sel.options.length) {
     const ds = await api('/api/training/datasets');
     sel.innerHTML = ds.map((d) => `<option value="${esc(d.name)}">${esc(d.name)} (${fmt(d.frames)} frames)</option>`).join('');
+    const bags = await api('/api/training/bags');
+    $('#job-bags').innerHTML = bags.map((b) => `<option value="${esc(b.name)}">${esc(b.name)}</option>`).join('');
   }
   const jobs = await api('/api/training/jobs');
   const changed = setHTML($('#jobs tbody'), jobs.map((j) => {
@@ -261,7 +263,8 @@ async function refreshJobDetail() {
 
 async function startJob(ev) {
   ev.preventDefault();
-  const body = { dataset: $('#job-dataset').value, model: $('#job-model').value, channels: $('#job-channels').value,
+  const body = { source: $('#job-source').value, dataset: $('#job-dataset').value,
+    bags: [...$('#job-bags').selectedOptions].map((o) => o.value), model: $('#job-model').value, channels: $('#job-channels').value,
     epochs: parseInt($('#job-epochs').value, 10), name: $('#job-name').value.trim(),
     overrides: $('#job-overrides').value.split('\n').map((s) => s.trim()).filter((s) => s) };
   try {
@@ -354,6 +357,11 @@ window.addEventListener('DOMContentLoaded', () => {
   $('#token').addEventListener('change', () => sessionStorage.setItem('weld_token', token()));
   document.querySelectorAll('.tab').forEach((b) => b.addEventListener('click', () => show(b.dataset.screen)));
   $('#job-form').addEventListener('submit', startJob);
+  $('#job-source').addEventListener('change', () => {
+    const bags = $('#job-source').value === 'bags';
+    $('#job-bags-label').hidden = !bags;
+    $('#job-dataset-label').hidden = bags;
+  });
   $('#compare').addEventListener('click', compare);
   $('#rollback').addEventListener('click', rollback);
   $('#alarm-ack').addEventListener('click', async () => { try { await act('acknowledge', '/api/live/alarm/ack', { method: 'POST' }); } catch (e) { /* said */ } });
