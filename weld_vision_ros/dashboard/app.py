@@ -216,7 +216,7 @@ def create_app(ctx: DashboardContext) -> FastAPI:
 
     @app.get('/api/training/jobs', summary='Training jobs and registry runs with progress')
     def jobs() -> list[dict[str, Any]]:
-        return ctx.jobs.list()
+        return ctx.jobs.list_jobs()
 
     @app.post('/api/training/jobs', dependencies=token, status_code=201,
               summary='Start weld-train train as a separate process')
@@ -242,7 +242,7 @@ def create_app(ctx: DashboardContext) -> FastAPI:
     # --- models -----------------------------------------------------------------------------
     @app.get('/api/models', summary='Registered models with metrics')
     def models() -> dict[str, Any]:
-        return {'models': ctx.models.list(), 'node': ctx.models.node,
+        return {'models': ctx.models.list_models(), 'node': ctx.models.node,
                 'deploy_history': ctx.models.deploy_history()}
 
     @app.get('/api/models/compare', summary='Metrics of two or more models side by side')

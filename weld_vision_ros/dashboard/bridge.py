@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from typing import Any, Optional
 
 from weld_vision_ros.core.spec import WeldSpec

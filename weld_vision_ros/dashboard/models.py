@@ -46,7 +46,7 @@ class ModelActions:
     def registry(self) -> Registry:
         return Registry(self.folders.registry)
 
-    def list(self) -> list[dict[str, Any]]:
+    def list_models(self) -> list[dict[str, Any]]:
         return [model_fields(m) for m in self.registry().list_models()]
 
     def compare(self, versions: Sequence[str]) -> dict[str, Any]:

@@ -21,13 +21,13 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 from weld_training.registry import Registry, RegistryError, RunRecord
 
-from .paths import Folders, PathNotAllowed, check_name, inside, is_inside
+from .paths import Folders, check_name, inside, is_inside
 
 # Config keys that name files or folders: never set from the page.
 PATH_KEYS = ('output_dir', 'registry', 'data.dataset', 'data.bags', 'data.label_file', 'model.weights',
@@ -93,7 +93,6 @@ class Job:
     log_path: Path
     cancel_sent: str = ''
     run_id: str = ''
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 
 class TrainingJobs:
@@ -241,7 +240,7 @@ class TrainingJobs:
             out['report'] = read_report(job.run_dir)
         return out
 
-    def list(self) -> list[dict[str, Any]]:
+    def list_jobs(self) -> list[dict[str, Any]]:
         """The dashboard's jobs and every other run of the registry inside the runs folder."""
         registry = self.registry()
         with self._lock:
