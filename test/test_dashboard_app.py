@@ -221,6 +221,17 @@ def test_reads_need_no_token_and_the_openapi_document_lists_every_endpoint(api):
     assert api.get('/').text.count('dashboard.js') == 1
 
 
+def test_a_localhost_dashboard_answers_only_to_localhost_host_names(tmp_path):
+    from weld_vision_ros.dashboard.app import LOOPBACK_HOSTS
+    folders = Folders(tmp_path, tmp_path, tmp_path, tmp_path / 'r.sqlite').resolved()
+    ctx = DashboardContext(token=TOKEN, folders=folders, live=LiveState(), jobs=TrainingJobs(folders),
+                           models=ModelActions(folders))
+    client = TestClient(create_app(ctx, allowed_hosts=LOOPBACK_HOSTS), base_url='http://127.0.0.1:8090')
+    assert client.get('/api/live').status_code == 200
+    # A page elsewhere that rebinds its own name to 127.0.0.1 sends its own Host header.
+    assert client.get('/api/live', headers={'Host': 'attacker.example'}).status_code == 400
+
+
 def test_without_ros_the_live_and_capture_endpoints_say_so(api):
     assert api.get('/api/live').json()['ros_running'] is False
     r = api.get('/api/capture/counts')

@@ -16,7 +16,7 @@ import threading
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -77,7 +77,12 @@ def _lifespan(ctx: DashboardContext):
     return lifespan
 
 
-def create_app(ctx: DashboardContext) -> FastAPI:
+LOOPBACK_HOSTS = ('127.0.0.1', 'localhost', '::1', '[::1]')
+
+
+def create_app(ctx: DashboardContext, allowed_hosts: Optional[Sequence[str]] = None) -> FastAPI:
+    """allowed_hosts: Host headers served (others get 400), so that a web page elsewhere cannot
+    reach a localhost dashboard through DNS rebinding; None serves any."""
     if not ctx.token:
         raise ValueError('the dashboard needs a token for its actions')
     app = FastAPI(title='weld_vision_ros dashboard',
@@ -86,6 +91,9 @@ def create_app(ctx: DashboardContext) -> FastAPI:
                               '(Authorization: Bearer <token> or X-Weld-Token).',
                   version='1', docs_url=None, redoc_url=None, lifespan=_lifespan(ctx))
     app.state.ctx = ctx
+    if allowed_hosts is not None:
+        from starlette.middleware.trustedhost import TrustedHostMiddleware
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
 
     def require_token(authorization: Optional[str] = Header(None),
                       x_weld_token: Optional[str] = Header(None)) -> None:

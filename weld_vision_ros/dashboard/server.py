@@ -26,6 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='weld-vision dashboard', description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--host', default='127.0.0.1', help='address to listen on (default 127.0.0.1: this machine only)')
+    p.add_argument('--allowed-host', action='append', default=[], metavar='NAME',
+                   help='a Host name the page may be reached by, besides localhost (repeatable; with a '
+                        'non-loopback --host and none given, any)')
     p.add_argument('--port', type=int, default=DEFAULT_PORT, help=f'TCP port (default {DEFAULT_PORT})')
     p.add_argument('--token', default=None, help=f'token for actions (default: ${TOKEN_ENV}, else generated)')
     p.add_argument('--token-file', type=Path, default=None, help='read the token from this file')
@@ -92,7 +95,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ctx = DashboardContext(token=token, folders=folders, live=live, jobs=jobs,
                            models=ModelActions(folders, node=args.onnx_node), bridge=bridge,
                            min_samples_per_class=args.min_samples)
-    app = create_app(ctx)
+    from weld_vision_ros.dashboard.app import LOOPBACK_HOSTS
+    if args.host in LOOPBACK or args.allowed_host:
+        allowed = list(LOOPBACK_HOSTS) + list(args.allowed_host)
+        if args.host not in LOOPBACK:
+            allowed.append(args.host)
+    else:
+        allowed = None
+    app = create_app(ctx, allowed_hosts=allowed)
     if args.host not in LOOPBACK:
         print(f'[dashboard] listening on {args.host}: reachable from the network; reads need no token',
               file=sys.stderr, flush=True)
