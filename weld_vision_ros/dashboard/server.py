@@ -81,8 +81,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     registry = args.registry or (Path(os.environ['WELD_REGISTRY']) if os.environ.get('WELD_REGISTRY')
                                  else args.runs_dir / 'registry.sqlite')
     folders = Folders(args.datasets_dir, args.runs_dir, args.models_dir, registry, args.bags_dir).resolved()
-    for d in (folders.datasets, folders.runs, folders.models, folders.bags):
-        d.mkdir(parents=True, exist_ok=True)
+    folders.runs.mkdir(parents=True, exist_ok=True)     # jobs write there; the others are only read
     live = LiveState(LiveConfig(jpeg_max_fps=args.jpeg_fps))
     bridge = None
     if not args.no_ros:
