@@ -18,7 +18,7 @@ from weld_vision_ros.dashboard.app import DashboardContext, create_app
 from weld_vision_ros.dashboard.live import JpegThrottle, LiveConfig, LiveState
 from weld_vision_ros.dashboard.models import ModelActions
 from weld_vision_ros.dashboard.paths import Folders, PathNotAllowed, inside
-from weld_vision_ros.dashboard.training_jobs import JobError, JobRequest, TrainingJobs, read_curves
+from weld_vision_ros.dashboard.training_jobs import JobError, JobRequest, TrainingJobs, read_curves, read_report
 
 TOKEN = 'test-token-1'
 AUTH = {'Authorization': f'Bearer {TOKEN}'}
@@ -128,7 +128,7 @@ def test_job_requests_refuse_path_overrides_and_bad_options():
         JobRequest('../ds').check()
 
 
-def test_a_job_from_bags_runs_the_pipeline_on_bags_inside_the_bags_folder(tmp_path):
+def test_jobs_run_the_pipeline_on_a_dataset_or_on_bags_inside_their_folders(tmp_path):
     folders = Folders(tmp_path / 'ds', tmp_path / 'runs', tmp_path / 'models', tmp_path / 'reg.sqlite',
                       tmp_path / 'bags').resolved()
     (tmp_path / 'bags' / 'capture_2').mkdir(parents=True)
@@ -142,6 +142,12 @@ def test_a_job_from_bags_runs_the_pipeline_on_bags_inside_the_bags_folder(tmp_pa
     assert cmd[:5] == ['python3', '-m', 'weld_training.cli', 'pipeline', str(folders.bags / 'capture_2')]
     assert cmd[cmd.index('--dataset') + 1] == str(run_dir / 'dataset')
     assert cmd[cmd.index('--output-dir') + 1] == str(run_dir) and cmd[-2:] == ['--set', 'train.lr=0.001']
+    (folders.datasets / 'ds1').mkdir(parents=True)
+    with pytest.raises(JobError, match='no manifest.json'):
+        jobs.build_command(JobRequest('ds1'), run_dir)
+    (folders.datasets / 'ds1' / 'manifest.json').write_text('{}')
+    cmd = jobs.build_command(JobRequest('ds1'), run_dir)
+    assert cmd[3:7] == ['pipeline', '--dataset', str(folders.datasets / 'ds1'), '--reuse-dataset']
     with pytest.raises(JobError, match='no bag recording'):
         jobs.build_command(JobRequest(source='bags', bags=('recording',)), run_dir)
     with pytest.raises(PathNotAllowed):
@@ -150,9 +156,17 @@ def test_a_job_from_bags_runs_the_pipeline_on_bags_inside_the_bags_folder(tmp_pa
         JobRequest(source='bags').check()
 
 
-def test_curves_are_read_from_the_runs_history(tmp_path):
+def test_curves_and_the_report_are_read_from_the_runs_records(tmp_path):
     (tmp_path / 'history.json').write_text(json.dumps({'epochs': [
         {'epoch': 1, 'train_loss': 1.5, 'val_macro_f1': 0.2}, {'epoch': 2, 'train_loss': 1.0, 'val_macro_f1': 0.4}]}))
+    (tmp_path / 'eval').mkdir()
+    (tmp_path / 'eval' / 'report.json').write_text(json.dumps({      # as weld-train evaluate writes it
+        'title': 'Evaluation on test', 'context': {'split': 'test', 'checkpoint': '/x/best.pt'},
+        'metrics': {'accuracy': 0.5, 'per_class': {'good': {'f1': 0.5}}, 'confusion_matrix': [[1, 1], [0, 2]],
+                    'class_names': ['good', 'crack']}}))
+    report = read_report(tmp_path)
+    assert report['confusion_matrix'] == [[1, 1], [0, 2]] and report['split'] == 'test'
+    assert 'checkpoint' not in json.dumps(report)            # no paths to the page
     curves = read_curves(tmp_path)
     assert curves['train/loss'] == [(1.0, 1.5), (2.0, 1.0)] and curves['val/macro_f1'][-1] == (2.0, 0.4)
 

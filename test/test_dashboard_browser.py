@@ -204,7 +204,7 @@ def test_a_deploy_from_the_page_switches_the_model_and_a_corrupt_one_shows_the_r
     page.check('#models input.pick[data-version="weld-v2"]')
     page.click('#compare')
     page.wait_for_selector('#compare-table td:has-text("macro_f1")')
-    page.screenshot(path=str(SHOTS / 'models_compare.png'))
+    page.screenshot(path=str(SHOTS / 'models_compare.png'), full_page=True)
 
 
 def test_a_label_click_writes_a_frame_into_the_bag(page, cell):
@@ -255,6 +255,36 @@ def test_a_training_job_started_from_the_page_shows_progress_and_can_be_cancelle
     run = [r for r in cell['registry'].list_runs() if Path(r.run_dir).name == 'toy-job'][0]
     assert run.status == 'cancelled' and 0 < run.epoch < 40
     assert (Path(run.run_dir) / 'last.pt').is_file()
+    assert not (Path(run.run_dir) / 'model.onnx').exists()     # a cancelled job exports nothing
+
+
+def test_a_finished_job_shows_its_report_and_its_model_can_be_deployed(page, cell):
+    _enter_token(page)
+    page.click('button[data-screen=training]')
+    page.wait_for_selector('#job-dataset option[value="ds"]', state='attached')
+    page.select_option('#job-channels', 'rgb')
+    page.fill('#job-epochs', '2')
+    page.fill('#job-name', 'toy-done')
+    page.fill('#job-overrides', '\n'.join(TOY_OVERRIDES + ['export.parity_samples=4']))
+    page.click('#job-start')
+    row = '#jobs tr[data-job="toy-done"]'
+    page.wait_for_function(f"document.querySelector('{row}') && document.querySelector('{row}').dataset.status === 'finished'",
+                           timeout=90_000)
+    # The process goes on to evaluate and export after the run is marked finished.
+    page.wait_for_function("document.querySelector('#job-report').textContent.includes('confusion matrix')",
+                           timeout=60_000)
+    assert all(c in page.text_content('#job-report') for c in DEFAULT_CLASS_NAMES)
+    page.screenshot(path=str(SHOTS / 'training_report.png'), full_page=True)
+    # Registered by the job: the model screen lists it and the node accepts it.
+    run = [r for r in cell['registry'].list_runs() if Path(r.run_dir).name == 'toy-done'][0]
+    deadline = time.monotonic() + 60.0
+    while not [m for m in cell['registry'].list_models() if m.run_id == run.run_id]:
+        assert time.monotonic() < deadline, 'the job registered no model'
+        time.sleep(0.5)
+    model = [m for m in cell['registry'].list_models() if m.run_id == run.run_id][0]
+    page.click('button[data-screen=models]')
+    page.click(f'#models tr[data-version="{model.version}"] button.deploy')
+    page.wait_for_function(f"document.querySelector('#model-version').textContent === '{model.version}'")
 
 
 def test_the_page_says_when_a_node_is_down(page, cell):

@@ -1,9 +1,11 @@
-"""Training jobs started from the dashboard: `weld-train` as a separate process.
+"""Training jobs started from the dashboard: `weld-train pipeline` as a separate process.
 
-A job trains on a dataset folder named inside the configured datasets folder (`weld-train
-train`), or on bags named inside the bags folder (`weld-train pipeline`: extract into the
-run folder, train, evaluate on the test split, export and register the model), and writes
-its run folder inside the runs folder; overrides are `key=value` config updates
+A job trains on a dataset folder named inside the configured datasets folder, or on bags
+named inside the bags folder (extracted into the run folder first); then, unless
+cancelled, it evaluates the best checkpoint on the test split (eval/report.json: the
+per-class table and confusion matrix the page shows), exports it to ONNX inside the run
+folder and registers it, so the model screen can deploy it. It writes its run folder
+inside the runs folder; overrides are `key=value` config updates
 (`weld-train --set`), except keys that name files, which only the folders above may
 decide. Progress, ETA and curves come from the run's own records: the registry row the
 trainer updates each epoch (epoch, metrics, ETA, status) and its TensorBoard scalars
@@ -148,7 +150,10 @@ class TrainingJobs:
             if not dataset.is_dir():
                 raise JobError(f'no dataset {request.dataset!r} in {self.folders.datasets}; known: '
                                f'{", ".join(d["name"] for d in self.datasets()) or "none"}')
-            head = ['train', '--dataset', str(dataset)]
+            if not (dataset / 'manifest.json').is_file():
+                raise JobError(f'{request.dataset!r} is not a dataset folder (no manifest.json; '
+                               '`weld-train extract` writes one)')
+            head = ['pipeline', '--dataset', str(dataset), '--reuse-dataset']
         else:
             if self.folders.bags is None:
                 raise JobError('this dashboard has no bags folder (--bags-dir)')
@@ -339,9 +344,12 @@ def read_report(run_dir: Path) -> Optional[dict[str, Any]]:
                 data = json.loads(candidate.read_text())
             except (OSError, ValueError):
                 return None
-            keep = ('accuracy', 'macro_f1', 'balanced_accuracy', 'per_class', 'confusion_matrix',
-                    'class_names', 'split', 'frames')
-            return {k: data[k] for k in keep if k in data}
+            metrics = data.get('metrics', data)      # weld-train evaluate: {title, context, metrics}
+            keep = ('samples', 'accuracy', 'macro_f1', 'balanced_accuracy', 'roc_auc_macro', 'per_class',
+                    'confusion_matrix', 'class_names')
+            out = {k: metrics[k] for k in keep if k in metrics}
+            out['split'] = data.get('context', {}).get('split', '')
+            return out
     return None
 
 

@@ -77,7 +77,8 @@ function lineChart(el, series, opts = {}) {
   const colors = ['#3b82f6', '#ef4444', '#10b981', '#f59e0b', '#a855f7'];
   const lines = series.map((s, i) => {
     const d = s.points.map((p, j) => `${j ? 'L' : 'M'}${X(p[0]).toFixed(1)},${Y(p[1]).toFixed(1)}`).join('');
-    return `<path d="${d}" fill="none" stroke="${colors[i % 5]}" stroke-width="2"/>` +
+    const dots = s.points.length <= 60 ? s.points.map((p) => `<circle cx="${X(p[0]).toFixed(1)}" cy="${Y(p[1]).toFixed(1)}" r="2.5" fill="${colors[i % 5]}"/>`).join('') : '';
+    return `<path d="${d}" fill="none" stroke="${colors[i % 5]}" stroke-width="2"/>${dots}` +
       `<text x="${pad + 6 + 130 * i}" y="14" fill="${colors[i % 5]}" font-size="11">${esc(s.name)}</text>`;
   }).join('');
   el.innerHTML = `<svg viewBox="0 0 ${w} ${h}" class="svgchart">
@@ -244,20 +245,30 @@ async function refreshJobDetail() {
   $('#job-detail').hidden = false;
   $('#job-detail-name').textContent = `${d.job_id || d.run_id} · ${d.status} · epoch ${d.epoch}/${d.total_epochs}`;
   const c = d.curves || {};
-  lineChart($('#chart-loss'), [['train/loss_step', 'train loss (step)'], ['train/loss', 'train loss'], ['val/loss', 'val loss']]
-    .filter(([t]) => c[t]).map(([t, n]) => ({ name: n, points: c[t] })), { xlabel: 'step / epoch' });
+  lineChart($('#chart-loss'), [['train/loss', 'train loss'], ['val/loss', 'val loss']]
+    .filter(([t]) => c[t]).map(([t, n]) => ({ name: n, points: c[t] })), { xlabel: 'epoch' });
+  lineChart($('#chart-step'), c['train/loss_step'] ? [{ name: 'train loss', points: c['train/loss_step'] }] : [], { xlabel: 'step' });
   lineChart($('#chart-val'), [['val/accuracy', 'accuracy'], ['val/macro_f1', 'macro-F1'], ['val/balanced_accuracy', 'balanced acc.']]
     .filter(([t]) => c[t]).map(([t, n]) => ({ name: n, points: c[t] })), { xlabel: 'epoch' });
   const rep = d.report;
+  let report = '';
   if (rep && rep.per_class) {
-    $('#job-report').innerHTML = '<h3>report</h3><table class="list"><tr><th>class</th><th>precision</th><th>recall</th><th>f1</th></tr>' +
+    const names = rep.class_names || [];
+    report = `<h3>report: accuracy ${fmt(rep.accuracy, 3)}, macro-F1 ${fmt(rep.macro_f1, 3)} (${esc(rep.split || 'test')} split)</h3>` +
+      '<table class="list"><tr><th>class</th><th>precision</th><th>recall</th><th>f1</th></tr>' +
       Object.entries(rep.per_class).map(([k, v]) => `<tr><td>${esc(k)}</td><td>${fmt(v.precision, 3)}</td><td>${fmt(v.recall, 3)}</td><td>${fmt(v.f1, 3)}</td></tr>`).join('') +
-      '</table>' + (rep.confusion_matrix ? '<h3>confusion matrix</h3><table class="list">' +
-      rep.confusion_matrix.map((row) => '<tr>' + row.map((n) => `<td>${n}</td>`).join('') + '</tr>').join('') + '</table>' : '');
+      '</table>';
+    if (rep.confusion_matrix) {
+      report += '<h3>confusion matrix (rows: true class, columns: predicted)</h3><table class="list">' +
+        `<tr><th></th>${names.map((c) => `<th>${esc(c)}</th>`).join('')}</tr>` +
+        rep.confusion_matrix.map((row, i) => `<tr><th>${esc(names[i] || '')}</th>${row.map((n) => `<td>${n}</td>`).join('')}</tr>`).join('') +
+        '</table>';
+    }
   } else if (d.per_class_f1 && Object.keys(d.per_class_f1).length) {
-    $('#job-report').innerHTML = '<h3>val F1 per class (last epoch)</h3><table class="list">' +
+    report = '<h3>val F1 per class (last epoch)</h3><table class="list">' +
       Object.entries(d.per_class_f1).map(([k, v]) => `<tr><td>${esc(k)}</td><td>${fmt(v, 3)}</td></tr>`).join('') + '</table>';
-  } else { $('#job-report').innerHTML = ''; }
+  }
+  setHTML($('#job-report'), report);
   $('#job-log').textContent = (d.log_tail || []).join('\n');
 }
 
