@@ -68,6 +68,21 @@ def test_a_stopping_defect_raises_the_alarm_until_acknowledged():
     assert live.acknowledge_alarm() and live.snapshot()['alarm']['acknowledged']
 
 
+def test_the_anomaly_trend_holds_the_scores_of_verdicts_that_carry_one():
+    from types import SimpleNamespace
+
+    from weld_vision_ros.dashboard.bridge import anomaly_fields
+    assert anomaly_fields(SimpleNamespace()) == {}                       # a message without the field
+    assert anomaly_fields(SimpleNamespace(anomaly_score=-1.0)) == {}      # no anomaly model scored it
+    scored = anomaly_fields(SimpleNamespace(anomaly_score=0.6, anomaly_level='inspect',
+                                            anomaly_model_version='pc-1'))
+    live = LiveState(clock=FakeClock(), wall_clock=FakeClock(1000.0))
+    live.on_verdict(verdict(stamp=1000.0))
+    live.on_verdict(verdict(stamp=1000.1, **scored))
+    trend = live.snapshot()['anomaly_trend']
+    assert len(trend) == 1 and trend[0]['score'] == pytest.approx(0.6)
+
+
 def test_latency_statistics_and_drops_come_from_stamps_and_diagnostics():
     wall = FakeClock(1000.040)
     live = LiveState(clock=FakeClock(), wall_clock=wall)

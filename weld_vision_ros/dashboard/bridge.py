@@ -43,7 +43,17 @@ def verdict_fields(msg) -> dict[str, Any]:
             'latency_ms': float(msg.latency_ms), 'status': msg.status, 'status_reason': msg.status_reason,
             'status_detail': msg.status_detail, 'checks_not_made': list(msg.checks_not_made),
             'probabilities': dict(zip(msg.class_names, (float(p) for p in msg.probabilities))),
-            'regions': len(msg.regions)}
+            'regions': len(msg.regions), **anomaly_fields(msg)}
+
+
+def anomaly_fields(msg) -> dict[str, Any]:
+    """The anomaly model's score of a verdict, where the message carries one (anomaly_score
+    >= 0; -1 or no such field: no anomaly model scored the frame)."""
+    score = float(getattr(msg, 'anomaly_score', -1.0))
+    if score < 0:
+        return {}
+    return {'anomaly_score': score, 'anomaly_level': getattr(msg, 'anomaly_level', ''),
+            'anomaly_model_version': getattr(msg, 'anomaly_model_version', '')}
 
 
 def bead_fields(msg) -> dict[str, Any]:

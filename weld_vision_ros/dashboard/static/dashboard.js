@@ -131,7 +131,8 @@ async function refreshLive() {
     vEl.dataset.action = v.action;
     kv($('#verdict-table'), [['action', `${v.action} (${v.action_reason})`], ['method', v.method],
       ['model', v.model_version || '–'], ['node latency', `${fmt(v.latency_ms, 1)} ms`],
-      ['checks not made', (v.checks_not_made || []).join(', ') || 'none']]);
+      ['checks not made', (v.checks_not_made || []).join(', ') || 'none']]
+      .concat(v.anomaly_score != null ? [['anomaly', `${fmt(v.anomaly_score)} (${v.anomaly_level || '–'}, ${v.anomaly_model_version || '–'})`]] : []));
   }
   const b = s.bead, spec = s.spec;
   if (b) {
