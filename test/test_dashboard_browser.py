@@ -83,7 +83,8 @@ def cell(tmp_path_factory):
     sets = {'synthetic_camera_node.rate_hz': 4.0, 'synthetic_camera_node.seed': 3,
             'synthetic_camera_node.image_reliability': 'reliable',
             'rule_defect_node.publish_debug_image': True, 'onnx_defect_node.mode': 'ml',
-            'dataset_capture_node.bag_dir': str(bag_dir), 'dataset_capture_node.storage': 'mcap'}
+            # sqlite3: the runner's executor threads take turns with the bag (one thread writes it)
+            'dataset_capture_node.bag_dir': str(bag_dir), 'dataset_capture_node.storage': 'sqlite3'}
     cmd = [sys.executable, '-m', 'weld_vision_ros.bringup', '--sim-camera', '--nodes', 'rule_defect_node',
            'onnx_defect_node', 'dataset_capture_node', '--model-path', str(models / 'weld-v1.onnx'),
            '--threads', '4']
