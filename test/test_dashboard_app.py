@@ -322,6 +322,8 @@ def test_launch_and_runner_start_the_dashboard_only_when_asked():
         plan_cell_launch({'params_file': params, 'dashboard': 'yes'}, '.')
     with pytest.raises(LaunchArgumentError, match='dashboard_args'):
         dashboard_command("--token 'unclosed")
-    from weld_vision_ros.dashboard.server import build_parser
+    from weld_vision_ros.dashboard.server import build_parser, onnx_node
     args = build_parser().parse_args(plan.dashboard_cmd[3:])
     assert args.port == 8099 and args.host == '127.0.0.1'   # localhost unless told otherwise
+    assert onnx_node(args) == '/cell_2/onnx_defect_node'    # deploys go to the cell's own node
+    assert onnx_node(build_parser().parse_args([])) == '/onnx_defect_node'

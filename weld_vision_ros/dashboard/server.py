@@ -42,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help='registry file (default: $WELD_REGISTRY, else <runs-dir>/registry.sqlite)')
     p.add_argument('--no-ros', action='store_true', help='serve training and models only (no ROS)')
     p.add_argument('--namespace', default='', help='namespace of the cell nodes')
-    p.add_argument('--onnx-node', default='/onnx_defect_node', help='node that deploys go to')
+    p.add_argument('--onnx-node', default=None,
+                   help='node that deploys go to (default: onnx_defect_node in --namespace)')
     p.add_argument('--no-debug-image', action='store_true', help='do not subscribe to weld/debug_image')
     p.add_argument('--jpeg-fps', type=float, default=5.0, help='most debug images encoded per second')
     p.add_argument('--min-samples', type=int, default=20, help='per-class goal shown on the capture screen')
@@ -61,6 +62,14 @@ def read_token(args: argparse.Namespace) -> tuple[str, bool]:
     if os.environ.get(TOKEN_ENV):
         return os.environ[TOKEN_ENV], False
     return secrets.token_urlsafe(18), True
+
+
+def onnx_node(args: argparse.Namespace) -> str:
+    """The deploy target: --onnx-node, else the ONNX node in the cell's namespace."""
+    if args.onnx_node:
+        return args.onnx_node if args.onnx_node.startswith('/') else '/' + args.onnx_node
+    ns = args.namespace.strip('/')
+    return f'/{ns}/onnx_defect_node' if ns else '/onnx_defect_node'
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -92,7 +101,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         bridge.start()
     jobs = TrainingJobs(folders)
     ctx = DashboardContext(token=token, folders=folders, live=live, jobs=jobs,
-                           models=ModelActions(folders, node=args.onnx_node), bridge=bridge,
+                           models=ModelActions(folders, node=onnx_node(args)), bridge=bridge,
                            min_samples_per_class=args.min_samples)
     from weld_vision_ros.dashboard.app import LOOPBACK_HOSTS
     if args.host in LOOPBACK or args.allowed_host:
