@@ -294,7 +294,11 @@ def test_the_page_says_when_a_node_is_down(page, cell):
                            timeout=30_000)
     page.wait_for_function("document.querySelector('#conn').dataset.state === 'no_frames'")
     assert 'NO FRAMES' in page.text_content('#conn')
+    page.wait_for_function("document.querySelector('#cell-table').textContent.includes('onnx_defect_node is down')")
     page.screenshot(path=str(SHOTS / 'node_down.png'))
+    # A page opened after the camera stopped still shows the last debug image.
+    page.reload(wait_until='domcontentloaded')
+    page.wait_for_function("document.querySelector('#debug-image').naturalWidth > 0")
     # The cell stopped cleanly, so the capture node closed its bag: the labels clicked on the
     # page are in it, each beside the frame it labels.
     if cell.get('captured'):

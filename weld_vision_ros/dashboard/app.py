@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import threading
+import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ from .training_jobs import JobError, JobRequest, TrainingJobs
 
 STATIC = Path(__file__).resolve().parent / 'static'
 MJPEG_BOUNDARY = 'weldframe'
+MJPEG_RESEND_S = 1.0     # the last frame again after this long without a new one
 FOXGLOVE_URL = 'https://app.foxglove.dev'
 
 
@@ -182,11 +184,15 @@ def create_app(ctx: DashboardContext, allowed_hosts: Optional[Sequence[str]] = N
         period = ctx.live.image.min_period_s
 
         async def frames():
-            sent = -1
+            # The newest frame whenever there is a new one; with none (a stopped camera) the
+            # last one again every RESEND_S, since a browser shows a part of the stream only
+            # once more data follows it.
+            sent, sent_at = -1, 0.0
             while not ctx.stopping.is_set() and not await request.is_disconnected():
                 jpeg, seq = await run_in_threadpool(ctx.live.image.latest)
-                if jpeg is not None and seq != sent:
-                    sent = seq
+                now = time.monotonic()
+                if jpeg is not None and (seq != sent or now - sent_at >= MJPEG_RESEND_S):
+                    sent, sent_at = seq, now
                     yield (f'--{MJPEG_BOUNDARY}\r\nContent-Type: image/jpeg\r\n'
                            f'Content-Length: {len(jpeg)}\r\n\r\n').encode() + jpeg + b'\r\n'
                 await asyncio.sleep(period)

@@ -2,7 +2,7 @@
 'use strict';
 
 const $ = (sel) => document.querySelector(sel);
-const state = { screen: 'live', labels: [], selectedJob: null, compare: new Set() };
+const state = { screen: 'live', labels: [], selectedJob: null, compare: new Set(), nodes: {} };
 
 // --- helpers ---------------------------------------------------------------------------
 function fmt(v, digits = 2) {
@@ -104,6 +104,7 @@ async function refreshStatus() {
   try {
     const s = await api('/api/status');
     $('#foxglove-link').href = s.foxglove_url;
+    state.nodes = s.ros.nodes || {};
     if (!s.ros.running) banners.push(`ROS is not connected (${s.ros.error || 'bridge not running'}): live results and capture are unavailable`);
     for (const [node, up] of Object.entries(s.ros.nodes || {})) {
       if (!up) banners.push(`node ${node} is down (not on the ROS graph)`);
@@ -157,8 +158,11 @@ async function refreshLive() {
   }
   kv($('#drops-table'), drops.length ? drops : [['none', 0]]);
   const cs = s.cell_status;
+  // weld/cell_status is latched: with its publisher gone, the last state is no longer news.
+  const onnxDown = state.nodes.onnx_defect_node === false;
+  const cellState = !cs ? 'unknown (no weld/cell_status)' : onnxDown ? `unknown: onnx_defect_node is down (last: ${cs.state})` : cs.state;
   kv($('#cell-table'), [['model version', s.model_version || 'none'],
-    ['state', cs ? cs.state : 'unknown (no weld/cell_status)', cs && cs.state !== 'inspecting' ? 'bad' : ''],
+    ['state', cellState, !cs || onnxDown || cs.state !== 'inspecting' ? 'bad' : ''],
     ['detail', cs ? cs.detail || '–' : '–'], ['model state', cs ? cs.model_state : '–'],
     ['model problem', cs && cs.model_problem ? cs.model_problem : '–', cs && cs.model_problem ? 'bad' : '']]);
   $('#model-version').textContent = s.model_version || 'none';
@@ -176,7 +180,8 @@ async function refreshLive() {
     img.dataset.streaming = '1';
     img.src = '/api/live/stream.mjpeg';
   }
-  $('#image-note').textContent = s.image_available ? '' : 'no debug image (the rule node publishes weld/debug_image when publish_debug_image is true)';
+  $('#image-note').textContent = !s.image_available ? 'no debug image (the rule node publishes weld/debug_image when publish_debug_image is true)'
+    : s.connection.state !== 'live' ? 'no new frames: the image is the last one received' : '';
 }
 
 async function refreshCapture() {
