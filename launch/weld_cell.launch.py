@@ -7,6 +7,8 @@
     ros2 launch weld_vision_ros weld_cell.launch.py camera:=realsense   # realsense-ros 4.x topics
     ros2 launch weld_vision_ros weld_cell.launch.py dashboard:=true \
         dashboard_args:='--token-file /etc/weld/dashboard.token'     # operator page on :8090
+    ros2 launch weld_vision_ros weld_cell.launch.py report:=true \
+        acceptance_table:=/opt/weld/acceptance/level_c_checked.yaml reports_dir:=/var/lib/weld/reports
     ros2 launch weld_vision_ros weld_cell.launch.py namespace:=cell_2 \
         color_topic:=/cam2/color/image_raw depth_topic:=/cam2/aligned_depth_to_color/image_raw \
         camera_info_topic:=/cam2/color/camera_info
@@ -24,7 +26,7 @@ from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
 from weld_vision_ros.ros import codec
-from weld_vision_ros.ros.launch_args import CAMERA_PRESETS, LaunchArgumentError, plan_cell_launch
+from weld_vision_ros.ros.launch_args import CAMERA_PRESETS, LaunchArgumentError, dds_environment, plan_cell_launch
 
 PACKAGE = 'weld_vision_ros'
 
@@ -42,6 +44,12 @@ ARGUMENTS = (
     ('models_dir', '', 'Directory the ONNX node may load models from; empty keeps the params '
      'file value; bundled: the installed config/models (with weld_demo.onnx)'),
     ('mode', '', 'ONNX node mode: rule, ml or hybrid; empty keeps the params file value'),
+    ('report', 'false', 'Start the per-weld report node (weld/event, camera/pose -> weld/report)'),
+    ('acceptance_table', '', 'Acceptance table YAML the reports are graded against; empty keeps the '
+     'params file value (config/acceptance/iso5817_example.yaml is an example to check)'),
+    ('reports_dir', '', 'Folder the reports are written to; empty keeps the params file value'),
+    ('review', 'false', 'Start the review recorder (frames where rules and model disagree, low '
+     'confidence, unknown appearance -> review bags for labelling)'),
     ('log_level', 'info', 'Log level of every node'),
     ('dashboard', 'false', 'Also serve the operator dashboard (weld-vision dashboard, its own process, '
      'on 127.0.0.1:8090 by default); the rule node then publishes the annotated debug image'),
@@ -64,7 +72,7 @@ def _nodes(context):
     ros_args = ['--ros-args', '--log-level', cfg['log_level']]
     env = []
     if cfg['dds_profile']:
-        env.append(SetEnvironmentVariable('FASTDDS_DEFAULT_PROFILES_FILE', cfg['dds_profile']))
+        env += [SetEnvironmentVariable(k, v) for k, v in dds_environment(cfg['dds_profile'])]
     common = dict(package=PACKAGE, namespace=cfg['namespace'], output='screen', arguments=ros_args)
     dashboard = ([ExecuteProcess(cmd=plan.dashboard_cmd, name='weld_dashboard', output='screen')]
                  if plan.dashboard_cmd else [])
@@ -78,6 +86,12 @@ def _nodes(context):
         Node(executable='onnx_defect_node', name='onnx_defect_node',
              parameters=[params_file, plan.onnx_overrides], remappings=remaps, respawn=True,
              respawn_delay=2.0, **common),
+        Node(executable='weld_report_node', name='weld_report_node',
+             parameters=[params_file, plan.report_overrides], respawn=True, respawn_delay=2.0,
+             condition=IfCondition(str(plan.report).lower()), **common),
+        Node(executable='review_recorder_node', name='review_recorder_node', parameters=[params_file],
+             remappings=remaps, respawn=True, respawn_delay=2.0,
+             condition=IfCondition(str(plan.review).lower()), **common),
     ]
 
 

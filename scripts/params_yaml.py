@@ -49,6 +49,8 @@ NOTES = {
     'dataset_capture_node': 'launch/record_dataset.launch.py mode:=capture.',
     'defect_monitor_node': 'Scores verdicts against the synthetic camera\'s ground truth (demo).',
     'controller_example_node': 'Example of a robot controller consuming weld/defect and weld/bead.',
+    'review_recorder_node': 'Frames worth labelling into review bags (review:=true in the launch file).',
+    'weld_report_node': 'Per-weld reports graded against an acceptance table (report:=true in the launch file).',
 }
 
 

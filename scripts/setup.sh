@@ -110,5 +110,7 @@ export ROS_LOG_DIR="$ROOT/log/ros"
 export PYTHONPATH="$ROOT\${PYTHONPATH:+:\$PYTHONPATH}"
 # Camera frames need a larger Fast DDS shared-memory segment (config/fastdds_large_shm.xml).
 export FASTDDS_DEFAULT_PROFILES_FILE="\${FASTDDS_DEFAULT_PROFILES_FILE:-$ROOT/config/fastdds_large_shm.xml}"
+# ... whose reader memory policy rmw_fastrtps applies only with this set (see the profile).
+export RMW_FASTRTPS_USE_QOS_FROM_XML="\${RMW_FASTRTPS_USE_QOS_FROM_XML:-1}"
 EOF
 log "ready: source env.sh to enter the environment"

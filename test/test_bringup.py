@@ -82,18 +82,19 @@ def test_the_runner_knows_exactly_the_installed_executables_and_starts_the_cell_
         module, _ = NODE_CLASSES[exe]
         assert f'from {module} import main' in (REPO / 'nodes' / exe).read_text(), exe
     cell = {kw['executable'] for kw in _launch_nodes(REPO / 'launch' / 'weld_cell.launch.py')}
-    assert set(CELL_NODES) <= cell and cell - set(CELL_NODES) == {'synthetic_camera_node'}
+    assert set(CELL_NODES) <= cell and cell - set(CELL_NODES) == {'synthetic_camera_node', 'weld_report_node',
+                                                               'review_recorder_node'}
 
 
 def test_yaml_parameters_are_declared_by_their_node_with_the_same_type_and_back(declared_nodes):
     from rclpy.parameter import Parameter
     file_params = load_params_file(PARAMS_FILE)
-    assert set(file_params) == set(NODE_CLASSES) | {WILDCARD}, \
+    assert set(file_params) == {f'/**/{exe}' for exe in NODE_CLASSES} | {WILDCARD}, \
         f'weld_cell.yaml sections {sorted(file_params)} vs nodes {sorted(NODE_CLASSES)} and /**'
     shared = file_params[WILDCARD]
     for exe in NODE_CLASSES:
         declared, _ = declared_nodes[exe]
-        values = file_params[exe]
+        values = file_params[f'/**/{exe}']
         extra = sorted(set(values) - set(declared))
         missing = sorted(set(declared) - set(values) - set(shared))
         assert not extra, f'{exe}: weld_cell.yaml sets parameters the node does not declare: {extra}'
@@ -124,7 +125,7 @@ def test_rule_core_settings_are_written_once_for_both_cell_nodes(declared_nodes)
     shared = params[WILDCARD]
     assert set(shared) == {s.name for s in RULE_PARAMS}, 'the /** section holds exactly the rule core'
     for exe in CELL_NODES:
-        assert not [k for k in params[exe] if k.startswith(SHARED_PREFIXES)], f'{exe} repeats a shared value'
+        assert not [k for k in params[f'/**/{exe}'] if k.startswith(SHARED_PREFIXES)], f'{exe} repeats a shared value'
         assert set(shared) <= set(declared_nodes[exe][0]), f'{exe} does not declare every rule parameter'
 
 
@@ -147,7 +148,7 @@ def test_a_malformed_params_file_is_refused_with_its_path(tmp_path):
             load_params_file(bad)
     nested = tmp_path / 'ns.yaml'
     nested.write_text(yaml.safe_dump({'/cell_2/rule_defect_node': {'ros__parameters': {'spec': {'target_width_mm': 7.5}}}}))
-    assert load_params_file(nested) == {'rule_defect_node': {'spec.target_width_mm': 7.5}}
+    assert load_params_file(nested) == {'/cell_2/rule_defect_node': {'spec.target_width_mm': 7.5}}
 
 
 def test_the_params_file_is_what_the_generator_writes_from_the_declared_fields():
@@ -188,7 +189,7 @@ def test_a_namespaced_node_still_gets_its_section_of_the_params_file():
     # node's fully qualified name. So the real rcl match is the check: `namespace:=cell_2`
     # makes the node `/cell_2/onnx_defect_node`, which a bare `onnx_defect_node:` key misses.
     import rclpy
-    own = load_params_file(PARAMS_FILE)['onnx_defect_node']
+    own = load_params_file(PARAMS_FILE)['/**/onnx_defect_node']
     ctx = rclpy.Context()
     rclpy.init(context=ctx, args=['--ros-args', '-r', '__ns:=/cell_2', '--params-file', str(PARAMS_FILE)])
     try:
@@ -225,6 +226,8 @@ def test_the_mode_argument_is_empty_by_default_so_the_params_file_chooses_it():
     ({'use_sim_camera': 'banana'}, "use_sim_camera must be 'true' or 'false', got 'banana'"),
     ({'camera': 'kinect'}, "camera must be one of default, realsense, orbbec, got 'kinect'"),
     ({'models_dir': '/nonexistent/models'}, "models_dir '/nonexistent/models' is not a directory"),
+    ({'report': 'yes'}, "report must be 'true' or 'false', got 'yes'"),
+    ({'acceptance_table': '/nonexistent/t.yaml'}, "acceptance_table '/nonexistent/t.yaml' is not a file"),
 ])
 def test_the_cell_launch_file_refuses_bad_arguments_with_one_line_naming_them(args, message):
     from weld_vision_ros.ros.launch_args import LaunchArgumentError, plan_cell_launch
@@ -251,6 +254,17 @@ def test_models_dir_bundled_serves_the_installed_demo_model_and_camera_presets_r
     assert all(k == v for k, v in default.items())
 
 
+def test_the_report_node_is_optional_and_its_overrides_are_real_parameters(declared_nodes):
+    from weld_vision_ros.ros.launch_args import plan_cell_launch
+    table = REPO / 'config' / 'acceptance' / 'iso5817_example.yaml'
+    assert plan_cell_launch({'params_file': str(PARAMS_FILE)}, str(REPO)).report is False
+    plan = plan_cell_launch({'params_file': str(PARAMS_FILE), 'report': 'true',
+                             'acceptance_table': str(table), 'reports_dir': '/tmp/r'}, str(REPO))
+    assert plan.report and plan.report_overrides == {'acceptance_table': str(table), 'reports_dir': '/tmp/r'}
+    report, _ = declared_nodes['weld_report_node']
+    assert all(report[k].name == 'STRING' for k in plan.report_overrides)
+
+
 def test_the_recorder_launch_refuses_stream_mode_without_ros2_bag():
     from weld_vision_ros.ros.launch_args import LaunchArgumentError, check_recorder
     with pytest.raises(LaunchArgumentError, match="no 'ros2' command is on PATH"):
@@ -261,3 +275,93 @@ def test_the_recorder_launch_refuses_stream_mode_without_ros2_bag():
         check_recorder('capture', 'rosbag', 'false')
     src = (REPO / 'launch' / 'record_dataset.launch.py').read_text()
     assert src.index('check_recorder(') < src.index('ExecuteProcess(')
+
+
+TWO_CELLS = """
+/**:
+  ros__parameters: {spec: {target_width_mm: 6.0}}
+/cell_1/onnx_defect_node:
+  ros__parameters: {hybrid_threshold: 0.3, models_dir: /opt/cell_1/models}
+/cell_2/onnx_defect_node:
+  ros__parameters: {hybrid_threshold: 0.7, models_dir: /opt/cell_2/models}
+/*/rule_defect_node:
+  ros__parameters: {publish_debug_image: false}
+/cell_2/*:
+  ros__parameters: {diagnostics_period_s: 2.0}
+onnx_defect_node:
+  ros__parameters: {hybrid_threshold: 0.5}
+"""
+
+
+@pytest.mark.parametrize('namespace', ['/', '/cell_1', '/cell_2', '/cell_3', '/plant/cell_2'])
+def test_two_namespaced_cells_sections_stay_apart_as_rcl_reads_them(tmp_path, namespace):
+    """`weld-vision run` selects a node's sections of the params file by matching each key
+    against the node's fully qualified name (bringup.key_matches, rcl's documented rule),
+    instead of cutting keys down to the bare node name (which merged /cell_1/... and
+    /cell_2/... into one). The oracle is rcl itself: each node is also created with the
+    file as `--params-file` in that namespace, and both must give every value alike."""
+    import rclpy
+    from weld_vision_ros.bringup import node_params
+    path = tmp_path / 'two_cells.yaml'
+    path.write_text(TWO_CELLS)
+    params = load_params_file(path)
+    assert len(params) == 6           # nothing merged at load
+    for exe in ('onnx_defect_node', 'rule_defect_node'):
+        ctx, plain = rclpy.Context(), rclpy.Context()
+        rclpy.init(context=ctx, args=['--ros-args', '-r', f'__ns:={namespace}', '--params-file', str(path)])
+        rclpy.init(context=plain)     # ours: no --params-file, only what create_nodes passes
+        try:
+            by_rcl = node_class(exe)(context=ctx)
+            ours = create_nodes([exe], params, context=plain, namespace=namespace)[0]
+            try:
+                assert ours.get_namespace() == by_rcl.get_namespace() == namespace
+                for name, value in node_params(params, exe, namespace).items():
+                    if by_rcl.has_parameter(name):
+                        assert by_rcl.get_parameter(name).value == value, (exe, namespace, name)
+                        assert ours.get_parameter(name).value == value, (exe, namespace, name)
+                for name in ('hybrid_threshold', 'models_dir', 'diagnostics_period_s', 'publish_debug_image'):
+                    if by_rcl.has_parameter(name):
+                        assert ours.get_parameter(name).value == by_rcl.get_parameter(name).value, (exe, name)
+            finally:
+                by_rcl.destroy_node()
+                ours.destroy_node()
+        finally:
+            rclpy.try_shutdown(context=ctx)
+            rclpy.try_shutdown(context=plain)
+    onnx = node_params(params, 'onnx_defect_node', namespace)
+    expected = {'/': 0.5, '/cell_1': 0.3, '/cell_2': 0.7}.get(namespace)
+    assert onnx.get('hybrid_threshold') == expected
+    assert onnx['spec.target_width_mm'] == 6.0
+
+
+def test_weld_vision_run_takes_a_namespace_for_every_node():
+    from weld_vision_ros.bringup import build_parser
+    assert build_parser().parse_args(['--namespace', 'cell_2']).namespace == 'cell_2'
+    src = (REPO / 'weld_vision_ros' / 'bringup.py').read_text()
+    assert 'rsplit(' not in src, 'a params-file key must never be cut down to the bare node name'
+
+
+def test_the_recorder_launch_takes_a_namespace_and_records_the_namespaced_topics():
+    from weld_vision_ros.ros import codec
+    from weld_vision_ros.ros.launch_args import LaunchArgumentError, check_namespace, recorded_topics
+    assert 'namespace' in _launch_arguments(REPO / 'launch' / 'record_dataset.launch.py')
+    assert recorded_topics('') == ['/camera/color/image_raw', '/camera/aligned_depth_to_color/image_raw',
+                                   '/camera/color/camera_info', '/weld/label']
+    assert recorded_topics('cell_2') == [f'/cell_2/{t}' for t in (codec.COLOR_TOPIC, codec.DEPTH_TOPIC,
+                                                                   codec.CAMERA_INFO_TOPIC, codec.LABEL_TOPIC)]
+    assert recorded_topics('/plant/cell_2/') == [f'/plant/cell_2/{t}' for t in (
+        codec.COLOR_TOPIC, codec.DEPTH_TOPIC, codec.CAMERA_INFO_TOPIC, codec.LABEL_TOPIC)]
+    for bad in ('cell 2', '2cell', 'cell-2', 'a//b'):
+        with pytest.raises(LaunchArgumentError, match='namespace'):
+            check_namespace(bad)
+    # Every node the recorder starts is in the namespace, and ros2 bag records those topics.
+    for kw in (n for n in _launch_node_keywords(REPO / 'launch' / 'record_dataset.launch.py')):
+        assert 'namespace' in kw, f'a Node in record_dataset.launch.py has no namespace: {kw}'
+    src = (REPO / 'launch' / 'record_dataset.launch.py').read_text()
+    assert 'recorded_topics(' in src and 'RECORDED_TOPICS' not in src.split('def _actions')[1]
+
+
+def _launch_node_keywords(path: Path) -> list[set]:
+    return [{k.arg for k in call.keywords if k.arg}
+            for call in ast.walk(ast.parse(path.read_text())) if isinstance(call, ast.Call)
+            and getattr(call.func, 'id', None) == 'Node']

@@ -130,3 +130,24 @@ def test_unmatched_frames_are_counted_by_the_stream_that_lost_them():
     for k in range(5, 9):  # then a dead colour stream
         s.add_depth(k * 10**8, 'd')
     assert s.unmatched_by_stream == {'color': 3, 'depth': 2} and s.drops['unmatched'] == 5
+
+
+def test_stamp_gaps_count_the_frames_missing_between_stamps():
+    from weld_vision_ros.core.frame_gaps import StampGapCounter
+    period = 33_333_333
+    g = StampGapCounter()
+    stamps = [i * period for i in range(10)]
+    stamps += [(10 + 300 + i) * period for i in range(10)]     # 300 frames lost in one burst
+    stamps += [(320 + 2 + i) * period + 1_000_000 for i in range(5)]  # 2 more, with 1 ms of jitter
+    assert [g.add(s) for s in stamps].count(0) == len(stamps) - 2
+    assert (g.missed, g.gaps, g.largest_gap) == (302, 2, 300)
+    # Late, duplicate and jumped stamps are not losses; after a jump the period is learnt again.
+    last = stamps[-1]
+    assert g.add(last) == 0 and g.add(last - period) == 0
+    assert g.add(last + 3600 * 10**9) == 0 and g.period_ns is None
+    for k in range(1, 6):
+        assert g.add(last + 3600 * 10**9 + k * 10**8) == 0   # a new 10 Hz stream
+    assert g.add(last + 3600 * 10**9 + 8 * 10**8) == 2 and g.missed == 304
+    # Nothing is counted before the period is known.
+    early = StampGapCounter()
+    assert [early.add(s) for s in (0, period, 50 * period)] == [0, 0, 0] and early.missed == 0

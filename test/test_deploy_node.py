@@ -122,3 +122,137 @@ def test_deploy_without_ros_says_so(trained, monkeypatch):
     monkeypatch.setitem(sys.modules, 'rclpy', None)  # as if rclpy were not installed
     with pytest.raises(DeployError, match='deploy needs ROS 2 \\(rclpy\\)'):
         deploy_fn('toy-deploy-1', Registry(registry))
+
+
+def _active_model_watch(node):
+    """The latest ~/active_model JSON the node published (latched), as a one-element list."""
+    import json
+
+    from std_msgs.msg import String
+
+    from weld_vision_ros.ros.qos import latched_qos
+    latest = [{}]
+    node.create_subscription(String, f'{NODE}/active_model', lambda m: latest.__setitem__(0, json.loads(m.data)),
+                             latched_qos())
+    return latest
+
+
+def test_a_deploy_that_outlasts_its_timeout_is_recorded_as_what_the_node_serves(tmp_path, monkeypatch):
+    """The node takes 6 s to validate a model. `--timeout 4`: no answer to the set, but the
+    read-back (answered once the set is decided) finds the model serving: accepted, recorded.
+    `--timeout 1`: the read-back times out too: exit 3, recorded as pending (not as the old
+    model), and `models reconcile` records the model the node went on to serve."""
+    from weld_training.deploy import file_sha256
+
+    registry = tmp_path / 'registry.sqlite'
+    models_dir = tmp_path / 'models'
+    models_dir.mkdir()
+    write_model(models_dir / 'v1.onnx', 'weld-v1')
+    v2 = write_model(tmp_path / 'v2.onnx', 'weld-v2', seed=2)
+    v3 = write_model(tmp_path / 'v3.onnx', 'weld-v3', seed=3)
+    monkeypatch.setenv('WELD_TEST_LOAD_DELAY_S', '6')
+    proc = spawn_node('test.helpers.slow_onnx_node', {'models_dir': str(models_dir), 'model_path': 'v1.onnx',
+                                                     'mode': 'ml'}, log_path=tmp_path / 'onnx_node.log')
+    try:
+        with ros_context() as (node, ex):
+            active = _active_model_watch(node)
+            assert spin_until(ex, lambda: active[0].get('version') == 'weld-v1', 60.0), \
+                (tmp_path / 'onnx_node.log').read_text()[-2000:]
+
+            rc, out = deploy(v2, '--node', NODE, '--timeout', 4, registry=registry)
+            assert rc == 0, out
+            assert 'did not answer within 4.0 s' in out and 'read back: it serves this model' in out
+            assert spin_until(ex, lambda: active[0].get('version') == 'weld-v2', 10.0)
+            reg = Registry(registry)
+            assert reg.served_by(NODE).version == 'weld-v2' and not reg.pending_on(NODE)
+            assert [e['kind'] for e in reg.events('weld-v2')][-2:] == ['deploy_pending', 'deploy_accepted']
+
+            rc, out = deploy(v3, '--node', NODE, '--timeout', 1, registry=registry)
+            assert rc == 3, out
+            assert 'recorded as pending' in out and 'models reconcile' in out
+            assert [m.version for m in reg.pending_on(NODE)] == ['weld-v3']
+            # The node goes on to serve it...
+            assert spin_until(ex, lambda: active[0].get('version') == 'weld-v3', 30.0)
+            assert active[0]['sha256'] == file_sha256(v3)
+            # ... and reconciling records that.
+            rc = subprocess.run([sys.executable, '-m', 'weld_training.cli', 'models', 'reconcile', '--node', NODE,
+                                 '--timeout', '30', '--registry', str(registry)],
+                                cwd=REPO, capture_output=True, text=True)
+            assert rc.returncode == 0, rc.stdout + rc.stderr
+            assert f'{NODE} serves weld-v3' in rc.stdout
+    finally:
+        stop(proc)
+    reg = Registry(registry)
+    assert reg.served_by(NODE).version == 'weld-v3' and not reg.pending_on(NODE)
+    assert reg.get_model('weld-v2').deployed_to == ''      # no longer recorded as served there
+
+
+def _upload(node, ex, file_name, data, sha, activate=False):
+    from test.rosutil import call_service
+    from weld_vision_ros.srv import UploadModel
+    req = UploadModel.Request(file_name=file_name, sha256=sha, activate=activate)
+    req.data = data
+    return call_service(node, ex, UploadModel, f'{NODE}/upload_model', req, timeout_s=60.0)
+
+
+def test_deploy_remote_sends_the_bytes_and_a_bad_upload_never_replaces_a_good_model(tmp_path):
+    """The node's models_dir is its own (as on another host): `deploy --remote` sends the file's
+    bytes and sha256 over ~/upload_model; the node writes them there once validated and serves
+    them. Damaged, oversize, misnamed or invalid uploads are refused, models_dir unchanged."""
+    import hashlib
+
+    from weld_training.deploy import file_sha256
+    registry = tmp_path / 'registry.sqlite'
+    models_dir = tmp_path / 'cell_models'
+    models_dir.mkdir()
+    write_model(models_dir / 'v1.onnx', 'weld-v1')
+    outside = tmp_path / 'desktop'
+    outside.mkdir()
+    v2 = write_model(outside / 'v2.onnx', 'weld-v2', seed=2)
+    corrupt = outside / 'corrupt.onnx'
+    corrupt.write_bytes(v2.read_bytes()[:len(v2.read_bytes()) // 2])
+    proc = spawn_node('weld_vision_ros.nodes.onnx_defect_node',
+                      {'models_dir': str(models_dir), 'model_path': 'v1.onnx', 'mode': 'ml', 'max_model_mb': 1.0},
+                      log_path=tmp_path / 'onnx_node.log')
+    try:
+        with ros_context() as (node, ex):
+            active = _active_model_watch(node)
+            assert spin_until(ex, lambda: active[0].get('version') == 'weld-v1', 60.0), \
+                (tmp_path / 'onnx_node.log').read_text()[-2000:]
+
+            rc, out = deploy(v2, '--node', NODE, '--remote', '--timeout', 60, registry=registry)
+            assert rc == 0, out + (tmp_path / 'onnx_node.log').read_text()[-2000:]
+            assert f'{NODE} accepted weld-v2: now serving {models_dir / "weld-v2.onnx"}' in out
+            assert file_sha256(models_dir / 'weld-v2.onnx') == file_sha256(v2)
+            assert spin_until(ex, lambda: active[0].get('version') == 'weld-v2', 10.0)
+            assert Registry(registry).served_by(NODE).version == 'weld-v2'
+
+            rc, out = deploy(corrupt, '--node', NODE, '--remote', '--timeout', 60, registry=registry)
+            assert rc == 1 and 'upload refused, model weld-v2 keeps serving' in out and 'ONNX' in out, out
+
+            data = v2.read_bytes()
+            sha = hashlib.sha256(data).hexdigest()
+            refusals = [
+                ('x.onnx', data[:-1] + bytes([data[-1] ^ 0xFF]), sha, 'damaged in transit'),
+                ('../escape.onnx', data, sha, 'plain file name'),
+                ('v1.onnx', data, sha, 'already holds another file'),
+                ('big.onnx', data + bytes(1_000_001), hashlib.sha256(data + bytes(1_000_001)).hexdigest(),
+                 'more than max_model_mb'),
+            ]
+            for name, payload, digest, reason in refusals:
+                answer = _upload(node, ex, name, payload, digest, activate=True)
+                assert not answer.accepted and reason in answer.reason, (name, answer.reason)
+            # Stored without serving it, then the same bytes again: idempotent.
+            for _ in range(2):
+                answer = _upload(node, ex, 'spare.onnx', data, sha)
+                assert answer.accepted and answer.model_path == str(models_dir / 'spare.onnx'), answer.reason
+            ex.spin_once(timeout_sec=0.5)
+            assert active[0].get('version') == 'weld-v2'
+    finally:
+        stop(proc)
+    assert sorted(p.name for p in models_dir.iterdir()) == ['spare.onnx', 'v1.onnx', 'weld-v2.onnx']
+    assert not (tmp_path / 'escape.onnx').exists()
+    reg = Registry(registry)
+    (bad,) = [m for m in reg.list_models() if m.version.startswith('corrupt-')]
+    assert [e['kind'] for e in reg.events(bad.version)][-1] == 'deploy_refused'
+    assert reg.served_by(NODE).version == 'weld-v2'

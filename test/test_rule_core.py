@@ -16,12 +16,16 @@ from weld_vision_ros.core.camera import Intrinsics
 from weld_vision_ros.core.classes import DEFAULT_CLASS_NAMES
 from weld_vision_ros.core.debug_view import draw_inspection
 from weld_vision_ros.core.frames import FrameError, RGBDFrame
+from weld_vision_ros.core.depth import decode_depth, encode_depth_16uc1
 from weld_vision_ros.core.measure import MeasureConfig, MeasureConfigError, fit_plate, measure_bead
-from weld_vision_ros.core.rules import (RuleConfig, RuleConfigError, class_probabilities, groove_depth_mm,
-                                        inspect_frame)
+from weld_vision_ros.core.resolution import detect_depth_step_m, quantization_bias_mm
+from weld_vision_ros.core.cascade import CascadeConfig, HybridCascade
+from weld_vision_ros.core.results import BeadMeasurement, Verdict
+from weld_vision_ros.core.rules import (CONFIDENCE_FEATURES, Inspection, RuleConfig, RuleConfigError,
+                                        calibrated_confidence, class_probabilities, groove_depth_mm, inspect_frame)
 from weld_vision_ros.core.spec import WeldSpec, WeldSpecError, evaluate_spec
-from weld_vision_ros.simulator.renderer import (Crack, GapSegment, Pit, UndercutSegment, default_intrinsics,
-                                            render, sample_scene)
+from weld_vision_ros.simulator.renderer import (Crack, GapSegment, Pit, UndercutSegment, d4xx_16uc1,
+                                            default_intrinsics, render, sample_scene)
 
 INTR = default_intrinsics(640, 480)
 
@@ -275,3 +279,147 @@ def test_debug_view_draws_on_a_copy() -> None:
     no_bead = inspect_frame(RGBDFrame(frame.rgb, np.full(frame.depth_m.shape, np.nan, np.float32),
                                       frame.intrinsics))
     assert draw_inspection(frame.rgb, no_bead).shape == frame.rgb.shape
+
+
+# --- depth resolution: millimetre depth (16UC1) ----------------------------------------------
+
+def test_quantization_bias_follows_the_dither_of_the_noise() -> None:
+    # plain rounding's sawtooth has a first harmonic of 1/pi step; noise of half a step removes nearly all
+    assert quantization_bias_mm(1.0, 0.0) == pytest.approx(1.0 / math.pi)
+    assert quantization_bias_mm(1.0, 0.5) < 0.01
+    assert quantization_bias_mm(1.0, 0.1) > quantization_bias_mm(1.0, 0.3) > quantization_bias_mm(1.0, 0.4)
+    assert quantization_bias_mm(0.0, 0.0) == 0.0
+    # the bias is what averaging cannot remove: the mean of many rounded noisy samples of one value
+    rng = np.random.default_rng(0)
+    for noise in (0.1, 0.2, 0.3):
+        worst = max(abs(float(np.mean(np.round(x + rng.normal(0.0, noise, 200_000)))) - x)
+                    for x in np.linspace(0.0, 1.0, 21))
+        # the first harmonic bounds the error to within its own next term (exp(-8 pi^2 r^2))
+        assert worst == pytest.approx(quantization_bias_mm(1.0, noise), abs=0.02 + 0.6 * math.exp(-8 * math.pi ** 2 * noise ** 2))
+
+
+def test_depth_step_is_recognised_in_rounded_values_only() -> None:
+    rng = np.random.default_rng(1)
+    metres = rng.uniform(0.18, 0.22, 3000).astype(np.float32)
+    assert detect_depth_step_m(metres) == 0.0
+    assert detect_depth_step_m((np.round(metres * 1000.0) / 1000.0).astype(np.float32)) == pytest.approx(0.001)
+    assert detect_depth_step_m((np.round(metres * 10000.0) / 10000.0).astype(np.float32)) == pytest.approx(0.0001)
+
+
+def _d4xx(seed: int, defect_class: str, subpixel: float, **changes):
+    rng = np.random.default_rng(seed)
+    scene = d4xx_16uc1(dataclasses.replace(sample_scene(rng, defect_class), **changes), subpixel)
+    f = render(scene, INTR, rng)
+    units = encode_depth_16uc1(f.depth_m)               # what the driver sends
+    depth = decode_depth(units, '16UC1', 0.001)         # what the node decodes
+    return RGBDFrame(f.rgb, depth, INTR, depth_unit_m=0.001), f
+
+
+def test_millimetre_depth_noise_is_estimated_apart_from_its_rounding() -> None:
+    for subpixel in (0.06, 0.12):
+        frame, f = _d4xx(71, 'good', subpixel, plate_distance_m=0.28, tilt_deg=3.0)
+        res = measure_bead(frame).resolution
+        assert res.step_mm == pytest.approx(1.0)
+        # the plate residual includes rounding (1/12 step^2); the estimate takes it out again
+        assert res.noise_mm == pytest.approx(f.scene.noise_mm, rel=0.15)
+        assert res.residual_mm > res.noise_mm
+
+
+def test_dithered_millimetre_depth_still_measures_below_one_unit() -> None:
+    # 0.3 mm of stereo noise at 0.28 m dithers 1 mm steps: the seam's mean cross-section
+    # recovers the width to a fraction of a unit (the physical bound here: 0.35 mm)
+    frame, f = _d4xx(72, 'good', 0.09, plate_distance_m=0.28, tilt_deg=3.0, bead_height_mm=2.5,
+                     bead_width_mm=8.0)
+    result = inspect_frame(frame)
+    assert result.geometry.resolution.bias_mm < 0.1
+    assert result.measurement.valid, result.measurement.reason
+    assert result.measurement.width_mm == pytest.approx(f.truth.width_mm, abs=0.35)
+    assert result.verdict.defect_class == 'good'
+
+
+def test_undithered_millimetre_depth_says_what_it_cannot_check_instead_of_calling_defects() -> None:
+    # 0.05 mm of noise under 1 mm steps: nothing dithers the steps
+    for seed in (73, 74, 75):
+        frame, f = _d4xx(seed, 'good', 0.03, plate_distance_m=0.2, tilt_deg=2.0, bead_height_mm=2.0)
+        result = inspect_frame(frame)
+        verdict = result.verdict
+        assert result.geometry.resolution.bias_mm > 0.2
+        assert verdict.defect_class in ('good', '')
+        if verdict.inspected:
+            assert 'undercut' in verdict.checks_not_made
+        else:
+            assert verdict.status_reason == 'depth_unresolved'
+        if not result.measurement.valid:
+            assert result.measurement.reason.startswith('depth_unresolved')
+
+
+def test_a_shallow_undercut_under_millimetre_steps_is_reported_as_not_checked() -> None:
+    undercut = UndercutSegment(side=1, start_fraction=0.2, length_fraction=0.6, depth_mm=0.15, width_mm=1.2)
+    frame, f = _d4xx(76, 'undercut', 0.03, plate_distance_m=0.2, undercuts=(undercut,))
+    verdict = inspect_frame(frame).verdict
+    assert verdict.defect_class != 'undercut'
+    assert not verdict.inspected or 'undercut' in verdict.checks_not_made
+
+
+# --- calibrated confidence and the hybrid cascade ---------------------------------------------
+
+def test_confidence_is_a_logistic_of_the_decision_and_the_probabilities_stay_consistent() -> None:
+    frame, _ = synthetic(31, 'good')
+    plain = RuleConfig(confidence_bias=0.0, confidence_w_logit=1.0, confidence_w_margin=0.0,
+                       confidence_w_competing=0.0, confidence_w_good=0.0, confidence_w_image_noise=0.0,
+                       confidence_w_depth_bias=0.0, confidence_w_unchecked=0.0, confidence_w_brightness=0.0,
+                       confidence_w_strength=0.0, confidence_w_depth_noise=0.0,
+                       confidence_w_width_uncertainty=0.0)
+    raw = inspect_frame(frame, plain)
+    # logit weight 1 and nothing else: the winner's probability itself (the uncalibrated rules)
+    assert raw.verdict.confidence == pytest.approx(max(raw.verdict.probabilities), abs=1e-9)
+    assert len(raw.confidence_features) == len(CONFIDENCE_FEATURES)
+    calibrated = inspect_frame(frame, RuleConfig())
+    v = calibrated.verdict
+    assert v.confidence == pytest.approx(calibrated_confidence(calibrated.confidence_features, RuleConfig()))
+    assert v.probabilities[v.class_names.index(v.defect_class)] == pytest.approx(v.confidence)
+    assert sum(v.probabilities) == pytest.approx(1.0)
+    # a frame whose depth is rounded without dither is less certain than the same frame in 32FC1
+    rounded, _ = _d4xx(31, 'good', 0.03, plate_distance_m=0.2, tilt_deg=2.0)
+    unsure = inspect_frame(rounded).verdict
+    assert not unsure.inspected or unsure.confidence < v.confidence
+
+
+class _Model:
+    version = 'stub'
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def classify(self, frame, seam=None) -> Verdict:
+        self.calls += 1
+        probs = (0.9, 0.02, 0.02, 0.02, 0.02, 0.02)
+        return Verdict('good', 0.9, DEFAULT_CLASS_NAMES, probs, method='ml', model_version='stub')
+
+
+def test_hybrid_asks_the_model_where_the_depth_cannot_resolve_the_bead_never_where_there_is_none() -> None:
+    unresolved = Verdict.not_inspected('depth_unresolved', 'depth_unresolved: a 0.9 mm crown under 1 mm steps',
+                                       DEFAULT_CLASS_NAMES, 'rule')
+    for verdict, asked in ((unresolved, True), (None, False)):
+        model = _Model()
+        bead = BeadMeasurement.invalid('depth_unresolved: ...' if verdict else 'no bead in view: nothing stands above')
+        cascade = HybridCascade(lambda f: Inspection(bead, verdict, None, ()), CascadeConfig('hybrid'), model)
+        result = cascade.run(None)
+        assert (model.calls == 1) == asked
+        if asked:
+            assert result.final.defect_class == 'good' and result.final.method == 'hybrid'
+        else:
+            assert not result.final.inspected and result.final.status_reason == 'no_bead'
+
+
+def test_a_low_bead_hidden_by_millimetre_noise_is_unresolved_not_absent() -> None:
+    # 0.9 mm of stereo noise (0.34 m) lifts the segmentation threshold over a 0.9 mm bead: the rules
+    # cannot tell it from the plate, and say that instead of 'no bead in view'
+    frame, f = _d4xx(77, 'good', 0.16, plate_distance_m=0.34, bead_height_mm=0.9, bead_width_mm=8.0)
+    result = inspect_frame(frame)
+    assert result.verdict is not None and not result.verdict.inspected
+    assert result.verdict.status_reason == 'depth_unresolved'
+    assert result.measurement.reason.startswith('depth_unresolved: no bead in view')
+    # the same scene in 32FC1 with little noise: the bead is there and measured
+    clean, _ = synthetic(77, 'good', plate_distance_m=0.34, bead_height_mm=0.9, bead_width_mm=8.0, noise_mm=0.02)
+    assert inspect_frame(clean).measurement.valid

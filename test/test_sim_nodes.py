@@ -237,7 +237,7 @@ def test_params_file_sections_match_the_declared_parameters() -> None:
     try:
         nodes = create_nodes(['synthetic_camera_node', 'dataset_capture_node'], params, context=ctx)
         for node in nodes:
-            section = params[node.get_name()]
+            section = params[f'/**/{node.get_name()}']  # keys as rcl reads them (bringup.load_params_file)
             own = [n for n in node._parameters if n != 'use_sim_time']
             assert set(section) <= set(own), f'{node.get_name()}: undeclared {set(section) - set(own)}'
             for name in own:

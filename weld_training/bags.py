@@ -13,10 +13,14 @@ for tests with the one dataset writer (weld_vision_ros.ros.dataset_bag).
 from __future__ import annotations
 
 import bisect
+import sqlite3
+import struct
+import sys
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import yaml
@@ -29,6 +33,8 @@ from weld_vision_ros.ros.dataset_bag import (CAMERA_INFO_TOPIC, COLOR_TOPIC, DEP
                                              SIDECAR_NAME, STORAGES, DatasetBagError, DatasetBagWriter,
                                              LabelSpan, read_sidecar)
 from weld_vision_ros.ros.sync import StampSynchronizer
+
+from .salvage import STORAGE_SUFFIXES, SalvageError, SalvageReader, storage_files
 
 LABEL_SOURCES = ('auto', 'topic', 'sidecar')
 
@@ -74,6 +80,7 @@ class ReadStats:
     paired: int = 0
     emitted: int = 0
     skipped: Counter = field(default_factory=Counter)
+    salvaged: list = field(default_factory=list)   # one line per bag read past damage (see warn_stderr)
 
     def merge(self, other: 'ReadStats') -> None:
         self.color_messages += other.color_messages
@@ -81,6 +88,12 @@ class ReadStats:
         self.paired += other.paired
         self.emitted += other.emitted
         self.skipped.update(other.skipped)
+        self.salvaged.extend(other.salvaged)
+
+
+def warn_stderr(message: str) -> None:
+    """How a damaged bag that was still read is reported by default: one line on stderr."""
+    print(f'warning: {message}', file=sys.stderr, flush=True)
 
 
 # --- message types ---------------------------------------------------------------------
@@ -96,20 +109,26 @@ def make_typestore(msg_dir: Optional[Path] = None):
 
 # --- finding bags and label files ------------------------------------------------------
 
+def _is_bag_folder(p: Path) -> bool:
+    return (p / 'metadata.yaml').is_file() or bool(storage_files(p))
+
+
 def find_bags(paths: Sequence[str | Path]) -> list[Path]:
-    """Bag folders (with metadata.yaml) named by `paths`: bags, their files, or folders of bags."""
+    """Bag folders named by `paths`: bags, their files, or folders of bags. A folder with a
+    storage file (.mcap, .db3) but no metadata.yaml (a recording cut by a power cut) is a bag."""
     bags: list[Path] = []
     for p in (Path(p) for p in paths):
         if not p.exists():
             raise BagError(f'no such bag or folder: {p}')
         if p.is_file():
             p = p.parent
-        if (p / 'metadata.yaml').is_file():
+        if _is_bag_folder(p):
             bags.append(p)
             continue
-        inner = sorted(m.parent for m in p.rglob('metadata.yaml'))
+        inner = sorted({m.parent for m in p.rglob('*')
+                        if m.is_file() and (m.name == 'metadata.yaml' or m.suffix in STORAGE_SUFFIXES)})
         if not inner:
-            raise BagError(f'{p} holds no rosbag2 recording (no metadata.yaml below it)')
+            raise BagError(f'{p} holds no rosbag2 recording (no metadata.yaml, .mcap or .db3 below it)')
         bags.extend(inner)
     unique = list(dict.fromkeys(b.resolve() for b in bags))
     return unique
@@ -165,15 +184,102 @@ def decode_frame(color_msg, depth_msg, depth_scale_m: float = 0.001) -> tuple[np
 
 # --- reading ---------------------------------------------------------------------------
 
+# Errors a reader of a damaged file can raise while reading it (rosbags wraps most in ReaderError).
+_READ_ERRORS = (KeyError, TypeError, ValueError, OSError, EOFError, sqlite3.DatabaseError, struct.error)
+
+
+def _metadata_problem(bag: Path) -> Optional[str]:
+    """Why the bag's metadata.yaml cannot be used (None when it looks like rosbag2's), without
+    trusting any key in it."""
+    path = bag / 'metadata.yaml'
+    if not path.is_file():
+        return f'{path} is missing (the recorder never closed the bag)'
+    try:
+        doc = yaml.safe_load(path.read_text(errors='replace'))
+    except (OSError, yaml.YAMLError) as exc:
+        return f'{path} is not YAML ({str(exc).splitlines()[0]})'
+    info = doc.get('rosbag2_bagfile_information') if isinstance(doc, dict) else None
+    need = ('version', 'storage_identifier', 'relative_file_paths', 'topics_with_message_count')
+    if not isinstance(info, dict) or any(k not in info for k in need):
+        return f'{path} is not rosbag2 metadata (needs rosbag2_bagfile_information with {", ".join(need)})'
+    return None
+
+
+@contextmanager
+def open_bag(bag: Path, warn: Optional[Callable[[str], None]] = warn_stderr,
+             stats: Optional[ReadStats] = None):
+    """A reader of the bag folder: rosbags' when the bag is whole; else a SalvageReader over its
+    storage files, which reads every whole message up to the damage (a cut file, no
+    metadata.yaml, garbage metadata.yaml), reported through `warn` and `stats.salvaged`.
+    Raises BagError naming the file when nothing can be read."""
+    from rosbags.rosbag2 import Reader, ReaderError
+
+    problem = _metadata_problem(bag)
+    if problem is None:
+        reader = Reader(bag)
+        try:
+            reader.open()
+        except (ReaderError, *_READ_ERRORS) as exc:
+            problem = f'rosbags cannot open {bag} ({exc})'
+        else:
+            try:
+                yield reader
+            finally:
+                reader.close()
+            return
+    files = storage_files(bag)
+    if not files:
+        raise BagError(f'{problem}, and {bag} holds no .mcap or .db3 file to read')
+    try:
+        salvage = SalvageReader(files)
+    except (SalvageError, *_READ_ERRORS) as exc:
+        raise BagError(f'{exc} ({problem})') from None
+    try:
+        for r in salvage.reports:
+            line = f'{problem}; {r.describe()}' + ('' if r.complete else '; salvaged up to the last whole message')
+            if stats is not None:
+                stats.salvaged.append(line)
+            if warn is not None:
+                warn(line)
+        yield salvage
+    finally:
+        salvage.close()
+
+
+def _messages(reader, connections, bag: Path, warn: Optional[Callable[[str], None]], stats: Optional[ReadStats]):
+    """reader.messages(connections), ending with a warning (not an exception) at damage found
+    while reading: every message before it is kept."""
+    from rosbags.rosbag2 import ReaderError
+
+    n = 0
+    it = reader.messages(connections=connections)
+    while True:
+        try:
+            item = next(it)
+        except StopIteration:
+            return
+        except (ReaderError, *_READ_ERRORS) as exc:
+            line = f'{bag}: stopped reading after {n} messages: {exc}; the messages before it are kept'
+            if stats is not None:
+                stats.salvaged.append(line)
+            if warn is not None:
+                warn(line)
+            return
+        n += 1
+        yield item
+
+
 def count_color_frames(bag: Path, topics: Topics = Topics()) -> int:
-    """Number of color messages in a bag (from its index; no message is read)."""
-    from rosbags.rosbag2 import Reader
-    with Reader(bag) as reader:
+    """Number of color messages in a bag (from its index, or from the whole messages of a
+    damaged one; no message is decoded)."""
+    with open_bag(Path(bag), warn=None) as reader:
         return sum(c.msgcount for c in reader.connections if c.topic == topics.color)
 
 
 def read_label_timeline(bag: Path, reader, typestore, topics: Topics, label_source: str,
-                        sidecar: Optional[Path], class_names: Sequence[str]) -> tuple[LabelTimeline, str]:
+                        sidecar: Optional[Path], class_names: Sequence[str],
+                        warn: Optional[Callable[[str], None]] = None,
+                        stats: Optional[ReadStats] = None) -> tuple[LabelTimeline, str]:
     """The labels of one bag and where they came from ('sidecar' or 'topic')."""
     if label_source not in LABEL_SOURCES:
         raise BagError(f'label_source must be one of {", ".join(LABEL_SOURCES)}, got {label_source!r}')
@@ -184,9 +290,16 @@ def read_label_timeline(bag: Path, reader, typestore, topics: Topics, label_sour
                            f'in the bag and no label file was given')
         return LabelTimeline(spans=load_sidecar(side, class_names)), 'sidecar'
     conns = [c for c in reader.connections if c.topic == topics.label]
+    wrong = sorted({c.msgtype for c in conns} - {dataset_bag.LABEL_TYPE})
+    if wrong:
+        raise BagError(f'{bag}: label topic {topics.label} carries {", ".join(wrong)}, not '
+                       f'{dataset_bag.LABEL_TYPE}; name the label topic (data.topics.label) or pass a label file')
     stamps, labels = [], []
-    for conn, _t, raw in reader.messages(connections=conns):
-        msg = typestore.deserialize_cdr(raw, conn.msgtype)
+    for conn, _t, raw in _messages(reader, conns, bag, warn, stats):
+        try:
+            msg = typestore.deserialize_cdr(raw, conn.msgtype)
+        except Exception as exc:  # noqa: BLE001 - a damaged message: rosbags raises many kinds
+            raise BagError(f'{bag}: a label message on {topics.label} cannot be decoded ({exc})') from None
         check_class_name(msg.label, class_names)
         stamps.append(codec.header_stamp_ns(msg))
         labels.append((msg.label, msg.weld_id))
@@ -199,27 +312,30 @@ def read_label_timeline(bag: Path, reader, typestore, topics: Topics, label_sour
 def iter_bag_frames(bag: str | Path, *, topics: Topics = Topics(), tolerance_ns: int = 0,
                     label_source: str = 'auto', sidecar: Optional[str | Path] = None,
                     class_names: Sequence[str] = DEFAULT_CLASS_NAMES, depth_scale_m: float = 0.001,
-                    typestore=None, stats: Optional[ReadStats] = None) -> Iterator[LabeledFrame]:
+                    typestore=None, stats: Optional[ReadStats] = None,
+                    warn: Optional[Callable[[str], None]] = warn_stderr) -> Iterator[LabeledFrame]:
     """Yield the labelled, paired frames of one bag in stamp order.
 
     tolerance_ns: 0 pairs color and depth with identical stamps only; more pairs the
     nearest ones at most that far apart. depth_scale_m: metres per unit of 16UC1 depth.
     Frames without a label, a depth partner or a decodable image are counted in
-    `stats.skipped` and left out.
+    `stats.skipped` and left out. A damaged bag (cut short, no or garbage metadata.yaml) is
+    read up to its last whole message, reported through `warn` and in `stats.salvaged`.
     """
-    from rosbags.rosbag2 import Reader
-
     bag = Path(bag)
     store = typestore or make_typestore()
     stats = stats if stats is not None else ReadStats()
-    with Reader(bag) as reader:
+    with open_bag(bag, warn, stats) as reader:
         timeline, source = read_label_timeline(bag, reader, store, topics, label_source,
-                                               Path(sidecar) if sidecar else None, class_names)
+                                               Path(sidecar) if sidecar else None, class_names, warn, stats)
         info_conns = [c for c in reader.connections if c.topic == topics.camera_info]
         infos: list[tuple[int, Intrinsics]] = []
-        for conn, _t, raw in reader.messages(connections=info_conns):
-            msg = store.deserialize_cdr(raw, conn.msgtype)
-            infos.append((codec.header_stamp_ns(msg), codec.intrinsics_from_camera_info(msg)))
+        for conn, _t, raw in _messages(reader, info_conns, bag, None, None):
+            try:
+                msg = store.deserialize_cdr(raw, conn.msgtype)
+                infos.append((codec.header_stamp_ns(msg), codec.intrinsics_from_camera_info(msg)))
+            except Exception:  # noqa: BLE001 - a damaged camera_info: the frame falls back to the latest one
+                stats.skipped['undecodable camera_info'] += 1
         infos.sort(key=lambda x: x[0])
         info_stamps = [s for s, _ in infos]
 
@@ -231,8 +347,12 @@ def iter_bag_frames(bag: str | Path, *, topics: Topics = Topics(), tolerance_ns:
             raise BagError(f'{bag}: no depth topic {topics.depth}')
         sync: StampSynchronizer = StampSynchronizer(tolerance_ns=tolerance_ns, queue_size=60)
         n_color = n_paired = 0
-        for conn, _t, raw in reader.messages(connections=image_conns):
-            msg = store.deserialize_cdr(raw, conn.msgtype)
+        for conn, _t, raw in _messages(reader, image_conns, bag, warn, stats):
+            try:
+                msg = store.deserialize_cdr(raw, conn.msgtype)
+            except Exception:  # noqa: BLE001 - a damaged message is one lost frame, not a lost bag
+                stats.skipped['undecodable message'] += 1
+                continue
             if conn.topic == topics.color:
                 stats.color_messages += 1
                 n_color += 1

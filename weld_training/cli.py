@@ -138,20 +138,56 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument('model', help='version (or a unique prefix)')
     q.add_argument('--keep-files', action='store_true', help='remove the record only, keep the files')
     _add_registry_arg(q)
+    q = msub.add_parser('reconcile', help='read back what a node serves and record it (settles pending deploys)',
+                        description='Ask a running ONNX defect node which model it serves (its model_path '
+                                    'and model_sha256 parameters) and record that in the registry: the '
+                                    'registered model with that sha256 is the one deployed there; deploys '
+                                    'still pending there are recorded as refused.')
+    q.add_argument('--node', default='/onnx_defect_node', help='node name (default /onnx_defect_node)')
+    q.add_argument('--timeout', type=float, default=30.0, help='seconds to wait for the node (default 30)')
+    _add_registry_arg(q)
 
     p = sub.add_parser('deploy', help='send a model to a running ONNX defect node',
                        description='Copy a model into the node\'s models_dir (asked from the node), set '
                                    'model_path and model_sha256 in one atomic parameter request, and '
                                    'report the node\'s answer: accepted, or refused with its reason '
                                    '(the node keeps serving its previous model). The answer is recorded '
-                                   'in the registry. Needs ROS 2 (rclpy) and the same ROS_DOMAIN_ID.')
+                                   'in the registry. Without an answer within --timeout the deploy is '
+                                   'recorded as pending and what the node serves is read back and recorded; '
+                                   'exit status 0 accepted, 1 refused, 2 error, 3 still pending (settle it '
+                                   'with `weld-train models reconcile`). Needs ROS 2 (rclpy) and the same '
+                                   'ROS_DOMAIN_ID.')
     p.add_argument('model', help='registered version (or unique prefix of it or of its sha256), or an '
                                  'ONNX file (registered on the fly when it is not yet)')
     p.add_argument('--node', default='/onnx_defect_node', help='node name (default /onnx_defect_node)')
     p.add_argument('--timeout', type=float, default=30.0,
                    help='seconds to wait for the node\'s services and for each answer (default 30)')
     p.add_argument('--models-dir', help='stage the model here instead of the node\'s models_dir')
+    p.add_argument('--remote', action='store_true',
+                   help='send the model\'s bytes and sha256 through the node\'s ~/upload_model service '
+                        '(a node on another host: no shared models_dir); the node validates them before '
+                        'writing them into its models_dir and serving them')
+    _add_golden_args(p, required=False)
+    p.add_argument('--serving', help='with --golden: ONNX file of the serving model (default: the registry '
+                                     'model last deployed to --node)')
     _add_registry_arg(p)
+
+    p = sub.add_parser('gate', help='paired golden-set test: is a candidate model at most a margin worse?',
+                       description='Both models classify the same labelled frames of the golden bags as the '
+                                   'cell runs them; the candidate passes when the one-sided 95 %% lower bound '
+                                   'of the paired accuracy difference is above -margin. Exit 0 pass, 1 refused.')
+    p.add_argument('candidate', help='ONNX file of the candidate')
+    p.add_argument('--serving', required=True, help='ONNX file of the serving model')
+    _add_golden_args(p, required=True)
+
+    p = sub.add_parser('review', help='list a review bag\'s frames and their reasons, or label them',
+                       description='A review bag (review_recorder_node) holds the frames the cell was least '
+                                   'sure about, unlabelled, with review.yaml giving each frame\'s reasons. '
+                                   'Without --labels: one line per frame. With --labels (CSV: stamp_ns,label): '
+                                   'writes the bag\'s labels.yaml sidecar, so the bag trains like any dataset '
+                                   'bag (weld-train extract/pipeline --bags).')
+    p.add_argument('bag', help='review bag folder')
+    p.add_argument('--labels', help='CSV file of stamp_ns,label lines (a header line is allowed)')
 
     p = sub.add_parser('status', help='progress of a training run (epoch, metrics, ETA)',
                        description='Progress of a run from the registry: works from another terminal '
@@ -167,6 +203,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('run', help='run id or unique prefix, or "latest"')
     _add_registry_arg(p)
     return parser
+
+
+def _add_golden_args(p: argparse.ArgumentParser, required: bool) -> None:
+    from .golden import DEFAULT_MARGIN, MIN_GOLDEN_FRAMES
+    p.add_argument('--golden', nargs='+', metavar='BAG', required=required,
+                   help='golden set: labelled bags; ' + ('' if required else 'when given, deploy first checks '
+                        'the model against the serving one on it and refuses a worse one; ')
+                   + f'at least {MIN_GOLDEN_FRAMES} frames (--golden-min-frames)')
+    p.add_argument('--golden-margin', type=float, default=DEFAULT_MARGIN,
+                   help=f'largest accuracy loss accepted (default {DEFAULT_MARGIN})')
+    p.add_argument('--golden-min-frames', type=int, default=MIN_GOLDEN_FRAMES,
+                   help=f'smallest golden set the gate accepts (default {MIN_GOLDEN_FRAMES})')
+
+
+def cmd_gate(args: argparse.Namespace) -> int:
+    from .golden import golden_gate
+    result = golden_gate(args.candidate, args.serving, args.golden, args.golden_margin, args.golden_min_frames)
+    print(result.describe())
+    return 0 if result.passed else 1
+
+
+def cmd_review(args: argparse.Namespace) -> int:
+    from .review import apply_labels, read_review
+    if args.labels:
+        path, n = apply_labels(args.bag, args.labels)
+        print(f'{n} frame(s) labelled: {path}')
+        return 0
+    entries = read_review(args.bag)
+    for e in entries:
+        print(f"{e['stamp_ns']}  {','.join(e['reasons']):28s} rule {e.get('rule_class') or '-':9s} "
+              f"ml {e.get('ml_class') or '-':9s} conf {float(e.get('confidence', 0.0)):.2f}  {e.get('weld_id', '')}")
+    print(f'{len(entries)} frame(s) to review in {args.bag}')
+    return 0
+
+
+def _serving_model(reg, node: str, candidate_version: str):
+    deployed = [m for m in reg.list_models() if m.deployed_to == node and m.version != candidate_version]
+    return max(deployed, key=lambda m: m.deployed_at or 0, default=None)
 
 
 def _updates(args: argparse.Namespace) -> dict:
@@ -382,7 +456,7 @@ def cmd_models(args: argparse.Namespace) -> int:
             print(f'no models registered in {reg.path}')
             return 0
         rows = [(m.version, m.status, _when(m.created_at), _num(m.metrics.get('macro_f1')),
-                 _num(m.metrics.get('accuracy')), m.sha256[:12], m.deployed_to or '-', m.run_id or '-')
+                 _num(m.metrics.get('accuracy')), m.sha256[:12], _deployed(m), m.run_id or '-')
                 for m in models]
         print(_table(('version', 'status', 'created', 'macro_f1', 'accuracy', 'sha256', 'deployed_to', 'run'),
                      rows))
@@ -392,7 +466,9 @@ def cmd_models(args: argparse.Namespace) -> int:
         for key, value in (('created', _when(m.created_at)), ('onnx', m.onnx_path), ('sha256', m.sha256),
                            ('classes', ', '.join(m.class_names)), ('run', m.run_id or '-'),
                            ('dataset manifest sha256', m.dataset_sha256 or '-'),
-                           ('deployed', f'{m.deployed_to} at {_when(m.deployed_at)}' if m.deployed_to else '-')):
+                           ('deployed', f'{m.deployed_to} at {_when(m.deployed_at)}' if m.deployed_to else '-'),
+                           ('pending deploy', f'{m.pending_to} (no answer yet; `weld-train models reconcile`)'
+                            if m.pending_to else '-')):
             print(f'  {key}: {value}')
         scalars = {k: v for k, v in m.metrics.items() if not isinstance(v, dict)}
         print('  metrics: ' + (', '.join(f'{k} {_num(v)}' for k, v in scalars.items()) or '-'))
@@ -418,6 +494,17 @@ def cmd_models(args: argparse.Namespace) -> int:
     elif action == 'promote':
         m = reg.promote(reg.resolve_model(args.model).version)
         print(f'model {m.version} is now the active model')
+    elif action == 'reconcile':
+        from .deploy import reconcile
+        served, model = reconcile(reg, args.node, args.timeout)
+        node = args.node if args.node.startswith('/') else '/' + args.node
+        if model is not None:
+            print(f'{node} serves {model.version} ({served.model_path}); recorded in {reg.path}')
+        elif served.model_path:
+            print(f'{node} serves {served.model_path} (sha256 {served.model_sha256[:12] or "not given"}), '
+                  f'which is not registered in {reg.path}; recorded that no registered model is served there')
+        else:
+            print(f'{node} serves no model; recorded in {reg.path}')
     elif action == 'delete':
         version = reg.resolve_model(args.model).version
         removed = reg.delete_model(version, delete_files=not args.keep_files)
@@ -430,14 +517,42 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
     reg = _open_registry(args.registry)
     model = resolve_target(reg, args.model)
+    if args.golden:
+        from .golden import GoldenGateError, golden_gate
+        serving = args.serving
+        if not serving:
+            record = _serving_model(reg, args.node, model.version)
+            if record is None:
+                raise GoldenGateError(f'no serving model of {args.node} is recorded in the registry: '
+                                      'give --serving FILE')
+            serving = record.onnx_path
+        print(f'golden-set gate: {model.version} against the serving {serving} ...', flush=True)
+        gate = golden_gate(model.onnx_path, serving, args.golden, args.golden_margin, args.golden_min_frames)
+        print(gate.describe())
+        if not gate.passed:
+            print(f'deploy of {model.version} refused by the golden-set gate; {args.node} keeps its model')
+            return 1
     print(f'deploying {model.version} ({model.onnx_path}) to {args.node} ...', flush=True)
+    if args.remote and args.models_dir:
+        raise ConfigError('--remote sends the model to the node, which writes it into its own models_dir: '
+                          'drop --models-dir')
     result = deploy(model.version, reg, node=args.node, timeout_s=args.timeout,
-                    models_dir=Path(args.models_dir) if args.models_dir else None)
+                    models_dir=Path(args.models_dir) if args.models_dir else None, remote=args.remote)
+    if result.state == 'pending':
+        print(f'{result.node} has not answered for {result.version}: {result.reason}; recorded as pending in '
+              f'{reg.path}: settle it with `weld-train models reconcile --node {result.node}`')
+        return 3
     if result.accepted:
-        print(f'{result.node} accepted {result.version}: now serving {result.model_path}')
+        late = '' if result.answered else f' ({result.reason})'
+        print(f'{result.node} accepted {result.version}: now serving {result.model_path}{late}')
         return 0
     print(f'{result.node} refused {result.version}: {result.reason}')
     return 1
+
+
+def _deployed(m) -> str:
+    where = m.deployed_to or '-'
+    return f'{where}, pending {m.pending_to}' if m.pending_to else where
 
 
 def _alive(pid: Optional[int]) -> bool:
@@ -516,10 +631,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from weld_vision_ros.core.preprocess import PreprocessError
 
     expected = (ConfigError, BagError, DatasetError, SplitError, ModelError, LossError, AugmentError,
-                ExportError, UnknownClassError, PreprocessError, FileNotFoundError, RegistryError,
-                DeployError)
+                ExportError, UnknownClassError, PreprocessError, OSError, RegistryError,
+                DeployError)  # OSError's message names the file (missing, unreadable, a folder)
+    from .golden import GoldenGateError
+    from .review import ReviewError
+    expected = expected + (GoldenGateError, ReviewError)
     registry_commands = {'models': cmd_models, 'deploy': cmd_deploy, 'status': cmd_status,
-                         'cancel': cmd_cancel}
+                         'cancel': cmd_cancel, 'gate': cmd_gate, 'review': cmd_review}
     try:
         if args.command in registry_commands:
             return registry_commands[args.command](args)

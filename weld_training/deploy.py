@@ -7,16 +7,25 @@ directory, copies the model there when it is not inside yet, sets `model_path` a
 `model_sha256` in one atomic request, reports the node's answer and records it in the
 registry.
 
+The registry and the answer agree in every outcome. A node that does not answer within the
+timeout may still be validating the model and serve it a moment later, so the deploy is
+recorded as pending and the node's `model_path`/`model_sha256` parameters are read back:
+the node's parameter services share one mutually exclusive callback group, so that read is
+answered only once the set has been decided, and what it returns is what the node serves.
+Without an answer to that either, the deploy stays pending (`state == 'pending'`) until
+`reconcile` (`weld-train models reconcile`) reads back what the node serves.
+
 rclpy is imported only when a deploy runs: `weld_training` stays importable without ROS.
 """
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from .registry import ModelRecord, Registry, RegistryError
 
@@ -27,6 +36,10 @@ class DeployError(RuntimeError):
     """The deploy could not be attempted (node unreachable, file missing, ROS absent)."""
 
 
+class NoAnswer(DeployError):
+    """A service the node offers did not answer within the timeout."""
+
+
 @dataclass(frozen=True)
 class DeployResult:
     version: str
@@ -34,6 +47,99 @@ class DeployResult:
     accepted: bool
     reason: str
     model_path: str
+    state: str = ''        # 'accepted', 'refused' or 'pending' (no answer, nothing read back)
+    answered: bool = True  # the node answered the set itself (else: read back, or pending)
+
+    def __post_init__(self) -> None:
+        if not self.state:
+            object.__setattr__(self, 'state', 'accepted' if self.accepted else 'refused')
+
+
+@dataclass(frozen=True)
+class Served:
+    """What a node serves, read back from its parameters."""
+
+    model_path: str
+    model_sha256: str
+
+
+class _NodeClient:
+    """Calls to one node's services from a private rclpy context (rclpy imported on use)."""
+
+    def __init__(self, node: str, timeout_s: float) -> None:
+        try:
+            import rclpy
+            from rclpy.executors import SingleThreadedExecutor
+        except ImportError as exc:
+            raise DeployError(f'deploy needs ROS 2 (rclpy) in this environment: {exc}') from None
+        self.node = node if node.startswith('/') else '/' + node
+        self.timeout_s = timeout_s
+        self._rclpy = rclpy
+        self.ctx = rclpy.Context()
+        rclpy.init(context=self.ctx)
+        self.client_node = rclpy.create_node(f'weld_deploy_{int(time.time() * 1000) % 1_000_000}',
+                                             context=self.ctx)
+        # An executor of this context: the global one belongs to the default context, never initialized here.
+        self.executor = SingleThreadedExecutor(context=self.ctx)
+        self.executor.add_node(self.client_node)
+
+    def __enter__(self) -> '_NodeClient':
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.executor.shutdown()
+        self.client_node.destroy_node()
+        self._rclpy.try_shutdown(context=self.ctx)
+
+    def call(self, srv_type, service: str, request, timeout_s: Optional[float] = None):
+        timeout_s = self.timeout_s if timeout_s is None else timeout_s
+        name = f'{self.node}/{service}'
+        client = self.client_node.create_client(srv_type, name)
+        if not client.wait_for_service(timeout_sec=timeout_s):
+            raise DeployError(f'no service {name}: is {self.node} running (and on this ROS_DOMAIN_ID)?')
+        future = client.call_async(request)
+        self.executor.spin_until_future_complete(future, timeout_sec=timeout_s)
+        if not future.done() or future.result() is None:
+            raise NoAnswer(f'{name} did not answer within {timeout_s} s')
+        return future.result()
+
+    def parameters(self, names: list[str]) -> list:
+        from rcl_interfaces.srv import GetParameters
+        return self.call(GetParameters, 'get_parameters', GetParameters.Request(names=names)).values
+
+    def served(self) -> Served:
+        values = self.parameters(['model_path', 'model_sha256'])
+        if len(values) != 2:
+            raise DeployError(f'{self.node} has no model_path/model_sha256 parameters: not an ONNX defect node?')
+        return Served(values[0].string_value, values[1].string_value)
+
+
+def settle(registry: Registry, node: str, served: Served) -> Optional[ModelRecord]:
+    """Record in the registry what `node` serves (read back from it): the registered model with
+    that sha256 is the one deployed there; deploys still pending there are refused (the node
+    serves another model). Returns that model (None: not registered, or no model)."""
+    sha = served.model_sha256
+    model = next((m for m in registry.list_models() if sha and m.sha256 == sha), None)
+    if model is not None:
+        recorded = registry.get_model(model.version)
+        if recorded.deployed_to != node or recorded.pending_to == node:
+            registry.record_deploy(model.version, node, True, 'read back from the node: it serves this model')
+    for m in registry.pending_on(node):
+        if model is None or m.version != model.version:
+            what = f'model {model.version}' if model else (f'unregistered {served.model_path!r} (sha256 {sha[:12]})'
+                                                           if served.model_path else 'no model')
+            registry.record_deploy(m.version, node, False, f'read back from the node: it serves {what}')
+    current = registry.served_by(node)
+    if model is None and current is not None:
+        registry.record_not_served(current.version, node, 'read back from the node: it no longer serves it')
+    return model
+
+
+def reconcile(registry: Registry, node: str = DEFAULT_NODE, timeout_s: float = 30.0) -> tuple[Served, Optional[ModelRecord]]:
+    """Read back what `node` serves and record it in the registry (see `settle`)."""
+    with _NodeClient(node, timeout_s) as client:
+        served = client.served()
+    return served, settle(registry, client.node, served)
 
 
 def file_sha256(path: Path) -> str:
@@ -106,40 +212,28 @@ def resolve_target(registry: Registry, text: str) -> ModelRecord:
                                    metrics)
 
 
+def upload_name(version: str) -> str:
+    """The file name a model version is uploaded under (what UploadModel accepts)."""
+    name = re.sub(r'[^A-Za-z0-9._+-]', '_', version).lstrip('._+-') or 'model'
+    return f'{name}.onnx'
+
+
 def deploy(version: str, registry: Registry, node: str = DEFAULT_NODE,
-           models_dir: Optional[Path] = None, timeout_s: float = 30.0) -> DeployResult:
-    """Deploy `version` to `node` and record the node's answer in the registry."""
+           models_dir: Optional[Path] = None, timeout_s: float = 30.0, remote: bool = False) -> DeployResult:
+    """Deploy `version` to `node` and record the node's answer in the registry; without an
+    answer in `timeout_s`, read back what the node serves and record that (module docstring).
+
+    remote: send the file's bytes through the node's ~/upload_model service (a node on another
+    host: no shared models_dir needed) instead of copying it into models_dir.
+    """
     model = registry.get_model(version)
-    try:
-        import rclpy
-        from rcl_interfaces.srv import GetParameters, SetParametersAtomically
-        from rclpy.executors import SingleThreadedExecutor
-        from rclpy.parameter import Parameter
-    except ImportError as exc:
-        raise DeployError(f'deploy needs ROS 2 (rclpy) in this environment: {exc}') from None
-
-    node = node if node.startswith('/') else '/' + node
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx)
-    client_node = rclpy.create_node(f'weld_deploy_{int(time.time() * 1000) % 1_000_000}', context=ctx)
-    # An executor of this context: the global one belongs to the default context, never initialized here.
-    executor = SingleThreadedExecutor(context=ctx)
-    executor.add_node(client_node)
-    try:
-        def call(srv_type, name, request):
-            client = client_node.create_client(srv_type, name)
-            if not client.wait_for_service(timeout_sec=timeout_s):
-                raise DeployError(f'no service {name}: is {node} running (and on this ROS_DOMAIN_ID)?')
-            future = client.call_async(request)
-            executor.spin_until_future_complete(future, timeout_sec=timeout_s)
-            if not future.done() or future.result() is None:
-                raise DeployError(f'{name} did not answer within {timeout_s} s')
-            return future.result()
-
+    if remote:
+        return _deploy_remote(model, registry, node, timeout_s)
+    with _NodeClient(node, timeout_s) as client:
+        node = client.node
         if models_dir is None:
-            answer = call(GetParameters, f'{node}/get_parameters',
-                          GetParameters.Request(names=['models_dir']))
-            models_dir = Path(answer.values[0].string_value) if answer.values else None
+            answer = client.parameters(['models_dir'])
+            models_dir = Path(answer[0].string_value) if answer else None
             if not models_dir or str(models_dir) in ('', '.'):
                 raise DeployError(f'{node} reports no models_dir; pass --models-dir')
         target = Path(models_dir) / f'{version}.onnx'
@@ -151,15 +245,76 @@ def deploy(version: str, registry: Registry, node: str = DEFAULT_NODE,
                       f'the file changed since it was registered; not sent to the node')
             registry.record_deploy(version, node, False, reason)
             raise DeployError(reason)
+        result = _set_model(client, registry, version, str(staged), sha)
+    if result.state == 'refused' and result.answered and new_copy:
+        staged.unlink(missing_ok=True)  # a refused model has no business in the node's models_dir
+    return result
+
+
+def _deploy_remote(model: ModelRecord, registry: Registry, node: str, timeout_s: float) -> DeployResult:
+    path = Path(model.onnx_path)
+    if not path.is_file():
+        raise DeployError(f'model file {path} does not exist')
+    data = path.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    if model.sha256 and sha != model.sha256:
+        reason = (f'{path} has sha256 {sha[:12]}..., the registry recorded {model.sha256[:12]}...: '
+                  f'the file changed since it was registered; not sent to the node')
+        registry.record_deploy(model.version, node if node.startswith('/') else '/' + node, False, reason)
+        raise DeployError(reason)
+    try:
+        from weld_vision_ros.srv import UploadModel
+    except ImportError as exc:
+        raise DeployError(f'deploy --remote needs the weld_vision_ros messages built (make setup): {exc}') from None
+    with _NodeClient(node, timeout_s) as client:
+        request = UploadModel.Request(file_name=upload_name(model.version), sha256=sha, activate=True)
+        request.data = data
+        return _set_model(client, registry, model.version, '', sha,
+                          send=lambda: _upload_answer(client.call(UploadModel, 'upload_model', request)))
+
+
+def _upload_answer(response):
+    return _Answer(bool(response.accepted), response.reason, response.model_path)
+
+
+@dataclass(frozen=True)
+class _Answer:
+    successful: bool
+    reason: str
+    model_path: str = ''
+
+
+def _set_model(client: _NodeClient, registry: Registry, version: str, path: str, sha: str,
+               send: Optional[Callable[[], '_Answer']] = None) -> DeployResult:
+    """Ask the node to serve the model (a parameter set, or `send`: an upload) and record the outcome."""
+    from rcl_interfaces.srv import SetParametersAtomically
+    from rclpy.parameter import Parameter
+
+    node = client.node
+    if send is None:
         request = SetParametersAtomically.Request(parameters=[
             Parameter('model_sha256', value=sha).to_parameter_msg(),
-            Parameter('model_path', value=str(staged)).to_parameter_msg()])
-        result = call(SetParametersAtomically, f'{node}/set_parameters_atomically', request).result
-    finally:
-        executor.shutdown()
-        client_node.destroy_node()
-        rclpy.try_shutdown(context=ctx)
-    registry.record_deploy(version, node, bool(result.successful), result.reason)
-    if not result.successful and new_copy:
-        staged.unlink(missing_ok=True)  # a refused model has no business in the node's models_dir
-    return DeployResult(version, node, bool(result.successful), result.reason, str(staged))
+            Parameter('model_path', value=path).to_parameter_msg()])
+
+        def send() -> _Answer:
+            result = client.call(SetParametersAtomically, 'set_parameters_atomically', request).result
+            return _Answer(bool(result.successful), result.reason, path)
+    try:
+        answer = send()
+        path = answer.model_path or path
+    except NoAnswer as exc:
+        # It may still be validating the model: pending until read back, never "the previous one".
+        registry.record_deploy_pending(version, node, str(exc))
+        try:
+            served = client.served()    # answered once the set is decided (one exclusive group)
+        except NoAnswer as again:
+            return DeployResult(version, node, False, f'{exc}; reading back what it serves: {again}', path,
+                                state='pending', answered=False)
+        settle(registry, node, served)
+        if served.model_sha256 == sha:
+            return DeployResult(version, node, True, f'{exc}; read back: it serves this model', path,
+                                answered=False)
+        return DeployResult(version, node, False, f'{exc}; read back: it does not serve this model '
+                            f'(model_path {served.model_path!r})', path, answered=False)
+    registry.record_deploy(version, node, answer.successful, answer.reason)
+    return DeployResult(version, node, answer.successful, answer.reason, path)

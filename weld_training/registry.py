@@ -66,7 +66,8 @@ CREATE TABLE IF NOT EXISTS events (
 """
 # Columns added after the first release: (table, column, definition), added to older files.
 _MIGRATIONS = (('models', 'dataset_sha256', "TEXT NOT NULL DEFAULT ''"),
-               ('models', 'config_json', "TEXT NOT NULL DEFAULT '{}'"))
+               ('models', 'config_json', "TEXT NOT NULL DEFAULT '{}'"),
+               ('models', 'pending_to', "TEXT NOT NULL DEFAULT ''"))
 
 
 class RegistryError(RuntimeError):
@@ -105,6 +106,7 @@ class ModelRecord:
     deployed_at: Optional[float]
     dataset_sha256: str = ''
     config: dict = None
+    pending_to: str = ''    # a node asked to serve it that had not answered (see record_deploy_pending)
 
 
 class Registry:
@@ -114,13 +116,22 @@ class Registry:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._timeout_s = timeout_s
-        with self._connect() as con:
+        with self._file_errors(), self._connect() as con:
             con.execute('PRAGMA journal_mode=WAL')
             con.executescript(_SCHEMA)
             for table, column, definition in _MIGRATIONS:
                 have = {r['name'] for r in con.execute(f'PRAGMA table_info({table})')}
                 if column not in have:
                     con.execute(f'ALTER TABLE {table} ADD COLUMN {column} {definition}')
+
+    @contextmanager
+    def _file_errors(self) -> Iterator[None]:
+        """SQLite's errors (a corrupt or foreign file, a locked one) as a RegistryError naming the file."""
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            raise RegistryError(f'registry {self.path} cannot be used: {exc} (a corrupt file, or not a '
+                                f'registry; move it aside or name another with --registry)') from None
 
     # --- plumbing ----------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -133,24 +144,26 @@ class Registry:
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction, taken with the write lock up front (no upgrade deadlocks)."""
-        con = self._connect()
-        try:
-            con.execute('BEGIN IMMEDIATE')
-            yield con
-            con.execute('COMMIT')
-        except BaseException:
-            if con.in_transaction:
-                con.execute('ROLLBACK')
-            raise
-        finally:
-            con.close()
+        with self._file_errors():
+            con = self._connect()
+            try:
+                con.execute('BEGIN IMMEDIATE')
+                yield con
+                con.execute('COMMIT')
+            except BaseException:
+                if con.in_transaction:
+                    con.execute('ROLLBACK')
+                raise
+            finally:
+                con.close()
 
     def _read(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        con = self._connect()
-        try:
-            return con.execute(sql, args).fetchall()
-        finally:
-            con.close()
+        with self._file_errors():
+            con = self._connect()
+            try:
+                return con.execute(sql, args).fetchall()
+            finally:
+                con.close()
 
     def _event(self, con: sqlite3.Connection, kind: str, *, version: str = None,
                run_id: str = None, detail: str = '') -> None:
@@ -305,14 +318,43 @@ class Registry:
         return self.get_model(version)
 
     def record_deploy(self, version: str, target: str, accepted: bool, reason: str = '') -> None:
-        """Record a node's answer to a deploy; an accepted deploy marks the model deployed."""
+        """Record a node's answer to a deploy. Accepted: the model is the one `target` serves
+        (deployed_to), and no other model is recorded as served there or pending there any more.
+        Refused: a pending deploy of it to `target` is settled; what the node serves is unchanged."""
         self.get_model(version)
         with self._write() as con:
             if accepted:
+                con.execute("UPDATE models SET deployed_to='' WHERE deployed_to=? AND version<>?",
+                            (target, version))
+                con.execute("UPDATE models SET pending_to='' WHERE pending_to=?", (target,))
                 con.execute('UPDATE models SET deployed_to=?, deployed_at=? WHERE version=?',
                             (target, time.time(), version))
+            else:
+                con.execute("UPDATE models SET pending_to='' WHERE version=? AND pending_to=?", (version, target))
             self._event(con, 'deploy_accepted' if accepted else 'deploy_refused', version=version,
                         detail=f'{target}: {reason}' if reason else target)
+
+    def record_deploy_pending(self, version: str, target: str, reason: str) -> None:
+        """Record a deploy whose answer did not come: `target` may or may not serve `version`
+        (it may still be validating it) until `weld-train models reconcile` reads back what it serves."""
+        self.get_model(version)
+        with self._write() as con:
+            con.execute('UPDATE models SET pending_to=? WHERE version=?', (target, version))
+            self._event(con, 'deploy_pending', version=version, detail=f'{target}: {reason}')
+
+    def record_not_served(self, version: str, target: str, reason: str) -> None:
+        """Record that `target` no longer serves `version` (read back from it)."""
+        with self._write() as con:
+            con.execute("UPDATE models SET deployed_to='' WHERE version=? AND deployed_to=?", (version, target))
+            self._event(con, 'deploy_not_served', version=version, detail=f'{target}: {reason}')
+
+    def served_by(self, target: str) -> Optional[ModelRecord]:
+        """The model the registry records as served by `target` (its last accepted deploy)."""
+        rows = self._read('SELECT * FROM models WHERE deployed_to=? ORDER BY deployed_at DESC', (target,))
+        return _model(rows[0]) if rows else None
+
+    def pending_on(self, target: str) -> list[ModelRecord]:
+        return [_model(r) for r in self._read('SELECT * FROM models WHERE pending_to=?', (target,))]
 
     def delete_model(self, version: str, delete_files: bool = True) -> list[str]:
         """Remove a version and (by default) its files; the active model is refused."""
@@ -381,4 +423,4 @@ def _model(r: sqlite3.Row) -> ModelRecord:
                        r['sha256'], tuple(json.loads(r['class_names_json'])),
                        json.loads(r['metrics_json']), tuple(json.loads(r['artifacts_json'])),
                        r['deployed_to'], r['deployed_at'], r['dataset_sha256'],
-                       json.loads(r['config_json']))
+                       json.loads(r['config_json']), r['pending_to'])

@@ -20,6 +20,7 @@ import yaml
 
 from weld_vision_ros import resources
 from weld_vision_ros.core.cascade import MODES
+from weld_vision_ros.ros.launch_args import DDS_PROFILE_ENV, DDS_PROFILE_NAME, dds_environment
 
 # Executable name (as in nodes/ and the launch files) -> (module, class). The executable,
 # the node's default name and the YAML key are the same word.
@@ -30,12 +31,12 @@ NODE_CLASSES: dict[str, tuple[str, str]] = {
     'dataset_capture_node': ('weld_vision_ros.nodes.dataset_capture_node', 'DatasetCaptureNode'),
     'defect_monitor_node': ('weld_vision_ros.examples.defect_monitor_node', 'DefectMonitorNode'),
     'controller_example_node': ('weld_vision_ros.examples.controller_example_node', 'ControllerExampleNode'),
+    'weld_report_node': ('weld_vision_ros.nodes.weld_report_node', 'WeldReportNode'),
+    'review_recorder_node': ('weld_vision_ros.nodes.review_recorder_node', 'ReviewRecorderNode'),
 }
 CELL_NODES = ('rule_defect_node', 'onnx_defect_node')
 
 
-DDS_PROFILE_ENV = 'FASTDDS_DEFAULT_PROFILES_FILE'
-DDS_PROFILE_NAME = 'fastdds_large_shm.xml'
 
 
 def use_default_dds_profile() -> Optional[str]:
@@ -49,8 +50,9 @@ def use_default_dds_profile() -> Optional[str]:
         path = resources.resource_path('config', DDS_PROFILE_NAME)
     except resources.ResourceNotFoundError:
         return None
-    os.environ[DDS_PROFILE_ENV] = str(path)
+    os.environ.update(dict(dds_environment(str(path))))
     return str(path)
+
 
 
 class ParamsFileError(ValueError):
@@ -58,7 +60,11 @@ class ParamsFileError(ValueError):
 
 
 def load_params_file(path: Path) -> dict[str, dict[str, Any]]:
-    """node name -> parameters, from a ROS 2 parameter YAML (`/**` and namespaces allowed)."""
+    """Node-name key -> parameters, from a ROS 2 parameter YAML, in file order, each key as
+    rcl reads it: fully qualified (`rule_defect_node` is `/rule_defect_node`), wildcards
+    (`/**`, `/**/rule_defect_node`, `/cell_1/*`) kept. Select a node's parameters with
+    `node_params`: keys are never cut down to the bare node name, so the sections of two
+    namespaced cells (`/cell_1/onnx_defect_node`, `/cell_2/onnx_defect_node`) stay apart."""
     try:
         data = yaml.safe_load(Path(path).read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
@@ -72,7 +78,7 @@ def load_params_file(path: Path) -> dict[str, dict[str, Any]]:
         params = body['ros__parameters'] or {}
         if not isinstance(params, dict):
             raise ParamsFileError(f'{path}: {key}.ros__parameters must be a mapping')
-        out[str(key).rsplit('/', 1)[-1]] = _flatten(params)
+        out.setdefault(fully_qualified(str(key)), {}).update(_flatten(params))
     return out
 
 
@@ -88,12 +94,52 @@ def _flatten(params: Mapping[str, Any], prefix: str = '') -> dict[str, Any]:
     return flat
 
 
-WILDCARD = '**'     # a `/**:` section: parameters for every node of the file
+WILDCARD = '/**'     # a `/**:` section: parameters for every node of the file
 
 
-def node_params(params: Mapping[str, Mapping[str, Any]], executable: str) -> dict[str, Any]:
-    """The parameters a node gets from a loaded file: the `/**` section, then its own section."""
-    return {**params.get(WILDCARD, {}), **params.get(executable, {})}
+def normalize_namespace(namespace: str) -> str:
+    """`/cell_2` for `cell_2`, `/cell_2/` or `/cell_2`; `/` for the root namespace."""
+    return '/' + namespace.strip('/')
+
+
+def fully_qualified(name: str, namespace: str = '/') -> str:
+    """`/ns/name` of a node name (or YAML key): a relative one is taken from `namespace`."""
+    if name.startswith('/'):
+        return '/' + name.strip('/')
+    ns = namespace.strip('/')
+    return f'/{ns}/{name}' if ns else f'/{name}'
+
+
+def key_matches(key: str, node_fqn: str) -> bool:
+    """Whether a parameter-file key applies to the node `node_fqn` (e.g. /cell_2/onnx_defect_node).
+
+    rcl's rule (ROS 2 docs, "Passing ROS arguments to nodes via the command-line", node-name
+    wildcards in parameter files): the key is compared with the node's fully qualified name
+    token by token, `*` standing for exactly one token and `**` for zero or more. Checked in
+    test/test_bringup.py against rcl itself (a node created with the file as --params-file).
+    """
+    return _match(fully_qualified(key).strip('/').split('/'), node_fqn.strip('/').split('/'))
+
+
+def _match(pattern: list[str], tokens: list[str]) -> bool:
+    if not pattern:
+        return not tokens
+    head, rest = pattern[0], pattern[1:]
+    if head == '**':
+        return any(_match(rest, tokens[i:]) for i in range(len(tokens) + 1))
+    return bool(tokens) and (head == '*' or head == tokens[0]) and _match(rest, tokens[1:])
+
+
+def node_params(params: Mapping[str, Mapping[str, Any]], executable: str, namespace: str = '/') -> dict[str, Any]:
+    """The parameters the node `executable` in `namespace` gets from a loaded file: every
+    section whose key matches its fully qualified name, in file order, a later one winning
+    (as rcl applies them)."""
+    fqn = fully_qualified(executable, namespace)
+    out: dict[str, Any] = {}
+    for key, values in params.items():
+        if key_matches(key, fqn):
+            out.update(values)
+    return out
 
 
 def node_class(executable: str):
@@ -104,13 +150,16 @@ def node_class(executable: str):
 
 
 def create_nodes(executables: Sequence[str], params: Mapping[str, Mapping[str, Any]],
-                 overrides: Optional[Mapping[str, Mapping[str, Any]]] = None, context=None) -> list:
-    """Instantiate the nodes with their YAML parameters (plus overrides), like a launch file."""
+                 overrides: Optional[Mapping[str, Mapping[str, Any]]] = None, context=None,
+                 namespace: str = '/') -> list:
+    """Instantiate the nodes in `namespace` with the YAML sections that match them (plus
+    overrides), like a launch file with its `namespace` argument."""
     from rclpy.parameter import Parameter
     nodes = []
     for exe in executables:
-        values = {**node_params(params, exe), **(overrides or {}).get(exe, {})}
-        kwargs = {'parameter_overrides': [Parameter(k, value=v) for k, v in values.items()]}
+        values = {**node_params(params, exe, namespace), **(overrides or {}).get(exe, {})}
+        kwargs = {'parameter_overrides': [Parameter(k, value=v) for k, v in values.items()],
+                  'namespace': normalize_namespace(namespace)}
         if context is not None:
             kwargs['context'] = context
         nodes.append(node_class(exe)(**kwargs))
@@ -138,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
                         'publish the rule node\'s annotated debug image for it')
     p.add_argument('--dashboard-args', default='', metavar='ARGS',
                    help="the dashboard's arguments as one string, e.g. '--port 8090 --token-file FILE'")
+    p.add_argument('--namespace', default='/', help='namespace of every node and its relative topics, '
+                   'e.g. cell_2 (as the launch file\'s namespace:=); the params file\'s sections are '
+                   'matched against each node\'s fully qualified name, as rcl does')
     return p
 
 
@@ -185,7 +237,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.dashboard:
         from weld_vision_ros.ros.launch_args import LaunchArgumentError, dashboard_command
         try:
-            cmd = dashboard_command(args.dashboard_args)
+            cmd = dashboard_command(args.dashboard_args, args.namespace.strip('/'))
         except LaunchArgumentError as exc:
             parser.error(str(exc))
         overrides.setdefault('rule_defect_node', {}).setdefault('publish_debug_image', True)
@@ -197,7 +249,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         dashboard = subprocess.Popen(cmd)   # its output goes where ours does
     try:
         try:
-            nodes = create_nodes(executables, params, overrides)
+            nodes = create_nodes(executables, params, overrides, namespace=args.namespace)
         except Exception as exc:  # noqa: BLE001 - a bad value in the file or an override
             print(f'[run] cannot start the nodes: {type(exc).__name__}: {exc}', file=sys.stderr, flush=True)
             return 2

@@ -45,8 +45,8 @@ from .classes import DEFAULT_CLASS_NAMES
 from .frames import RGBDFrame
 from .onnx_classifier import InferenceError
 from .measure import SeamLocation
-from .results import (METHOD_HYBRID, METHOD_ML, METHOD_RULE, REASON_BAD_FRAME, REASON_NO_BEAD,
-                      REASON_NO_DEPTH, BeadMeasurement, Verdict)
+from .results import (METHOD_HYBRID, METHOD_ML, METHOD_RULE, REASON_BAD_FRAME, REASON_DEPTH_UNRESOLVED,
+                      REASON_NO_BEAD, REASON_NO_DEPTH, BeadMeasurement, Verdict)
 from .rules import Inspection
 
 MODE_RULE, MODE_ML, MODE_HYBRID = METHOD_RULE, METHOD_ML, METHOD_HYBRID
@@ -144,6 +144,8 @@ def not_inspected_reason(measurement_reason: str) -> str:
     """The verdict vocabulary's reason for a bead the rules could not measure, from the
     measurement's own reason (core.measure's MeasurementError texts)."""
     text = measurement_reason.lower()
+    if text.startswith(REASON_DEPTH_UNRESOLVED):
+        return REASON_DEPTH_UNRESOLVED
     if text.startswith('no bead'):
         return REASON_NO_BEAD
     if 'valid depth samples' in text or 'depth valid on only' in text:

@@ -9,6 +9,8 @@ class DepthError(ValueError):
 
 
 SUPPORTED_DEPTH_ENCODINGS = ('16UC1', 'mono16', '32FC1')
+# Encodings that carry integer units of depth_scale_m (quantized depth).
+INTEGER_DEPTH_ENCODINGS = ('16UC1', 'mono16')
 
 
 def decode_depth(raw: np.ndarray, encoding: str, depth_scale_m: float = 0.001) -> np.ndarray:
@@ -22,7 +24,7 @@ def decode_depth(raw: np.ndarray, encoding: str, depth_scale_m: float = 0.001) -
         raise DepthError(f'depth_scale_m must be a positive number, got {depth_scale_m}')
     if raw.ndim != 2:
         raise DepthError(f'depth must be a single-channel (H, W) image, got shape {raw.shape}')
-    if encoding in ('16UC1', 'mono16'):
+    if encoding in INTEGER_DEPTH_ENCODINGS:
         if raw.dtype != np.uint16:
             raise DepthError(f'{encoding} depth must be uint16, got {raw.dtype}')
         depth_m = raw.astype(np.float32) * np.float32(depth_scale_m)

@@ -18,6 +18,9 @@ class RGBDFrame:
 
     rgb: uint8 (H, W, 3) in RGB order. depth_m: float32 (H, W) in metres, NaN where the
     camera had no return. stamp_ns: capture time [ns]. frame_id: optical frame name.
+    depth_unit_m: quantization step of the depth values [m] where the camera sent integer
+    units (16UC1: one unit of depth_scale_m); 0 for continuous depth (32FC1). The core also
+    recognises quantized values on its own (core.resolution.detect_depth_step_m).
     """
 
     rgb: np.ndarray
@@ -25,9 +28,13 @@ class RGBDFrame:
     intrinsics: Intrinsics
     stamp_ns: int = 0
     frame_id: str = 'camera_color_optical_frame'
+    depth_unit_m: float = 0.0
 
     def __post_init__(self) -> None:
         validate_rgbd(self.rgb, self.depth_m, self.intrinsics)
+        if not (np.isfinite(self.depth_unit_m) and self.depth_unit_m >= 0):
+            raise FrameError(f'depth_unit_m must be a finite number >= 0 (0: continuous depth), '
+                             f'got {self.depth_unit_m}')
 
 
 def validate_rgbd(rgb: np.ndarray, depth_m: np.ndarray, intrinsics: Intrinsics) -> None:

@@ -33,10 +33,23 @@ import numpy as np
 from .camera import Intrinsics
 from .fields import tunable
 from .frames import RGBDFrame
+from .resolution import DepthResolution, detect_depth_step_m, sensor_noise_mm
 
 
 class MeasurementError(ValueError):
-    """The frame holds no measurable bead (no plate, no bead, too little valid depth)."""
+    """The frame holds no measurable bead (no plate, no bead, too little valid depth).
+
+    resolution: what the depth resolved, when the plate was found (core.resolution).
+    lifted_threshold_mm: the bead segmentation threshold when the depth's noise or rounding
+    lifted it above `bead_min_elevation_mm` (0 otherwise): a bead lower than that cannot be
+    told from the plate at this resolution.
+    """
+
+    def __init__(self, text: str, resolution: Optional[DepthResolution] = None,
+                 lifted_threshold_mm: float = 0.0) -> None:
+        super().__init__(text)
+        self.resolution = resolution
+        self.lifted_threshold_mm = lifted_threshold_mm
 
 
 class MeasureConfigError(ValueError):
@@ -122,13 +135,15 @@ class Plate:
     """The plate plane n . p = distance (camera frame, metres), n pointing away from the camera.
 
     Elevation of a point p toward the camera is `distance - n . p`. noise_mm is the robust
-    standard deviation of the plate's depth samples about the plane.
+    standard deviation of the plate's depth samples about the plane, residual_mm their RMS
+    deviation within the final inlier band (what core.resolution reads).
     """
 
     normal: np.ndarray
     distance_m: float
     noise_mm: float
     inlier_fraction: float
+    residual_mm: float = 0.0
 
     def elevation_mm(self, depth_m: np.ndarray, xn: np.ndarray, yn: np.ndarray) -> np.ndarray:
         """Elevation [mm] of depth samples at normalised image coordinates (xn, yn)."""
@@ -151,16 +166,21 @@ def _ransac_draws(seed: int, iterations: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def fit_plate(points_m: np.ndarray, inlier_mm: float = 0.6, iterations: int = 32,
-              seed: int = 0) -> Plate:
+              seed: int = 0, step_mm: float = 0.0) -> Plate:
     """Robust plane through camera-frame points [m], shape (N, 3).
 
     RANSAC picks the plane with most points within `inlier_mm`; three rounds of least
-    squares on the points within max(3 sigma, 0.25 mm) of it refine it. The least-squares
-    residual 1 - p . n / d is the elevation divided by d, so the fit minimises elevation.
+    squares on the points within max(3 sigma, 0.25 mm, 1.5 step) of it refine it. The
+    least-squares residual 1 - p . n / d is the elevation divided by d, so the fit
+    minimises elevation. step_mm: quantization step of the depth (0: continuous); the
+    band never shrinks below one and a half steps, so quantized samples one step off the
+    plane stay in the fit and in its noise (otherwise a plate whose samples mostly round
+    to one value would report no noise at all).
     """
     n = points_m.shape[0]
     if n < 16:
         raise MeasurementError(f'only {n} valid depth samples: cannot fit the plate')
+    floor_mm = max(0.25, 1.5 * step_mm)
     pick, tri_u = _ransac_draws(seed, iterations)
     sample = points_m[(pick * n).astype(np.intp)]
     tri = (tri_u * sample.shape[0]).astype(np.intp)
@@ -176,12 +196,13 @@ def fit_plate(points_m: np.ndarray, inlier_mm: float = 0.6, iterations: int = 32
     normals *= sign[:, None]
     dist *= sign
     resid_mm = 1000.0 * (dist[:, None] - normals @ sample.T)
-    score = np.count_nonzero(np.abs(resid_mm) < inlier_mm, axis=1)
+    score = np.count_nonzero(np.abs(resid_mm) < max(inlier_mm, floor_mm), axis=1)
     score[~usable | (dist <= 0)] = -1
     best = int(np.argmax(score))
     normal, distance = normals[best], float(dist[best])
-    band_mm = inlier_mm
+    band_mm = max(inlier_mm, floor_mm)
     sigma_mm = inlier_mm / 3.0
+    rms_mm = sigma_mm
     pts_t = np.ascontiguousarray(points_m.T)
     count = n
     for _ in range(3):
@@ -196,9 +217,10 @@ def fit_plate(points_m: np.ndarray, inlier_mm: float = 0.6, iterations: int = 32
         normal = c * distance
         # Gaussian sigma from the mean absolute deviation inside the band (no sort needed).
         sigma_mm = 1.2533 * float(absd @ w) / count
-        band_mm = max(3.0 * sigma_mm, 0.25)
+        rms_mm = math.sqrt(float((absd * absd) @ w) / count)
+        band_mm = max(3.0 * sigma_mm, floor_mm)
     return Plate(normal=normal, distance_m=distance, noise_mm=sigma_mm,
-                 inlier_fraction=count / n)
+                 inlier_fraction=count / n, residual_mm=rms_mm)
 
 
 # --- Seam frame ----------------------------------------------------------------------------
@@ -285,6 +307,7 @@ class BeadGeometry:
     lowres_step: int
     col_inside: np.ndarray
     location: Optional['SeamLocation'] = None   # steps 1 and 2 as found; the ONNX stage cuts its strip from it
+    resolution: Optional[DepthResolution] = None   # what the depth of this frame resolves
 
     @property
     def seam_length_mm(self) -> float:
@@ -349,6 +372,7 @@ class SeamLocation:
     bead_mask: np.ndarray
     lowres_step: int
     finder: tuple[tuple[str, float], ...] = ()   # the settings it was found with (seam_finder_settings)
+    resolution: Optional[DepthResolution] = None   # what this frame's depth resolves
 
 
 # The MeasureConfig fields locate_seam reads: they alone decide where the seam is found.
@@ -361,10 +385,13 @@ def seam_finder_settings(cfg: MeasureConfig) -> tuple[tuple[str, float], ...]:
     return tuple((name, getattr(cfg, name)) for name in SEAM_FINDER_FIELDS)
 
 
-def locate_seam(depth_m: np.ndarray, intr: Intrinsics, cfg: MeasureConfig = MeasureConfig()) -> SeamLocation:
+def locate_seam(depth_m: np.ndarray, intr: Intrinsics, cfg: MeasureConfig = MeasureConfig(),
+                depth_unit_m: float = 0.0) -> SeamLocation:
     """Fit the plate and find the seam on a depth image [m] (NaN: no return).
 
-    Raises MeasurementError when there is no plate or no bead to follow.
+    depth_unit_m: quantization step of the depth [m] when known (16UC1); 0: look at the
+    values (quantized floats are recognised). Raises MeasurementError when there is no
+    plate or no bead to follow.
     """
     depth = depth_m
     step = max(1, int(round(intr.width / cfg.lowres_width_px)))
@@ -380,26 +407,36 @@ def locate_seam(depth_m: np.ndarray, intr: Intrinsics, cfg: MeasureConfig = Meas
     zp, vp = z[::3, ::3], valid[::3, ::3]
     zv = zp[vp].astype(np.float64)
     pts = np.stack([xg[::3, ::3][vp] * zv, yg[::3, ::3][vp] * zv, zv], axis=1)
-    plate = fit_plate(pts, cfg.plane_inlier_mm, cfg.plane_iterations)
+    step_mm = 1000.0 * (depth_unit_m if depth_unit_m > 0 else detect_depth_step_m(zv))
+    plate = fit_plate(pts, cfg.plane_inlier_mm, cfg.plane_iterations, step_mm=step_mm)
     if plate.inlier_fraction < cfg.min_plate_fraction:
         raise MeasurementError(f'only {100 * plate.inlier_fraction:.0f} % of the depth lies on one '
                                'plane: no flat plate in view')
 
     # --- segmentation at low resolution
-    elev = plate.elevation_mm(z, xg, yg)
-    elev = np.where(valid, elev, 0.0).astype(np.float32)
+    raw_elev = plate.elevation_mm(z, xg, yg)
+    elev = np.where(valid, raw_elev, 0.0).astype(np.float32)
     elev = cv2.blur(elev, (3, 3))
     mm_per_px = 1000.0 * plate.distance_m / (0.5 * (intr.fx + intr.fy))
     cell_mm = mm_per_px * step
-    threshold = max(cfg.bead_min_elevation_mm, cfg.bead_noise_factor * plate.noise_mm / 3.0)
+    resolution = _plate_resolution(raw_elev, elev, valid, plate, step_mm, cfg)
+    # Above the plate's noise and, for quantized depth, above the rounding error averaging
+    # leaves (undithered steps would otherwise segment as terraces of 'bead').
+    threshold = max(cfg.bead_min_elevation_mm, cfg.bead_noise_factor * plate.noise_mm / 3.0,
+                    1.2 * resolution.bias_mm)
+    lifted = threshold if threshold > cfg.bead_min_elevation_mm else 0.0
+
+    def no_bead(text: str) -> MeasurementError:
+        return MeasurementError(text, resolution, lifted)
+
     mask = (elev > threshold).astype(np.uint8)
     n_lab, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     if n_lab <= 1:
-        raise MeasurementError('no bead in view: nothing stands above the plate')
+        raise no_bead('no bead in view: nothing stands above the plate')
     areas = stats[1:, cv2.CC_STAT_AREA]
     largest = int(np.argmax(areas)) + 1
     if areas[largest - 1] * cell_mm ** 2 < cfg.min_bead_area_mm2:
-        raise MeasurementError(f'no bead in view: the largest raised blob covers only '
+        raise no_bead(f'no bead in view: the largest raised blob covers only '
                                f'{areas[largest - 1] * cell_mm ** 2:.0f} mm^2')
 
     # plate-plane basis and the blob's points in it
@@ -420,7 +457,7 @@ def locate_seam(depth_m: np.ndarray, intr: Intrinsics, cfg: MeasureConfig = Meas
     along = ab @ direction2
     length = float(along.max() - along.min())
     if length < cfg.min_seam_length_mm:
-        raise MeasurementError(f'no bead in view: the largest raised blob is only {length:.1f} mm long')
+        raise no_bead(f'no bead in view: the largest raised blob is only {length:.1f} mm long')
     coarse_width = areas[largest - 1] * cell_mm ** 2 / max(length, 1e-6)
     # Further blobs on the same line: the bead beyond a gap. Small ones (spatter) are left out.
     keep = [largest]
@@ -454,7 +491,27 @@ def locate_seam(depth_m: np.ndarray, intr: Intrinsics, cfg: MeasureConfig = Meas
     return SeamLocation(plate=plate, origin_m=origin_m, along=along3, across=across3, angle_deg=angle,
                         s_min_mm=float(s_pts.min()), s_max_mm=float(s_pts.max()),
                         coarse_width_mm=float(coarse_width), mm_per_px=mm_per_px, cell_mm=cell_mm,
-                        bead_mask=bead_mask, lowres_step=step, finder=seam_finder_settings(cfg))
+                        bead_mask=bead_mask, lowres_step=step, finder=seam_finder_settings(cfg),
+                        resolution=resolution)
+
+
+def _plate_resolution(raw_elev: np.ndarray, blurred: np.ndarray, valid: np.ndarray, plate: Plate,
+                      step_mm: float, cfg: MeasureConfig) -> DepthResolution:
+    """What the depth resolves, from the plate's samples away from anything raised.
+
+    The plate fit's own residual takes in the bead's low flanks (they lie within its
+    band); here every low-resolution cell within three cells of a raised one is left out
+    first, so the residual is the plate's: sensor noise and rounding.
+    """
+    raised = (blurred > max(cfg.bead_min_elevation_mm, 0.6 * step_mm)).astype(np.uint8)
+    near = cv2.dilate(raised, np.ones((7, 7), np.uint8)).view(bool)
+    band = max(3.0 * plate.noise_mm, 1.5 * step_mm, 0.25)
+    r = raw_elev[valid & ~near]
+    r = r[np.abs(r) < band]
+    residual = math.sqrt(float(r @ r) / r.size) if r.size >= 16 else plate.residual_mm
+    return DepthResolution(step_mm=step_mm, residual_mm=residual,
+                           noise_mm=sensor_noise_mm(residual, step_mm),
+                           dropout_fraction=1.0 - float(np.count_nonzero(valid)) / valid.size)
 
 
 def measure_bead(frame: RGBDFrame, cfg: MeasureConfig = MeasureConfig(),
@@ -465,7 +522,7 @@ def measure_bead(frame: RGBDFrame, cfg: MeasureConfig = MeasureConfig(),
     """
     intr = frame.intrinsics
     depth = frame.depth_m
-    loc = locate_seam(depth, intr, cfg)
+    loc = locate_seam(depth, intr, cfg, frame.depth_unit_m)
     plate, cell_mm, coarse_width = loc.plate, loc.cell_mm, loc.coarse_width_mm
     along3, across3, angle, mm_per_px = loc.along, loc.across, loc.angle_deg, loc.mm_per_px
     origin_m, bead_mask, step = loc.origin_m, loc.bead_mask, loc.lowres_step
@@ -505,8 +562,92 @@ def measure_bead(frame: RGBDFrame, cfg: MeasureConfig = MeasureConfig(),
     seam_start = float(seam.s_of_col(vis[0]))
     seam_end = float(seam.s_of_col(vis[-1]))
 
-    return replace(_profiles(cfg, plate, seam, elevation, gg, seam_start, seam_end, angle,
-                             mm_per_px, bead_mask, step, col_inside), location=loc)
+    geom = _profiles(cfg, plate, seam, elevation, gg, seam_start, seam_end, angle,
+                     mm_per_px, bead_mask, step, col_inside)
+    if loc.resolution is not None and (loc.resolution.step_mm > 0):
+        geom = _refine_on_mean_profile(geom)
+    return replace(geom, location=loc, resolution=loc.resolution)
+
+
+def _refine_on_mean_profile(geom: BeadGeometry) -> BeadGeometry:
+    """Width and height of quantized depth from one cap fitted to the seam's mean cross-section.
+
+    Rounded depth shifts each level crossing toward the nearest step edge, and the cap
+    exponent fitted to those crossings goes wrong with them (the toe width is extrapolated
+    with it). The cross-section averaged along the whole seam, each chunk centred on its
+    own bead centre (smoothed along the seam), averages many samples of each height whose
+    rounding differs (the plate's tilt and the bead's own variation move them across the
+    steps): the level crossings and the cap exponent are taken on it, as on one chunk. The
+    chunks keep their own variation; their mean width and height are moved onto it.
+    """
+    stat = geom.chunk_stat
+    if np.count_nonzero(stat) < 3:
+        return geom
+    sf = geom.frame
+    prof = geom.profiles[:, stat]
+    rows = prof.shape[0]
+    # chunk centres smoothed along the seam: their own jitter would broaden the mean profile
+    centre = geom.chunk_centre_mm[stat]
+    if centre.size >= 5:
+        padded = np.pad(centre, 2, mode='edge')
+        centre = np.convolve(padded, np.full(5, 0.2), mode='valid')
+    centre_row = (centre - sf.t0) / sf.dt
+    w0 = float(np.median(geom.chunk_width_mm[stat]))
+    reach = int(math.ceil(0.5 * 1.25 * w0 / sf.dt)) + 2
+    k = np.arange(-reach, reach + 1, dtype=np.float64)
+    rf = centre_row[None, :] + k[:, None]
+    r0 = np.floor(rf).astype(np.intp)
+    inside = (r0 >= 0) & (r0 < rows - 1)
+    r0c = np.clip(r0, 0, rows - 2)
+    fr = rf - r0c
+    cols = np.arange(prof.shape[1])[None, :]
+    vals = prof[r0c, cols] * (1.0 - fr) + prof[r0c + 1, cols] * fr
+    vals = np.where(inside, vals, np.nan)
+    counts = np.count_nonzero(np.isfinite(vals), axis=1)
+    use = counts >= max(3, 0.5 * prof.shape[1])
+    if np.count_nonzero(use) < 8:
+        return geom
+    y = np.nansum(vals[use], axis=1) / counts[use]
+    yf = np.full(k.size, np.nan, dtype=np.float32)
+    yf[use] = y
+    col = yf[:, None]
+    peak = np.array([int(np.nanargmax(yf))])
+    crown = float(np.nanmax(yf))
+    t_left, t_right, found = level_crossings(col, peak, crown * _LEVELS[:, None])
+    if not found.all():
+        return geom
+    level_widths = (t_right - t_left) * sf.dt                              # (levels, 1)
+    p = _fit_exponent(level_widths)
+    u = _level_fraction(p)
+    w_fit = float((u @ level_widths)[0] / float(u @ u))
+    # crown height: the cap fitted to the upper part of the mean profile
+    c_row = float(0.5 * (t_left + t_right).mean())
+    uu = (np.arange(k.size) - c_row) * 2.0 * sf.dt / max(w_fit, 1e-3)
+    g = np.maximum(1.0 - uu * uu, 0.0) ** p
+    sel = (g > 0.5) & np.isfinite(yf)
+    h_fit = float((yf[sel] @ g[sel]) / max(float(g[sel] @ g[sel]), 1e-9)) if sel.any() else crown
+    # Per chunk, rounding and noise scatter width and centre far more than the bead varies:
+    # the rules that work beside the toes (spatter, marks) read the smoothed values.
+    width = _running_median(geom.chunk_width_mm, stat, 5)
+    width = width + (w_fit - float(np.mean(width[stat])))
+    height = geom.chunk_height_mm + (h_fit - float(np.mean(geom.chunk_height_mm[stat])))
+    centre_all = geom.chunk_centre_mm.copy()
+    centre_all[stat] = centre
+    return replace(geom, chunk_width_mm=width, chunk_height_mm=height, chunk_centre_mm=centre_all,
+                   profile_exponent=float(p))
+
+
+def _running_median(values: np.ndarray, use: np.ndarray, size: int) -> np.ndarray:
+    """values with those at `use` replaced by the median of `size` neighbours among them."""
+    out = values.astype(np.float64, copy=True)
+    v = values[use]
+    if v.size < size:
+        return out
+    half = size // 2
+    padded = np.pad(v, half, mode='edge')
+    windows = np.lib.stride_tricks.sliding_window_view(padded, size)
+    out[use] = np.median(windows, axis=1)
+    return out
 
 
 def seam_elevation_mm(depth_m: np.ndarray, plate: Plate, seam: SeamFrame,
@@ -551,7 +692,7 @@ def _profiles(cfg: MeasureConfig, plate: Plate, seam: SeamFrame,
     ci = np.arange(n_chunks)
     crown0 = smooth[peak_row, ci]
 
-    t_left, t_right, found = _crossings(prof, peak_row, crown0[None, :] * _LEVELS[:, None])
+    t_left, t_right, found = level_crossings(prof, peak_row, crown0[None, :] * _LEVELS[:, None])
     widths = (t_right - t_left) * seam.dt                                   # (levels, chunks)
     ok = (found.all(axis=0) & (coverage > 0.6) & (crown0 > cfg.bead_min_elevation_mm)
           & (peak_row > 0) & (peak_row < rows - 1))
@@ -603,7 +744,7 @@ def _dilate1d(flags: np.ndarray, radius: int) -> np.ndarray:
     return np.convolve(flags.astype(float), k, mode='same') > 0.5
 
 
-def _crossings(prof: np.ndarray, peak_row: np.ndarray,
+def level_crossings(prof: np.ndarray, peak_row: np.ndarray,
                levels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sub-sample rows where each profile falls below each level on either side of its crown.
 

@@ -108,6 +108,9 @@ class BeadMeasurement:
     seam_angle_deg: float = 0.0
     within_tolerance: bool = False
     score: float = 0.0
+    # Position along the seam, from the seam's start in view, of the point where the optical
+    # axis meets the plate [mm]: ties the frame's seam coordinate to the camera pose.
+    axis_along_seam_mm: float = 0.0
 
     @classmethod
     def invalid(cls, reason: str) -> 'BeadMeasurement':

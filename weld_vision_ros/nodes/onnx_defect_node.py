@@ -8,6 +8,9 @@ Subscribes to the synchronized RGB-D input (RgbdInput) and publishes:
                      frame with no measurable bead that the model did not classify
                      gets none, as on the rule node
   ~/active_model     std_msgs/String, latched: JSON identity of the model now serving
+and offers ~/upload_model (srv/UploadModel): a model's bytes and sha256 from another host,
+written atomically into models_dir once validated like any model (core.model_upload), and
+served when asked to (`weld-train deploy --remote`).
   /diagnostics       once per second: frames, per-method counts, ML invocation ratio,
                      latency p50/p99, swaps accepted/refused, model version, fallback state
 
@@ -45,15 +48,17 @@ from weld_vision_ros.core.cascade import (DEFAULT_HYBRID_THRESHOLD, FALLBACK_ML_
                                           MODE_HYBRID, MODES, CascadeConfig, HybridCascade, RuleFn)
 from weld_vision_ros.core.cell_status import MODEL_NONE, MODEL_REFUSED, MODEL_SERVING, CellStatusTracker
 from weld_vision_ros.core.frames import RGBDFrame
+from weld_vision_ros.core.model_upload import store_uploaded_model
 from weld_vision_ros.core.onnx_classifier import (PROVIDERS, ModelValidationError, OnnxClassifier,
                                                   ModelLimits, RuntimeOptions, load_classifier, normalize_sha256)
 from weld_vision_ros.core.rules import inspect_frame
 from weld_vision_ros.core.stats import RollingLatency
 from weld_vision_ros.msg import CellStatus, WeldDefect
+from weld_vision_ros.srv import UploadModel
 from weld_vision_ros.ros.conversions import verdict_to_msg
 from weld_vision_ros.ros.diagnostics import OK, WARN, make_array, make_status
 from weld_vision_ros.ros.executor import SteadyExecutor
-from weld_vision_ros.ros.spin import run_node
+from weld_vision_ros.ros.spin import create_publisher, run_node
 from weld_vision_ros.ros.params import DIAGNOSTICS_PERIOD, OPENCV_THREADS, LiveParameters, ParamSpec
 from weld_vision_ros.ros.qos import latched_qos, results_qos
 from weld_vision_ros.ros.rgbd_input import RgbdInput
@@ -63,6 +68,7 @@ ML_TOPIC = 'weld/defect/ml'
 FINAL_TOPIC = 'weld/defect'
 ACTIVE_MODEL_TOPIC = '~/active_model'
 CELL_STATUS_TOPIC = 'weld/cell_status'
+UPLOAD_SERVICE = '~/upload_model'
 STATUS_CHECK_PERIOD_S = 0.1
 DIAGNOSTICS_TOPIC = '/diagnostics'
 
@@ -170,6 +176,8 @@ class OnnxDefectNode(Node):
         self._loader = loader
         self.swaps_accepted = 0
         self.swaps_refused = 0
+        self.uploads_accepted = 0
+        self.uploads_refused = 0
         self.last_refusal = ''
         self._refused_last = False  # the last model asked for was refused
         self._start_problem = ''
@@ -187,13 +195,13 @@ class OnnxDefectNode(Node):
         self.ml_latency = RollingLatency()
 
         results = results_qos()  # verdicts: reliable, a controller must not miss one
-        self._ml_pub = self.create_publisher(WeldDefect, ML_TOPIC, results)
-        self._final_pub = self.create_publisher(WeldDefect, FINAL_TOPIC, results)
+        self._ml_pub = create_publisher(self, WeldDefect, ML_TOPIC, results)
+        self._final_pub = create_publisher(self, WeldDefect, FINAL_TOPIC, results)
         # Latched, so a tool that connects later still learns which model is serving.
-        self._model_pub = self.create_publisher(String, ACTIVE_MODEL_TOPIC, latched_qos())
+        self._model_pub = create_publisher(self, String, ACTIVE_MODEL_TOPIC, latched_qos())
         # Diagnostics: reliable and shallow, as diagnostic_aggregator expects.
         from diagnostic_msgs.msg import DiagnosticArray
-        self._diag_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
+        self._diag_pub = create_publisher(self, DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
 
         # Frames (and the diagnostics that read their statistics) in one group of their own:
         # a model loading in a parameter callback (default group) does not hold them up.
@@ -204,11 +212,15 @@ class OnnxDefectNode(Node):
         # Cell status: latched, checked in a group of its own so that a long frame or a model
         # load cannot delay the news that the camera stalled.
         self.status = CellStatusTracker(cfg.stall_timeout_s, cfg.not_inspectable_after)
-        self._status_pub = self.create_publisher(CellStatus, CELL_STATUS_TOPIC, latched_qos())
+        self._status_pub = create_publisher(self, CellStatus, CELL_STATUS_TOPIC, latched_qos())
         self._status_sent: Optional[tuple] = None
         self._load_initial(cfg)
         self.create_timer(STATUS_CHECK_PERIOD_S, self._publish_status,
                           callback_group=MutuallyExclusiveCallbackGroup())
+        # Models sent from another host. In the default group, with the parameter services: an
+        # upload that activates its model is decided in order with parameter sets, and frames
+        # keep flowing (their own group) while it is validated.
+        self.create_service(UploadModel, UPLOAD_SERVICE, self._on_upload)
 
     # --- model loading -------------------------------------------------------------------
     def _load(self, cfg: OnnxNodeConfig) -> Optional[OnnxClassifier]:
@@ -258,6 +270,40 @@ class OnnxDefectNode(Node):
             self.get_logger().info(f'model {classifier.version} validated in '
                                    f'{(time.monotonic() - t0) * 1000:.0f} ms')
         return _ModelChange(classifier)
+
+    def _on_upload(self, request, response):
+        """~/upload_model: store the bytes in models_dir once validated (core.model_upload);
+        with `activate`, serve them through the same atomic parameter set a deploy makes."""
+        cfg = self.params.config
+        sha = request.sha256.strip().lower()
+
+        def validate(path, digest: str) -> None:
+            self._load(replace(cfg, model_path=str(path), model_sha256=digest))
+
+        try:
+            path = store_uploaded_model(cfg.models_dir, request.file_name, bytes(request.data), sha,
+                                        max_file_mb=cfg.limits.max_file_mb, validate=validate)
+        except (ModelValidationError, OSError) as exc:
+            self.uploads_refused += 1
+            current = self.cascade.classifier
+            keeps = f'model {current.version} keeps serving' if current else 'no model is serving'
+            response.accepted, response.reason = False, f'upload refused, {keeps}: {exc}'
+            self.get_logger().warning(response.reason)
+            return response
+        response.model_path = str(path)
+        if request.activate:
+            from rclpy.parameter import Parameter
+            result = self.set_parameters_atomically([Parameter('model_sha256', value=sha),
+                                                     Parameter('model_path', value=str(path))])
+            if not result.successful:
+                self.uploads_refused += 1
+                response.accepted, response.reason = False, result.reason
+                return response
+        self.uploads_accepted += 1
+        response.accepted = True
+        self.get_logger().info(f'upload {request.file_name} ({len(request.data)} bytes) stored as {path}'
+                               + ('; now serving it' if request.activate else ''))
+        return response
 
     def _on_params(self, cfg: OnnxNodeConfig, changed: frozenset, model: Optional[_ModelChange]) -> None:
         """Runs after a set was accepted: apply the new mode/threshold, swap in the model
@@ -325,7 +371,8 @@ class OnnxDefectNode(Node):
                          seconds_since_frame=float(cell.seconds_since_frame),
                          model_state=model[0], model_version=model[1], model_problem=model[2])
         msg.header.stamp = self.get_clock().now().to_msg()
-        self._status_pub.publish(msg)
+        if not self._status_pub.publish(msg):
+            return  # shutting down: nothing sent, and a log line could not reach /rosout either
         self._status_sent = key
         self.get_logger().info(f'cell status: {cell.state}'
                                + (f' ({cell.detail})' if cell.detail else '')
@@ -364,6 +411,8 @@ class OnnxDefectNode(Node):
             'ml_latency_p99_ms': self.ml_latency.percentile(99),
             'swaps_accepted': self.swaps_accepted,
             'swaps_refused': self.swaps_refused,
+            'uploads_accepted': self.uploads_accepted,
+            'uploads_refused': self.uploads_refused,
             'last_refusal': self.last_refusal,
             'model_version': classifier.version if classifier else '',
             'model_sha256': classifier.info.sha256 if classifier else '',

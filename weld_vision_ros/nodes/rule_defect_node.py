@@ -38,7 +38,7 @@ from weld_vision_ros.core.stats import RateMeter, RollingLatency
 from weld_vision_ros.msg import BeadMeasurement, WeldDefect
 from weld_vision_ros.ros.conversions import array_to_image, bead_to_msg, verdict_to_msg
 from weld_vision_ros.ros.diagnostics import OK, WARN, make_array, make_status
-from weld_vision_ros.ros.spin import run_node
+from weld_vision_ros.ros.spin import create_publisher, run_node
 from weld_vision_ros.ros.params import DIAGNOSTICS_PERIOD, OPENCV_THREADS, LiveParameters, ParamSpec
 from weld_vision_ros.ros.qos import results_qos
 from weld_vision_ros.ros.rgbd_input import RgbdInput
@@ -82,20 +82,23 @@ class RuleDefectNode(Node):
                                      on_change=self._on_params)
         cv2.setNumThreads(self.params.config.opencv_threads)
         qos = results_qos()
-        self.bead_pub = self.create_publisher(BeadMeasurement, BEAD_TOPIC, qos)
-        self.defect_pub = self.create_publisher(WeldDefect, DEFECT_TOPIC, qos)
+        self.bead_pub = create_publisher(self, BeadMeasurement, BEAD_TOPIC, qos)
+        self.defect_pub = create_publisher(self, WeldDefect, DEFECT_TOPIC, qos)
         # Debug image: keep only the newest; reliable so that default (reliable) viewers
         # hear it too, depth 1 so a slow viewer never queues frames.
-        self.debug_pub = self.create_publisher(
-            Image, DEBUG_TOPIC, QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
-                                           reliability=ReliabilityPolicy.RELIABLE))
+        self.debug_pub = create_publisher(self, Image, DEBUG_TOPIC,
+                                          QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                                                     reliability=ReliabilityPolicy.RELIABLE))
         # Diagnostics: reliable like other results; aggregators expect it.
-        self.diag_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, results_qos())
+        self.diag_pub = create_publisher(self, DiagnosticArray, DIAGNOSTICS_TOPIC, results_qos())
         self.latency = RollingLatency()
         self.core_latency = RollingLatency()
         self.rate = RateMeter()
         self.frames_inspected = 0
         self.no_bead: Counter[str] = Counter()
+        self.depth_unresolved = 0        # frames not inspected: the depth cannot resolve the bead
+        self.checks_not_made: Counter[str] = Counter()
+        self.resolution = None           # core.resolution.DepthResolution of the latest measured frame
         self._drops_reported = 0
         self.input = RgbdInput(self, self._on_frame)
         self.create_timer(self.params.config.diagnostics_period_s, self._publish_diagnostics)
@@ -111,8 +114,13 @@ class RuleDefectNode(Node):
         core_ms = 1000.0 * (time.monotonic() - t0)
         self.bead_pub.publish(bead_to_msg(result.measurement, header))
         latency_ms = 1000.0 * (time.monotonic() - received_s)
+        if result.geometry is not None:
+            self.resolution = result.geometry.resolution
         if result.verdict is not None:
             verdict = replace(result.verdict, latency_ms=latency_ms)
+            if not verdict.inspected:
+                self.depth_unresolved += 1
+            self.checks_not_made.update(verdict.checks_not_made)
             self.defect_pub.publish(verdict_to_msg(verdict, header))
             result = replace(result, verdict=verdict)
         else:
@@ -133,8 +141,15 @@ class RuleDefectNode(Node):
             'frames_inspected': self.frames_inspected,
             'frames_without_bead': sum(self.no_bead.values()),
             'camera_info': 'yes' if self.input.has_camera_info else 'no',
+            'frames_depth_unresolved': self.depth_unresolved,
+            **{f'check_not_made.{name}': count for name, count in sorted(self.checks_not_made.items())},
             **self.input.diagnostic_values(),
         }
+        res = self.resolution
+        if res is not None:    # the depth resolution seen on the latest measured frame
+            values.update(depth_step_mm=res.step_mm, depth_noise_mm=res.noise_mm,
+                          depth_rounding_bias_mm=res.bias_mm, depth_dropout_fraction=res.dropout_fraction,
+                          depth_resolution=res.describe())
         return values
 
     def _publish_diagnostics(self) -> None:

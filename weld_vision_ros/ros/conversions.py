@@ -85,7 +85,7 @@ def bead_to_msg(bead: BeadMeasurement, header):
         height_mm=float(bead.height_mm), height_max_mm=float(bead.height_max_mm),
         undercut_depth_mm=float(bead.undercut_depth_mm), seam_length_mm=float(bead.seam_length_mm),
         seam_angle_deg=float(bead.seam_angle_deg), within_tolerance=bool(bead.within_tolerance),
-        score=float(bead.score))
+        score=float(bead.score), axis_along_seam_mm=float(bead.axis_along_seam_mm))
 
 
 def ground_truth_to_msg(truth: GroundTruth, header):
@@ -96,3 +96,13 @@ def ground_truth_to_msg(truth: GroundTruth, header):
         height_mm=float(truth.height_mm), undercut_depth_mm=float(truth.undercut_depth_mm),
         seam_angle_deg=float(truth.seam_angle_deg), plate_distance_m=float(truth.plate_distance_m),
         regions=[region_to_msg(r) for r in truth.regions])
+
+
+def bead_from_msg(msg) -> BeadMeasurement:
+    return BeadMeasurement(
+        valid=bool(msg.valid), reason=msg.reason, width_mm=msg.width_mm, width_std_mm=msg.width_std_mm,
+        width_min_mm=msg.width_min_mm, width_max_mm=msg.width_max_mm, height_mm=msg.height_mm,
+        height_max_mm=msg.height_max_mm, undercut_depth_mm=msg.undercut_depth_mm,
+        seam_length_mm=msg.seam_length_mm, seam_angle_deg=msg.seam_angle_deg,
+        within_tolerance=bool(msg.within_tolerance), score=msg.score,
+        axis_along_seam_mm=msg.axis_along_seam_mm)

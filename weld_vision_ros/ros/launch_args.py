@@ -9,6 +9,7 @@ code defaults (launch_ros only warns about a params file that is not there).
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import sys
@@ -44,6 +45,9 @@ class CellLaunchPlan:
     use_sim_camera: bool
     remaps: list[tuple[str, str]]
     onnx_overrides: dict[str, str] = field(default_factory=dict)
+    report: bool = False
+    report_overrides: dict[str, str] = field(default_factory=dict)
+    review: bool = False
     rule_overrides: dict[str, object] = field(default_factory=dict)
     # The operator dashboard's command line (a separate process), None when not asked for.
     dashboard_cmd: Optional[list[str]] = None
@@ -93,12 +97,23 @@ def plan_cell_launch(args: Mapping[str, str], share_dir: str) -> CellLaunchPlan:
         if not os.path.isdir(models_dir):
             raise LaunchArgumentError(f'models_dir {models_dir!r} is not a directory')
         overrides['models_dir'] = models_dir
+    report = parse_bool('report', args.get('report', 'false'))
+    report_overrides: dict[str, str] = {}
+    table = args.get('acceptance_table', '')
+    if table:
+        if not os.path.isfile(table):
+            raise LaunchArgumentError(f'acceptance_table {table!r} is not a file')
+        report_overrides['acceptance_table'] = table
+    if args.get('reports_dir', ''):
+        report_overrides['reports_dir'] = args['reports_dir']
+    review = parse_bool('review', args.get('review', 'false'))
     rule_overrides: dict[str, object] = {}
     dashboard_cmd = None
     if parse_bool('dashboard', args.get('dashboard', 'false')):
-        dashboard_cmd = dashboard_command(args.get('dashboard_args', ''), args.get('namespace', ''))
+        dashboard_cmd = dashboard_command(args.get('dashboard_args', ''), check_namespace(args.get('namespace', '')))
         rule_overrides['publish_debug_image'] = True   # the live screen shows the annotated image
-    return CellLaunchPlan(params_file, sim, remaps, overrides, rule_overrides, dashboard_cmd)
+    return CellLaunchPlan(params_file, sim, remaps, overrides, report, report_overrides, review,
+                          rule_overrides=rule_overrides, dashboard_cmd=dashboard_cmd)
 
 
 def dashboard_command(extra_args: str = '', namespace: str = '', python: str = sys.executable) -> list[str]:
@@ -112,6 +127,44 @@ def dashboard_command(extra_args: str = '', namespace: str = '', python: str = s
     if namespace and '--namespace' not in extra:
         cmd += ['--namespace', namespace]
     return cmd + extra
+
+
+DDS_PROFILE_ENV = 'FASTDDS_DEFAULT_PROFILES_FILE'
+DDS_PROFILE_NAME = 'fastdds_large_shm.xml'       # config/, shipped
+DDS_QOS_FROM_XML_ENV = 'RMW_FASTRTPS_USE_QOS_FROM_XML'
+
+
+def dds_environment(profile: str) -> list[tuple[str, str]]:
+    """The environment that makes the nodes use a Fast DDS profile: the file, and for the
+    shipped one rmw_fastrtps's switch that applies its reader memory policy (a reader gives a
+    sample's memory back once taken; see config/fastdds_large_shm.xml)."""
+    env = [(DDS_PROFILE_ENV, profile)]
+    if os.path.basename(profile) == DDS_PROFILE_NAME:
+        env.append((DDS_QOS_FROM_XML_ENV, '1'))
+    return env
+
+
+_NS_TOKEN = re.compile(r'^[A-Za-z_][A-Za-z0-9_]*$')
+
+
+def check_namespace(namespace: str) -> str:
+    """A namespace argument as ROS 2 accepts it ('' or tokens of letters, digits and _ not
+    starting with a digit, separated by /), returned without leading or trailing slash."""
+    inner = namespace.strip().strip('/')
+    if inner and not all(_NS_TOKEN.match(t) for t in inner.split('/')):
+        raise LaunchArgumentError(f'namespace must be empty or tokens of letters, digits and _ '
+                                  f'(not starting with a digit) separated by /, got {namespace!r}')
+    return inner
+
+
+def recorded_topics(namespace: str) -> list[str]:
+    """The absolute topics `ros2 bag record` takes for a dataset recorded in `namespace`: the
+    dataset layout's relative topics (codec), as the namespaced camera and label publishers
+    resolve them; ground truth left out (synthetic only)."""
+    ns = check_namespace(namespace)
+    prefix = f'/{ns}/' if ns else '/'
+    return [prefix + t for t in (codec.COLOR_TOPIC, codec.DEPTH_TOPIC, codec.CAMERA_INFO_TOPIC,
+                                 codec.LABEL_TOPIC)]
 
 
 def check_recorder(mode: str, storage: str, use_sim_camera: str,

@@ -18,10 +18,12 @@ from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
 
 from weld_vision_ros.core.camera import Intrinsics, IntrinsicsError
-from weld_vision_ros.core.depth import DepthError
+from weld_vision_ros.core.depth import INTEGER_DEPTH_ENCODINGS, DepthError
+from weld_vision_ros.core.frame_gaps import StampGapCounter
 from weld_vision_ros.core.frames import RGBDFrame
 from weld_vision_ros.ros import codec
 from weld_vision_ros.ros.codec import ImageEncodingError, stamp_to_ns
+from weld_vision_ros.ros.spin import shutting_down
 from weld_vision_ros.ros.sync import StampSynchronizer
 from weld_vision_ros.ros.params import LiveParameters, ParamSpec
 from weld_vision_ros.ros.qos import RELIABILITY_CHOICES, camera_qos
@@ -116,6 +118,9 @@ class RgbdInput:
         self._intrinsics_by_stamp: OrderedDict[int, Intrinsics] = OrderedDict()
         self.camera_info_by_stamp = 0
         self.camera_info_stale = 0
+        # Frames the camera stamped that never arrived (a burst lost in transport, or
+        # overwritten in a full queue): seen only as gaps between stamps, per stream.
+        self.gaps = {'color': StampGapCounter(), 'depth': StampGapCounter()}
         qos = camera_qos(cfg.image_reliability, depth=cfg.image_queue_depth)
         self._subs = [
             node.create_subscription(Image, COLOR_TOPIC, self._on_color, qos,
@@ -148,6 +153,10 @@ class RgbdInput:
         for stream in ('color', 'depth'):
             values[f'unmatched_{stream}'] = self._sync.unmatched_by_stream.get(stream, 0)
         values['clock_jumps'] = self._sync.events.get('clock_jump', 0)
+        # Estimated from gaps between the stamps that arrived (core.frame_gaps).
+        for stream, gaps in self.gaps.items():
+            values[f'frames_missed_{stream}'] = gaps.missed
+            values[f'largest_gap_{stream}'] = gaps.largest_gap
         values['camera_info_by_stamp'] = self.camera_info_by_stamp
         values['camera_info_stale'] = self.camera_info_stale
         return values
@@ -179,6 +188,7 @@ class RgbdInput:
 
     def _on_color(self, msg: Image) -> None:
         self.frames_in += 1
+        self.gaps['color'].add(stamp_to_ns(msg.header.stamp))
         if self._too_large(msg, 'color'):
             return
         pair = self._sync.add_color(stamp_to_ns(msg.header.stamp), msg)
@@ -186,6 +196,7 @@ class RgbdInput:
             self._process(pair.color, pair.depth)
 
     def _on_depth(self, msg: Image) -> None:
+        self.gaps['depth'].add(stamp_to_ns(msg.header.stamp))
         if self._too_large(msg, 'depth'):
             return
         pair = self._sync.add_depth(stamp_to_ns(msg.header.stamp), msg)
@@ -194,6 +205,8 @@ class RgbdInput:
 
     # --- decoding --------------------------------------------------------------------
     def _process(self, color_msg: Image, depth_msg: Image) -> None:
+        if shutting_down(self._node):
+            return  # Ctrl-C: no frame is started after the context shut down (ros/spin.py)
         received_s = time.monotonic()
         frame = self.decode(color_msg, depth_msg)
         if frame is None:
@@ -201,6 +214,8 @@ class RgbdInput:
         try:
             self._handler(frame, color_msg.header, received_s)
         except Exception as exc:  # noqa: BLE001 - the ROS boundary: count, log, keep running
+            if shutting_down(self._node):
+                return  # failed because the context shut down under it: the shutdown, not a fault
             self._drop(DROP_PROCESSING_ERROR, f'processing failed: {exc!r}\n{traceback.format_exc()}')
 
     def decode(self, color_msg: Image, depth_msg: Image) -> Optional[RGBDFrame]:
@@ -236,9 +251,11 @@ class RgbdInput:
         if not np.isfinite(depth_m).any():
             self._drop(DROP_DEPTH_INVALID, 'depth has no valid pixel (all zero/NaN)')
             return None
+        # Integer depth (16UC1/mono16) resolves one unit of depth_scale_m: the core needs it.
+        unit_m = self.params.config.depth_scale_m if depth_msg.encoding in INTEGER_DEPTH_ENCODINGS else 0.0
         return RGBDFrame(rgb=rgb, depth_m=depth_m, intrinsics=intr,
                          stamp_ns=stamp_to_ns(color_msg.header.stamp),
-                         frame_id=color_msg.header.frame_id)
+                         frame_id=color_msg.header.frame_id, depth_unit_m=unit_m)
 
     def _drop(self, reason: str, text: str) -> None:
         self.drops[reason] += 1

@@ -184,6 +184,10 @@ class SceneParams:
     undercuts: tuple[UndercutSegment, ...] = ()
     gaps: tuple[GapSegment, ...] = ()
     cracks: tuple[Crack, ...] = ()
+    # Depth format (see `d4xx_16uc1`): 0 renders continuous depth (32FC1); > 0 rounds the
+    # depth to whole units of this size [m], as a 16UC1 driver publishes it.
+    depth_unit_m: float = 0.0
+    depth_noise_corr_px: float = 0.0  # spatial correlation of the depth noise (Gaussian sigma)
 
     def __post_init__(self) -> None:
         check_class_name(self.defect_class)
@@ -197,6 +201,9 @@ class SceneParams:
         if self.noise_mm < 0 or not 0.0 <= self.dropout_fraction <= 1.0 or self.rgb_noise < 0:
             raise SceneError(f'noise_mm and rgb_noise must be >= 0 and dropout_fraction in [0, 1], got '
                              f'{self.noise_mm}, {self.rgb_noise}, {self.dropout_fraction}')
+        if not (self.depth_unit_m >= 0 and self.depth_noise_corr_px >= 0):
+            raise SceneError(f'depth_unit_m and depth_noise_corr_px must be >= 0, got '
+                             f'{self.depth_unit_m} and {self.depth_noise_corr_px}')
 
 
 # Fields that belong to the weld rather than to one view of it: `sample_scene(weld=...)`
@@ -408,6 +415,29 @@ def sample_scene(rng: np.random.Generator, defect_class: str | None = None,
         width_mm, height_mm = weld.bead_width_mm, weld.bead_height_mm
     values.update(_sample_defects(rng, defect_class, width_mm, height_mm))
     return SceneParams(**values)
+
+
+def resample_bead(scene: SceneParams, rng: np.random.Generator, width_mm: float,
+                  height_mm: float) -> SceneParams:
+    """`scene` with another bead size and its defect instances drawn anew for that bead."""
+    defects = {'pits': (), 'droplets': (), 'undercuts': (), 'gaps': (), 'cracks': ()}
+    defects.update(_sample_defects(rng, scene.defect_class, width_mm, height_mm))
+    return replace(scene, bead_width_mm=float(width_mm), bead_height_mm=float(height_mm), **defects)
+
+
+# A machined bar's profile: (1 - u^2)^0.05 is flat on top and falls to 0 at the edges
+# within 1 % of the half-width (above half height out to u = 0.9999).
+GAUGE_PROFILE_EXPONENT = 0.05
+
+
+def gauge_scene(rng: np.random.Generator, width_mm: float, height_mm: float) -> SceneParams:
+    """A commissioning gauge in view: a straight machined bar of `width_mm` x `height_mm`
+    on the plate (no ripples, no width or height variation, no meander), in a random view
+    and light, with the sensor effects of an ordinary scene."""
+    scene = sample_scene(rng, 'good')
+    return replace(scene, bead_width_mm=float(width_mm), bead_height_mm=float(height_mm),
+                   profile_exponent=GAUGE_PROFILE_EXPONENT, width_variation_mm=0.0, toe_ripple_mm=0.0,
+                   height_variation=0.0, ripple_amplitude=0.0, meander_amplitude_mm=0.0)
 
 
 # --- Cached image banks (fixed seeds: deterministic) --------------------------------------
@@ -880,7 +910,15 @@ def render(scene: SceneParams, intrinsics: Intrinsics, rng: np.random.Generator)
     # Depth: the point on each ray at the relief elevation, plus noise and dropouts.
     depth_mm = (geo.dc - elevation) * geo.inv_q
     if scene.noise_mm > 0:
-        depth_mm += scene.noise_mm * _crop(_noise_bank(_bank_size(w_px, h_px)), h_px, w_px, rng)
+        noise = _crop(_noise_bank(_bank_size(w_px, h_px)), h_px, w_px, rng)
+        if scene.depth_noise_corr_px > 0:
+            # Stereo matching correlates the noise over its window; the blur keeps its sigma.
+            sigma = scene.depth_noise_corr_px
+            noise = cv2.GaussianBlur(noise, (0, 0), sigma) * np.float32(2.0 * math.sqrt(math.pi) * sigma)
+        depth_mm += scene.noise_mm * noise
+    if scene.depth_unit_m > 0:
+        unit_mm = 1000.0 * scene.depth_unit_m
+        depth_mm = np.round(depth_mm / unit_mm) * unit_mm
     depth_m = (depth_mm * 1e-3).astype(np.float32)
     _apply_dropouts(depth_m, idx, relief, glare, scene, rng)
 
@@ -967,6 +1005,32 @@ def _clip_box(x: np.ndarray, y: np.ndarray, intr: Intrinsics) -> Optional[tuple[
     if x1 < x0 or y1 < y0:
         return None
     return x0, y0, x1 - x0 + 1, y1 - y0 + 1
+
+
+# A RealSense D4xx-like stereo depth camera: depth RMS error z^2 * subpixel / (f * baseline).
+D4XX_FOCAL_PX = 425.0           # depth imager focal length at 848x480 [px]
+D4XX_BASELINE_M = 0.050
+D4XX_SUBPIXEL = 0.08            # typical subpixel RMS of the stereo match [px]
+D4XX_NOISE_CORR_PX = 1.5        # noise correlation length (the matching window) [px]
+
+
+def d4xx_noise_mm(distance_m: float, subpixel: float = D4XX_SUBPIXEL, focal_px: float = D4XX_FOCAL_PX,
+                  baseline_m: float = D4XX_BASELINE_M) -> float:
+    """Depth noise [mm, RMS] of a stereo camera at `distance_m`: z^2 * subpixel / (f * B).
+
+    At 0.2 m with the defaults: 0.15 mm; at 0.3 m: 0.34 mm.
+    """
+    if not (distance_m > 0 and subpixel >= 0 and focal_px > 0 and baseline_m > 0):
+        raise SceneError('distance, focal length and baseline must be > 0 and subpixel >= 0')
+    return 1000.0 * distance_m ** 2 * subpixel / (focal_px * baseline_m)
+
+
+def d4xx_16uc1(scene: SceneParams, subpixel: float = D4XX_SUBPIXEL, depth_unit_m: float = 0.001) -> SceneParams:
+    """`scene` as a D4xx camera with its default 16UC1 depth sees it: stereo noise for the
+    plate distance (d4xx_noise_mm), correlated over the matching window, rounded to whole
+    `depth_unit_m` units (1 mm, the RealSense and Orbbec default)."""
+    return replace(scene, noise_mm=d4xx_noise_mm(scene.plate_distance_m, subpixel),
+                   depth_noise_corr_px=D4XX_NOISE_CORR_PX, depth_unit_m=depth_unit_m)
 
 
 def render_random(rng: np.random.Generator, intrinsics: Intrinsics | None = None,

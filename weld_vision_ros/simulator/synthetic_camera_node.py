@@ -13,12 +13,22 @@ frame_id); topic names are relative, so a namespace or remap applies:
 
 The frames come from the core renderer (`core.synthetic.SyntheticWeldStream`): each weld
 has one class and `frames_per_weld` views; `weld_id` changes with every weld.
+
+Scan mode (`scan_plan` names a YAML scan plan, `simulator.seam_scan`): the camera travels
+along one continuous weld with imperfections at known positions, pass after pass, and also
+publishes what a robot program and driver would:
+
+    camera/pose                               geometry_msgs/PoseStamped, the optical frame
+                                              in the part frame (`part_frame_id`), same stamp
+    weld/event                                weld_vision_ros/WeldEvent start before the
+                                              first frame of a pass, end after its last
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Mapping, Optional
 
+from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
@@ -26,16 +36,18 @@ from std_msgs.msg import Header
 from weld_vision_ros.core.classes import DEFAULT_CLASS_NAMES
 from weld_vision_ros.core.depth import encode_depth_16uc1
 from weld_vision_ros.simulator.renderer import SceneError, SyntheticWeldStream, default_intrinsics
-from weld_vision_ros.msg import WeldGroundTruth, WeldLabel
+from weld_vision_ros.msg import WeldEvent, WeldGroundTruth, WeldLabel
+from weld_vision_ros.simulator.seam_scan import SeamScanner, load_scan_plan
 from weld_vision_ros.ros import codec
 from weld_vision_ros.ros.conversions import (array_to_image, ground_truth_to_msg,
                                              intrinsics_to_camera_info)
-from weld_vision_ros.ros.spin import run_node
+from weld_vision_ros.ros.spin import create_publisher, run_node
 from weld_vision_ros.ros.params import LiveParameters, ParamSpec
 from weld_vision_ros.ros.qos import RELIABILITY_CHOICES, camera_qos, latched_qos, results_qos
 
 COLOR_TOPIC, DEPTH_TOPIC, INFO_TOPIC = codec.COLOR_TOPIC, codec.DEPTH_TOPIC, codec.CAMERA_INFO_TOPIC
 TRUTH_TOPIC, LABEL_TOPIC = codec.GROUND_TRUTH_TOPIC, codec.LABEL_TOPIC
+POSE_TOPIC, EVENT_TOPIC = 'camera/pose', 'weld/event'
 LABEL_SOURCE = 'sim'
 DEPTH_ENCODINGS = codec.DEPTH_ENCODINGS
 SEED_MAX = 2**31 - 1
@@ -58,6 +70,11 @@ PARAMS = (
     ParamSpec('image_reliability', 'best_effort', 'QoS reliability of the camera topics, fixed '
               'at start: best_effort like camera drivers; reliable for recorders that must not '
               'lose frames', choices=RELIABILITY_CHOICES, read_only=True),
+    ParamSpec('scan_plan', '', 'Scan mode: a YAML scan plan (one weld with imperfections at known '
+              'positions, scanned pass after pass, with camera/pose and weld/event); empty: '
+              'separate views of one-class welds', read_only=True),
+    ParamSpec('part_frame_id', 'part', 'Scan mode: frame_id of camera/pose (the part frame: x along '
+              'the weld from its start, z the plate normal)'),
     *(ParamSpec(f'class_weights.{name}', 1.0, f'Relative frequency of {name} welds (0: never)',
                 min_value=0.0, max_value=1000.0) for name in DEFAULT_CLASS_NAMES),
 )
@@ -75,6 +92,8 @@ class SimCameraConfig:
     frame_id: str
     image_reliability: str
     class_weights: tuple[tuple[str, float], ...]
+    scan_plan: str = ''
+    part_frame_id: str = 'part'
 
     @classmethod
     def from_values(cls, v: Mapping[str, Any]) -> 'SimCameraConfig':
@@ -85,7 +104,8 @@ class SimCameraConfig:
             raise ValueError('frame_id must not be empty')
         return cls(float(v['rate_hz']), int(v['width']), int(v['height']), float(v['noise_scale']),
                    int(v['seed']), int(v['frames_per_weld']), str(v['depth_encoding']),
-                   str(v['frame_id']), str(v['image_reliability']), weights)
+                   str(v['frame_id']), str(v['image_reliability']), weights, str(v['scan_plan']),
+                   str(v['part_frame_id']))
 
 
 class SyntheticCameraNode(Node):
@@ -96,18 +116,29 @@ class SyntheticCameraNode(Node):
         # Camera streams: sensor-data QoS (keep last, best effort by default) like a camera
         # driver: a subscriber that falls behind gets the newest frame, not a backlog.
         image_qos = camera_qos(cfg.image_reliability)
-        self._color_pub = self.create_publisher(Image, COLOR_TOPIC, image_qos)
-        self._depth_pub = self.create_publisher(Image, DEPTH_TOPIC, image_qos)
-        self._info_pub = self.create_publisher(CameraInfo, INFO_TOPIC, image_qos)
+        self._color_pub = create_publisher(self, Image, COLOR_TOPIC, image_qos)
+        self._depth_pub = create_publisher(self, Image, DEPTH_TOPIC, image_qos)
+        self._info_pub = create_publisher(self, CameraInfo, INFO_TOPIC, image_qos)
         # Ground truth is what scorers compare verdicts with: reliable, deep enough to hold
         # the frames still in flight through the pipeline.
-        self._truth_pub = self.create_publisher(WeldGroundTruth, TRUTH_TOPIC, results_qos(depth=50))
+        self._truth_pub = create_publisher(self, WeldGroundTruth, TRUTH_TOPIC, results_qos(depth=50))
         # The label holds until the next one: latched, so a recorder that starts late still
         # gets the current label.
-        self._label_pub = self.create_publisher(WeldLabel, LABEL_TOPIC, latched_qos())
+        self._label_pub = create_publisher(self, WeldLabel, LABEL_TOPIC, latched_qos())
         self.frames_published = 0
         self.frames_failed = 0
         self._stream = self._make_stream(cfg)
+        self._scan = None
+        if cfg.scan_plan:
+            # A bad plan stops the node at start with the file and the reason.
+            plan = load_scan_plan(cfg.scan_plan)
+            self._scan = SeamScanner(plan, seed=self._stream.seed,
+                                     intrinsics=default_intrinsics(cfg.width, cfg.height))
+            self._scan_views = plan.view_centres()
+            self._scan_index = 0
+            self._scan_pass = 0
+            self._pose_pub = self.create_publisher(PoseStamped, POSE_TOPIC, results_qos(depth=50))
+            self._event_pub = self.create_publisher(WeldEvent, EVENT_TOPIC, results_qos(depth=10))
         self._timer = self.create_timer(1.0 / cfg.rate_hz, self._tick)
         self.get_logger().info(
             f'synthetic camera: {cfg.width}x{cfg.height} at {cfg.rate_hz:g} Hz, seed {self._stream.seed}, '
@@ -135,11 +166,48 @@ class SyntheticCameraNode(Node):
             self.destroy_timer(self._timer)
             self._timer = self.create_timer(1.0 / cfg.rate_hz, self._tick)
 
+    @property
+    def scan_weld_id(self) -> str:
+        return f'scan-{self._stream.seed}-{self._scan_pass:04d}'
+
+    def _scan_tick(self, cfg: SimCameraConfig, header: Header):
+        """Scan mode: the next view of the pass (with its pose), the weld events around it."""
+        plan = self._scan.plan
+        if self._scan_index == 0:
+            self._event_pub.publish(WeldEvent(
+                header=header, weld_id=self.scan_weld_id, event=WeldEvent.EVENT_START,
+                plate_thickness_mm=float(plan.plate_thickness_mm), quality_level=plan.quality_level,
+                weld_length_mm=float(plan.weld_length_mm)))
+        if self._scan_index >= len(self._scan_views):
+            self._event_pub.publish(WeldEvent(header=header, weld_id=self.scan_weld_id,
+                                              event=WeldEvent.EVENT_END))
+            self._scan_index = 0
+            self._scan_pass += 1
+            return None
+        view = self._scanned = self._scan.render_view(self._scan_index, self._scan_views[self._scan_index])
+        self._scan_index += 1
+        pose = PoseStamped()
+        pose.header = Header(stamp=header.stamp, frame_id=cfg.part_frame_id)
+        (pose.pose.position.x, pose.pose.position.y, pose.pose.position.z) = view.position_m
+        o = pose.pose.orientation
+        o.x, o.y, o.z, o.w = view.orientation_xyzw
+        self._pose_pub.publish(pose)
+        frame = view.frame
+        truth = replace(frame.truth, weld_id=self.scan_weld_id,
+                        defect_class=frame.truth.regions[0].defect_class if frame.truth.regions else 'good')
+        return replace(frame, truth=truth), view.index == 0
+
     def _tick(self) -> None:
         cfg = self.params.config
         header = Header(stamp=self.get_clock().now().to_msg(), frame_id=cfg.frame_id)
         try:
-            frame, new_weld = self._stream.next_frame()
+            if self._scan is not None:
+                scanned = self._scan_tick(cfg, header)
+                if scanned is None:
+                    return
+                frame, new_weld = scanned
+            else:
+                frame, new_weld = self._stream.next_frame()
         except SceneError as exc:       # the ROS boundary: count, log, keep publishing
             self.frames_failed += 1
             self.get_logger().warning(f'frame not rendered ({self.frames_failed} so far): {exc}',
