@@ -327,3 +327,48 @@ def test_launch_and_runner_start_the_dashboard_only_when_asked():
     assert args.port == 8099 and args.host == '127.0.0.1'   # localhost unless told otherwise
     assert onnx_node(args) == '/cell_2/onnx_defect_node'    # deploys go to the cell's own node
     assert onnx_node(build_parser().parse_args([])) == '/onnx_defect_node'
+
+
+# --- review screen ---------------------------------------------------------------------------
+def test_review_bags_are_shown_frame_by_frame_and_labelled_into_their_sidecar(tmp_path):
+    import yaml
+
+    from weld_vision_ros.core.camera import Intrinsics
+    from weld_vision_ros.dashboard.review import ReviewBags
+    from weld_vision_ros.ros.dataset_bag import DatasetBagWriter, read_sidecar
+    review_dir = tmp_path / 'review'
+    bag_path = review_dir / 'review_20261202_101500'
+    rgb = np.zeros((48, 64, 3), np.uint8)
+    rgb[:, 32:] = (0, 0, 255)                                     # blue right half
+    intr = Intrinsics.from_k([50.0, 0, 32, 0, 50.0, 24, 0, 0, 1], 64, 48)
+    with DatasetBagWriter(bag_path, 'mcap') as bag:
+        for stamp in (1_000, 2_000):
+            bag.write_frame(stamp, rgb, np.full((48, 64), 0.3, np.float32), intr, label='good')
+    (bag_path / 'review.yaml').write_text(yaml.safe_dump([
+        {'stamp_ns': 1_000, 'reasons': ['disagreement'], 'rule_class': 'good', 'ml_class': 'crack',
+         'final_class': 'good', 'confidence': 0.55, 'weld_id': 'w1'},
+        {'stamp_ns': 2_000, 'reasons': ['low_confidence'], 'rule_class': 'gap', 'ml_class': 'gap',
+         'final_class': 'gap', 'confidence': 0.4, 'weld_id': 'w1'}]))
+    folders = Folders(tmp_path, tmp_path, tmp_path, tmp_path / 'r.sqlite').resolved()
+    ctx = DashboardContext(token=TOKEN, folders=folders, live=LiveState(), jobs=TrainingJobs(folders),
+                           models=ModelActions(folders), review=ReviewBags(review_dir))
+    api = TestClient(create_app(ctx))
+    name = bag_path.name
+    assert api.get('/api/review/bags').json() == [{'name': name, 'frames': 2, 'labelled': 0, 'finished': True}]
+    frames = api.get(f'/api/review/bags/{name}').json()['frames']
+    assert [f['reasons'] for f in frames] == [['disagreement'], ['low_confidence']]
+    assert frames[0]['ml_class'] == 'crack' and frames[0]['label'] == ''
+    jpeg = api.get(f'/api/review/bags/{name}/frames/2000.jpg')
+    img = cv2.imdecode(np.frombuffer(jpeg.content, np.uint8), cv2.IMREAD_COLOR)
+    assert img.shape == (48, 64, 3) and img[24, 60, 0] > 200          # BGR: blue where it was drawn
+    url = f'/api/review/bags/{name}/labels'
+    assert api.post(url, json={'stamp_ns': 1_000, 'label': 'crack'}).status_code == 401
+    assert api.post(url, json={'stamp_ns': 1_000, 'label': 'crack'}, headers=AUTH).json()['labelled'] == 1
+    assert [(s.start_ns, s.label, s.weld_id) for s in read_sidecar(bag_path / 'labels.yaml')] == [(1_000, 'crack', 'w1')]
+    r = api.post(url, json={'stamp_ns': 1_500, 'label': 'gap'}, headers=AUTH)
+    assert r.status_code == 400 and 'no frame stamped 1500' in r.json()['detail']
+    r = api.post(url, json={'stamp_ns': 2_000, 'label': 'rust'}, headers=AUTH)
+    assert r.status_code == 400 and 'rust' in r.json()['detail']
+    assert api.get('/api/review/bags/..%2F..%2Fetc').status_code in (400, 404)
+    assert api.get('/api/review/bags/missing').status_code == 400
+    assert api.get(f'/api/review/bags/{name}').json()['frames'][0]['label'] == 'crack'

@@ -56,6 +56,26 @@ def _wait_http(url: str, proc: subprocess.Popen, timeout_s: float) -> None:
     raise TimeoutError(f'{url} did not answer within {timeout_s} s')
 
 
+def _write_review_bag(path: Path) -> Path:
+    """A finished review bag as review_recorder_node leaves it: frames and review.yaml."""
+    import numpy as np
+    import yaml
+
+    from weld_vision_ros.core.camera import Intrinsics
+    from weld_vision_ros.ros.dataset_bag import DatasetBagWriter
+    intr = Intrinsics.from_k([300.0, 0, 160, 0, 300.0, 120, 0, 0, 1], 320, 240)
+    with DatasetBagWriter(path, 'mcap') as bag:
+        for i, stamp in enumerate((1_000_000, 2_000_000)):
+            rgb = np.full((240, 320, 3), 90 + 60 * i, np.uint8)
+            bag.write_frame(stamp, rgb, np.full((240, 320), 0.3, np.float32), intr, label='good')
+    (path / 'review.yaml').write_text(yaml.safe_dump([
+        {'stamp_ns': 1_000_000, 'reasons': ['disagreement'], 'rule_class': 'good', 'ml_class': 'crack',
+         'final_class': 'good', 'confidence': 0.55, 'weld_id': 'w7'},
+        {'stamp_ns': 2_000_000, 'reasons': ['low_confidence'], 'rule_class': 'gap', 'ml_class': 'gap',
+         'final_class': 'gap', 'confidence': 0.41, 'weld_id': 'w7'}]))
+    return path
+
+
 @pytest.fixture(scope='module')
 def cell(tmp_path_factory):
     if not os.access(CHROMIUM, os.X_OK):
@@ -78,6 +98,7 @@ def cell(tmp_path_factory):
     corrupt.write_bytes(good[:len(good) // 2])          # a truncated export
     registry.register_model('weld-corrupt', corrupt, sha256_file(corrupt), DEFAULT_CLASS_NAMES, {})
 
+    review_bag = _write_review_bag(root / 'review' / 'review_20261202_101500')
     bag_dir = root / 'bags' / 'capture'         # the capture node's bag, in the dashboard's bags folder
     env = dict(os.environ, PYTHONUNBUFFERED='1')
     sets = {'synthetic_camera_node.rate_hz': 4.0, 'synthetic_camera_node.seed': 3,
@@ -98,13 +119,13 @@ def cell(tmp_path_factory):
     dash_proc = subprocess.Popen(
         [sys.executable, '-m', 'weld_vision_ros.dashboard', '--port', str(port), '--token', TOKEN,
          '--datasets-dir', str(datasets), '--runs-dir', str(runs), '--models-dir', str(models),
-         '--bags-dir', str(root / 'bags'), '--registry', str(runs / 'registry.sqlite'), '--min-samples', '5'],
+         '--bags-dir', str(root / 'bags'), '--review-dir', str(root / 'review'), '--registry', str(runs / 'registry.sqlite'), '--min-samples', '5'],
         cwd=REPO, env=env, stdout=dash_log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f'http://127.0.0.1:{port}'
     try:
         _wait_http(url + '/api/status', dash_proc, 60.0)
         yield {'url': url, 'root': root, 'bag_dir': bag_dir, 'cell': cell_proc, 'dashboard': dash_proc,
-               'registry': registry}
+               'registry': registry, 'review_bag': review_bag}
     finally:
         stop(dash_proc)
         stop(cell_proc)
@@ -224,6 +245,19 @@ def test_a_label_click_writes_a_frame_into_the_bag(page, cell):
                            ".textContent === '1'")
     page.screenshot(path=str(SHOTS / 'capture.png'))
     cell['captured'] = ['porosity', 'gap']     # read back from the bag once the cell stops
+
+
+def test_review_frames_are_labelled_by_key_into_the_bags_sidecar(page, cell):
+    from weld_vision_ros.ros.dataset_bag import read_sidecar
+    _enter_token(page)
+    page.click('button[data-screen=review]')
+    page.wait_for_function("document.querySelector('#review-image').naturalWidth === 320")
+    assert 'disagreement' in page.text_content('#review-table') and 'crack' in page.text_content('#review-table')
+    page.press('#review-buttons button.label[data-label="good"]', '6')      # key 6: crack, then the next frame
+    page.wait_for_function("document.querySelector('#review-count').textContent.includes('frame 2 of 2, 1 labelled')")
+    page.screenshot(path=str(SHOTS / 'review.png'))
+    spans = read_sidecar(cell['review_bag'] / 'labels.yaml')
+    assert [(s.start_ns, s.label, s.weld_id) for s in spans] == [(1_000_000, 'crack', 'w7')]
 
 
 TOY_OVERRIDES = ['model.input_size=48', 'model.crop=frame', 'train.batch_size=16', 'train.threads=1',

@@ -49,6 +49,7 @@ class DashboardContext:
     jobs: TrainingJobs
     models: ModelActions
     bridge: Any = None
+    review: Any = None          # review.ReviewBags, None: no review screen
     class_names: tuple[str, ...] = DEFAULT_CLASS_NAMES
     min_samples_per_class: int = 20
     stopping: threading.Event = field(default_factory=threading.Event)
@@ -58,6 +59,11 @@ class DashboardContext:
 class CaptureBody(BaseModel):
     label: str = Field(description='class name, one of the capture node\'s labels')
     weld_id: str = Field('', description='weld identifier; empty keeps the current one')
+
+
+class ReviewLabelBody(BaseModel):
+    stamp_ns: int = Field(description="the frame's stamp [ns], as in the bag's review.yaml")
+    label: str = Field(description='class name')
 
 
 class JobBody(BaseModel):
@@ -114,8 +120,11 @@ def create_app(ctx: DashboardContext, allowed_hosts: Optional[Sequence[str]] = N
                                      'capture are not available here')
         return ctx.bridge
 
+    from .review import ReviewScreenError
+
     @app.exception_handler(PathNotAllowed)
     @app.exception_handler(JobError)
+    @app.exception_handler(ReviewScreenError)
     async def _bad_request(request: Request, exc: Exception):
         return JSONResponse({'detail': str(exc)}, status_code=400)
 
@@ -218,6 +227,30 @@ def create_app(ctx: DashboardContext, allowed_hosts: Optional[Sequence[str]] = N
         if not result['success']:
             return JSONResponse(result, status_code=409)
         return result
+
+    # --- review -----------------------------------------------------------------------------
+    def need_review():
+        if ctx.review is None:
+            raise HTTPException(503, 'this dashboard has no review folder (--review-dir)')
+        return ctx.review
+
+    @app.get('/api/review/bags', summary="The flywheel's review bags, with how many frames are labelled")
+    def review_bags() -> list[dict[str, Any]]:
+        return need_review().list_bags()
+
+    @app.get('/api/review/bags/{name}', summary="A review bag's frames: verdicts, reasons, labels")
+    def review_bag(name: str) -> dict[str, Any]:
+        return need_review().entries(name)
+
+    @app.get('/api/review/bags/{name}/frames/{stamp_ns}.jpg', response_class=Response,
+             summary='One frame of a review bag (JPEG)')
+    def review_frame(name: str, stamp_ns: int):
+        return Response(need_review().frame_jpeg(name, stamp_ns), media_type='image/jpeg')
+
+    @app.post('/api/review/bags/{name}/labels', dependencies=token,
+              summary="Label one frame into the bag's labels.yaml")
+    def review_label(name: str, body: ReviewLabelBody) -> dict[str, Any]:
+        return need_review().label(name, body.stamp_ns, body.label)
 
     # --- training ---------------------------------------------------------------------------
     @app.get('/api/training/datasets', summary='Dataset folders training may use')

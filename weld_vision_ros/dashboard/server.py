@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--bags-dir', type=Path, default=Path('bags'),
                    help="folder of recorded bags a job may train on (e.g. the parent of the capture "
                         "node's bag_dir, where its finished bags lie)")
+    p.add_argument('--review-dir', type=Path, default=Path('review'),
+                   help="the review recorder's folder (its review_dir), for the review screen")
     p.add_argument('--registry', type=Path, default=None,
                    help='registry file (default: $WELD_REGISTRY, else <runs-dir>/registry.sqlite)')
     p.add_argument('--no-ros', action='store_true', help='serve training and models only (no ROS)')
@@ -100,9 +102,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         bridge = RosBridge(live, namespace=args.namespace, debug_image=not args.no_debug_image)
         bridge.start()
     jobs = TrainingJobs(folders)
+    from weld_vision_ros.dashboard.review import ReviewBags
+    review = ReviewBags(args.review_dir.expanduser().resolve())
     ctx = DashboardContext(token=token, folders=folders, live=live, jobs=jobs,
                            models=ModelActions(folders, node=onnx_node(args)), bridge=bridge,
-                           min_samples_per_class=args.min_samples)
+                           min_samples_per_class=args.min_samples, review=review)
     from weld_vision_ros.dashboard.app import LOOPBACK_HOSTS
     if args.host in LOOPBACK or args.allowed_host:
         allowed = list(LOOPBACK_HOSTS) + list(args.allowed_host)

@@ -2,6 +2,7 @@
 'use strict';
 
 const $ = (sel) => document.querySelector(sel);
+const review = { bag: '', frames: [], index: 0, labels: [] };
 const state = { screen: 'live', labels: [], selectedJob: null, compare: new Set(), nodes: {} };
 
 // --- helpers ---------------------------------------------------------------------------
@@ -213,6 +214,46 @@ async function capture(label) {
   refreshCapture();
 }
 
+async function refreshReview() {
+  const sel = $('#review-bag');
+  const bags = await api('/api/review/bags').catch((e) => { $('#review-count').textContent = e.message; return []; });
+  const options = bags.filter((b) => b.finished).map((b) => `<option value="${esc(b.name)}">${esc(b.name)} (${b.labelled}/${b.frames} labelled)</option>`).join('');
+  if (setHTML(sel, options) && !review.bag && sel.value) openReview(sel.value);
+  if (!bags.length) $('#review-count').textContent = 'no review bags (the review recorder writes them: review:=true)';
+}
+
+async function openReview(name) {
+  const d = await api(`/api/review/bags/${encodeURIComponent(name)}`);
+  review.bag = name; review.frames = d.frames; review.labels = d.labels;
+  review.index = Math.max(0, d.frames.findIndex((f) => !f.label));
+  $('#review-buttons').innerHTML = d.labels.map((c, i) => `<button class="label" data-label="${esc(c)}">${i + 1} · ${esc(c)}</button>`).join('');
+  document.querySelectorAll('#review-buttons .label').forEach((b) => b.addEventListener('click', () => labelReview(b.dataset.label)));
+  showReviewFrame();
+}
+
+function showReviewFrame() {
+  const f = review.frames[review.index];
+  $('#review-frame-card').hidden = !f;
+  if (!f) return;
+  $('#review-image').src = `/api/review/bags/${encodeURIComponent(review.bag)}/frames/${f.stamp_ns}.jpg`;
+  $('#review-count').textContent = `frame ${review.index + 1} of ${review.frames.length}, ${review.frames.filter((x) => x.label).length} labelled`;
+  kv($('#review-table'), [['stamp', clock(f.stamp_ns / 1e9)], ['reasons', f.reasons.join(', ')], ['rules said', f.rule_class || '–'],
+    ['model said', f.ml_class || '–'], ['final verdict', `${f.final_class || '–'} (${fmt(f.confidence)})`], ['weld', f.weld_id || '–'],
+    ['label', f.label || 'not yet', f.label ? 'ok' : '']]);
+}
+
+async function labelReview(label) {
+  const f = review.frames[review.index];
+  if (!f) return;
+  try {
+    await act('label', `/api/review/bags/${encodeURIComponent(review.bag)}/labels`, { method: 'POST', body: { stamp_ns: f.stamp_ns, label } });
+    f.label = label;
+    say(`frame ${review.index + 1} labelled ${label}`, 'ok');
+    if (review.index < review.frames.length - 1) review.index += 1;
+  } catch (e) { /* said */ }
+  showReviewFrame();
+}
+
 async function refreshTraining() {
   const sel = $('#job-dataset');
   if (!sel.options.length) {
@@ -363,6 +404,7 @@ async function refresh() {
     else { await refreshLive().catch(() => {}); }
     if (state.screen === 'capture') await refreshCapture();
     if (state.screen === 'training') await refreshTraining();
+    if (state.screen === 'review') await refreshReview();
     if (state.screen === 'models') await refreshModels();
   } catch (e) {
     say(`refresh failed: ${e.message}`, 'error');
@@ -383,11 +425,19 @@ window.addEventListener('DOMContentLoaded', () => {
   $('#rollback').addEventListener('click', rollback);
   $('#alarm-ack').addEventListener('click', async () => { try { await act('acknowledge', '/api/live/alarm/ack', { method: 'POST' }); } catch (e) { /* said */ } });
   document.addEventListener('keydown', (ev) => {
-    if (state.screen !== 'capture' || ev.target.tagName === 'INPUT' || ev.target.tagName === 'TEXTAREA') return;
+    if (ev.target.tagName === 'INPUT' || ev.target.tagName === 'TEXTAREA') return;
     const i = parseInt(ev.key, 10);
-    if (i >= 1 && i <= state.labels.length) capture(state.labels[i - 1]);
+    if (state.screen === 'capture' && i >= 1 && i <= state.labels.length) capture(state.labels[i - 1]);
+    if (state.screen === 'review') {
+      if (i >= 1 && i <= review.labels.length) labelReview(review.labels[i - 1]);
+      if (ev.key === 'ArrowRight' && review.index < review.frames.length - 1) { review.index += 1; showReviewFrame(); }
+      if (ev.key === 'ArrowLeft' && review.index > 0) { review.index -= 1; showReviewFrame(); }
+    }
   });
+  $('#review-bag').addEventListener('change', () => openReview($('#review-bag').value));
+  $('#review-prev').addEventListener('click', () => { if (review.index > 0) { review.index -= 1; showReviewFrame(); } });
+  $('#review-next').addEventListener('click', () => { if (review.index < review.frames.length - 1) { review.index += 1; showReviewFrame(); } });
   const screen = (location.hash || '#live').slice(1);
-  show(['live', 'capture', 'training', 'models'].includes(screen) ? screen : 'live');
+  show(['live', 'capture', 'review', 'training', 'models'].includes(screen) ? screen : 'live');
   setInterval(refresh, 1000);
 });
