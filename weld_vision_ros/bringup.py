@@ -5,6 +5,7 @@ For machines without the ROS 2 launch library (a pip-only desktop, CI) and for q
 trials. `weld-vision run` starts it:
 
     weld-vision run --params-file config/weld_cell.yaml --sim-camera --duration 20
+    weld-vision run --sim-camera --dashboard --dashboard-args '--port 8090 --token secret'
 """
 from __future__ import annotations
 
@@ -181,6 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
                         'synthetic_camera_node.rate_hz=15.0; repeatable')
     p.add_argument('--duration', type=float, default=0.0, help='stop after this many seconds (0: Ctrl-C)')
     p.add_argument('--threads', type=int, default=4, help='executor threads')
+    p.add_argument('--dashboard', action='store_true',
+                   help='also serve the operator dashboard (its own process; weld-vision dashboard) and '
+                        'publish the rule node\'s annotated debug image for it')
+    p.add_argument('--dashboard-args', default='', metavar='ARGS',
+                   help="the dashboard's arguments as one string, e.g. '--port 8090 --token-file FILE'")
     p.add_argument('--namespace', default='/', help='namespace of every node and its relative topics, '
                    'e.g. cell_2 (as the launch file\'s namespace:=); the params file\'s sections are '
                    'matched against each node\'s fully qualified name, as rcl does')
@@ -227,9 +233,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.mode:
         onnx['mode'] = args.mode
     use_default_dds_profile()
+    dashboard = None
+    if args.dashboard:
+        from weld_vision_ros.ros.launch_args import LaunchArgumentError, dashboard_command
+        try:
+            cmd = dashboard_command(args.dashboard_args, args.namespace.strip('/'))
+        except LaunchArgumentError as exc:
+            parser.error(str(exc))
+        overrides.setdefault('rule_defect_node', {}).setdefault('publish_debug_image', True)
     rclpy.init()
     nodes = []
     ex = SteadyExecutor(num_threads=args.threads)
+    if args.dashboard:
+        import subprocess
+        dashboard = subprocess.Popen(cmd)   # its output goes where ours does
     try:
         try:
             nodes = create_nodes(executables, params, overrides, namespace=args.namespace)
@@ -246,11 +263,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        if dashboard is not None:
+            _stop_process(dashboard)
         ex.shutdown()
         for n in nodes:
             n.destroy_node()
         rclpy.try_shutdown()
     return 0
+
+
+def _stop_process(proc, timeout_s: float = 10.0) -> None:
+    """Ctrl-C a child (it shuts down cleanly), then kill it if it hangs."""
+    import signal
+    import subprocess
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 if __name__ == '__main__':

@@ -7,6 +7,7 @@ from typing import Optional, Sequence
 COMMANDS = {
     'demo': ('weld_vision_ros.examples.demo', 'the inspection pipeline on the synthetic camera, scored live'),
     'run': ('weld_vision_ros.bringup', 'the weld-cell nodes in one process, with the launch YAML'),
+    'dashboard': ('weld_vision_ros.dashboard.server', 'the operator dashboard in the browser (live, capture, training, models)'),
     'sim': ('weld_vision_ros.simulator.sim_record', 'synthetic datasets (same as weld-sim): sim record --out DIR ...'),
     'commission': ('weld_vision_ros.commission', 'measure a gauge of known size: width/height error and spread'),
 }

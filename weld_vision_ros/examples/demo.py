@@ -42,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--separate-processes', action='store_true',
                    help='each node in a process of its own (as the launch file) instead of the runner')
     p.add_argument('--summary-period', type=float, default=5.0, help='seconds between summaries')
+    p.add_argument('--dashboard', action='store_true',
+                   help='also serve the operator dashboard (http://127.0.0.1:8090/ by default)')
+    p.add_argument('--dashboard-args', default='', metavar='ARGS',
+                   help="the dashboard's arguments as one string, e.g. '--port 8091 --token secret'")
     return p
 
 
@@ -64,9 +68,15 @@ def _pipeline(args, model: Optional[Path], log_dir: Path) -> list[subprocess.Pop
                '--sim-camera', '--nodes', 'rule_defect_node', 'onnx_defect_node']
         for node, values in (('synthetic_camera_node', camera), ('onnx_defect_node', onnx)):
             cmd += [a for k, v in values.items() for a in ('--set', f'{node}.{k}={v}')]
+        if args.dashboard:
+            cmd += ['--dashboard', '--dashboard-args', args.dashboard_args]
         return [_start(cmd, log_dir / 'pipeline.log')]
     procs = []
-    for node, values in (('synthetic_camera_node', camera), ('rule_defect_node', {}),
+    if args.dashboard:
+        from weld_vision_ros.ros.launch_args import dashboard_command
+        procs.append(_start(dashboard_command(args.dashboard_args), log_dir / 'dashboard.log'))
+    rule = {'publish_debug_image': 'true'} if args.dashboard else {}
+    for node, values in (('synthetic_camera_node', camera), ('rule_defect_node', rule),
                          ('onnx_defect_node', onnx)):
         cmd = [sys.executable, '-m', NODE_CLASSES[node][0], '--ros-args',
                '--params-file', str(params_file)]
@@ -126,6 +136,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f'[demo] synthetic camera at {args.rate_hz:g} Hz, {args.width}x{args.height}; rule node '
           f'+ ONNX node in {args.mode} mode, model {model.name if model else "none"} ({how}); '
           f'logs in {log_dir}', flush=True)
+    if args.dashboard:
+        print(f'[demo] dashboard: its address (and its token, when generated) are the first '
+              f'[dashboard] lines of {log_dir / ("dashboard.log" if args.separate_processes else "pipeline.log")}',
+              flush=True)
     rclpy.init()
     monitor = DefectMonitorNode(parameter_overrides=[Parameter('defect_topic', value='weld/defect'),
                                                      Parameter('summary_period_s', value=0.0)])

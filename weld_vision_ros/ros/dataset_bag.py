@@ -174,14 +174,31 @@ class DatasetBagWriter:
         self.frames = 0
         self._label: Optional[str] = None
         plugin = StoragePlugin.MCAP if storage == 'mcap' else StoragePlugin.SQLITE3
+        self._thread = None
+        if storage == 'sqlite3':
+            from concurrent.futures import ThreadPoolExecutor
+            self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix='dataset_bag')
         try:
             self._writer = Writer(self.path, version=9, storage_plugin=plugin)
-            self._writer.open()
+            self._on_writer_thread(self._writer.open)
         except WriterError as exc:
+            self._stop_thread()
             raise DatasetBagError(f'cannot create bag {self.path}: {exc}') from None
-        self._connections = {t: self._writer.add_connection(t, TOPIC_TYPES[t], typestore=self.store)
+        self._connections = {t: self._on_writer_thread(self._writer.add_connection, t, TOPIC_TYPES[t],
+                                                       typestore=self.store)
                              for t in topics}
         self._closed = False
+
+    def _on_writer_thread(self, fn, *args, **kwargs):
+        """fn(*args, **kwargs), on the bag's own thread where the storage needs one."""
+        if self._thread is None:
+            return fn(*args, **kwargs)
+        return self._thread.submit(fn, *args, **kwargs).result()
+
+    def _stop_thread(self) -> None:
+        if self._thread is not None:
+            self._thread.shutdown(wait=True)
+            self._thread = None
 
     def __enter__(self) -> 'DatasetBagWriter':
         return self
@@ -196,7 +213,10 @@ class DatasetBagWriter:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            self._writer.close()
+            try:
+                self._on_writer_thread(self._writer.close)
+            finally:
+                self._stop_thread()
 
     @property
     def current_label(self) -> Optional[str]:
@@ -214,7 +234,7 @@ class DatasetBagWriter:
             raise DatasetBagError(f'bag {self.path} is closed')
         if topic not in self._connections:
             raise DatasetBagError(f'topic {topic} is not in this bag ({", ".join(self._connections)})')
-        self._writer.write(self._connections[topic], int(stamp_ns), cdr)
+        self._on_writer_thread(self._writer.write, self._connections[topic], int(stamp_ns), cdr)
 
     def frame_written(self, label: str) -> None:
         """Count one frame written (with write_raw) under `label`."""

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
+import sys
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Optional
 
@@ -46,6 +48,9 @@ class CellLaunchPlan:
     report: bool = False
     report_overrides: dict[str, str] = field(default_factory=dict)
     review: bool = False
+    rule_overrides: dict[str, object] = field(default_factory=dict)
+    # The operator dashboard's command line (a separate process), None when not asked for.
+    dashboard_cmd: Optional[list[str]] = None
 
 
 def parse_bool(name: str, value: str) -> bool:
@@ -102,7 +107,26 @@ def plan_cell_launch(args: Mapping[str, str], share_dir: str) -> CellLaunchPlan:
     if args.get('reports_dir', ''):
         report_overrides['reports_dir'] = args['reports_dir']
     review = parse_bool('review', args.get('review', 'false'))
-    return CellLaunchPlan(params_file, sim, remaps, overrides, report, report_overrides, review)
+    rule_overrides: dict[str, object] = {}
+    dashboard_cmd = None
+    if parse_bool('dashboard', args.get('dashboard', 'false')):
+        dashboard_cmd = dashboard_command(args.get('dashboard_args', ''), check_namespace(args.get('namespace', '')))
+        rule_overrides['publish_debug_image'] = True   # the live screen shows the annotated image
+    return CellLaunchPlan(params_file, sim, remaps, overrides, report, report_overrides, review,
+                          rule_overrides=rule_overrides, dashboard_cmd=dashboard_cmd)
+
+
+def dashboard_command(extra_args: str = '', namespace: str = '', python: str = sys.executable) -> list[str]:
+    """`python -m weld_vision_ros.dashboard` with the given arguments (one string, split as a
+    shell would; see `weld-vision dashboard --help`), in the cell's namespace."""
+    try:
+        extra = shlex.split(extra_args)
+    except ValueError as exc:
+        raise LaunchArgumentError(f'dashboard_args {extra_args!r}: {exc}') from None
+    cmd = [python, '-m', 'weld_vision_ros.dashboard']
+    if namespace and '--namespace' not in extra:
+        cmd += ['--namespace', namespace]
+    return cmd + extra
 
 
 DDS_PROFILE_ENV = 'FASTDDS_DEFAULT_PROFILES_FILE'
