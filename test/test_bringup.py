@@ -245,6 +245,11 @@ def test_models_dir_bundled_serves_the_installed_demo_model_and_camera_presets_r
     plan = plan_cell_launch({'params_file': str(PARAMS_FILE), 'models_dir': 'bundled',
                              'model_path': 'weld_demo.onnx'}, str(share))
     assert (Path(plan.onnx_overrides['models_dir']) / plan.onnx_overrides['model_path']).is_file()
+    # ... and the node's own check accepts it (it resolves symlinks: a symlink install links the
+    # installed model into the source tree)
+    from weld_vision_ros.core.onnx_classifier import load_classifier
+    served = load_classifier(plan.onnx_overrides['model_path'], models_dir=plan.onnx_overrides['models_dir'])
+    assert served.version
     rs = dict(plan_cell_launch({'params_file': str(PARAMS_FILE), 'camera': 'realsense',
                                 'depth_topic': '/d435/depth'}, str(share)).remaps)
     assert rs['camera/color/image_raw'] == '/camera/camera/color/image_raw'

@@ -36,7 +36,10 @@ def _run_cell(tmp_path: Path, plan: Path, n_reports: int = 1):
     logs.mkdir(exist_ok=True)
     reports_dir = tmp_path / 'reports'
     procs = [
-        spawn_node('weld_vision_ros.nodes.rule_defect_node', {}, log_path=logs / 'rule.log'),
+        # reliable and deep: on a loaded machine a slow rule node must not lose frames (coverage)
+        spawn_node('weld_vision_ros.nodes.rule_defect_node', {'image_reliability': 'reliable',
+                                                               'image_queue_depth': 200},
+                   log_path=logs / 'rule.log'),
         spawn_node('weld_vision_ros.nodes.weld_report_node',
                    {'acceptance_table': str(TABLE), 'reports_dir': str(reports_dir), 'end_grace_s': 1.0},
                    log_path=logs / 'report.log'),

@@ -161,7 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
                                  'ONNX file (registered on the fly when it is not yet)')
     p.add_argument('--node', default='/onnx_defect_node', help='node name (default /onnx_defect_node)')
     p.add_argument('--timeout', type=float, default=30.0,
-                   help='seconds to wait for the node\'s services and for each answer (default 30)')
+                   help='seconds to wait for each answer of the node (default 30; its services are '
+                        'waited for at least 15 s)')
     p.add_argument('--models-dir', help='stage the model here instead of the node\'s models_dir')
     p.add_argument('--remote', action='store_true',
                    help='send the model\'s bytes and sha256 through the node\'s ~/upload_model service '

@@ -30,6 +30,7 @@ from typing import Callable, Optional
 from .registry import ModelRecord, Registry, RegistryError
 
 DEFAULT_NODE = '/onnx_defect_node'
+DISCOVERY_TIMEOUT_S = 15.0   # longest wait for the node's services to be discovered
 
 
 class DeployError(RuntimeError):
@@ -95,7 +96,9 @@ class _NodeClient:
         timeout_s = self.timeout_s if timeout_s is None else timeout_s
         name = f'{self.node}/{service}'
         client = self.client_node.create_client(srv_type, name)
-        if not client.wait_for_service(timeout_sec=timeout_s):
+        # Discovery is not an answer: a node just started, or a loaded host, may take a few
+        # seconds to be seen; the timeout applies to the node's answer.
+        if not client.wait_for_service(timeout_sec=max(timeout_s, DISCOVERY_TIMEOUT_S)):
             raise DeployError(f'no service {name}: is {self.node} running (and on this ROS_DOMAIN_ID)?')
         future = client.call_async(request)
         self.executor.spin_until_future_complete(future, timeout_sec=timeout_s)

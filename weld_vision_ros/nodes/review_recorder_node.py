@@ -242,9 +242,12 @@ class ReviewRecorderNode(Node):
         self._writer.close()
         self._writer = None
         self.bags_closed += 1
-        self.get_logger().info(f'review bag closed: {path} ({len(self._entries)} frames)')
+        quiet = not self.context.ok()       # closing at shutdown: /rosout is gone
+        if not quiet:
+            self.get_logger().info(f'review bag closed: {path} ({len(self._entries)} frames)')
         for gone in prune(self.folder, self.params.config.retention):
-            self.get_logger().info(f'retention: removed {gone}')
+            if not quiet:
+                self.get_logger().info(f'retention: removed {gone}')
 
     def destroy_node(self) -> None:
         self._close_bag()

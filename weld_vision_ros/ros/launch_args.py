@@ -75,6 +75,17 @@ def camera_remaps(camera: str, color: str = '', depth: str = '', info: str = '')
     return [(own, given or default) for own, given, default in zip(ours, (color, depth, info), preset)]
 
 
+def bundled_models_dir(share_dir: str) -> str:
+    """The installed config/models. A symlink install (colcon --symlink-install) links each file
+    to the source tree, and the node resolves symlinks before it checks that a model lies in
+    models_dir: then the directory the bundled model really lives in is the one to allow."""
+    installed = os.path.join(share_dir, 'config', 'models')
+    demo = os.path.join(installed, 'weld_demo.onnx')
+    if os.path.islink(demo):
+        return os.path.dirname(os.path.realpath(demo))
+    return installed
+
+
 def plan_cell_launch(args: Mapping[str, str], share_dir: str) -> CellLaunchPlan:
     """weld_cell.launch.py's arguments -> what it starts (see its ARGUMENTS)."""
     params_file = check_params_file(args['params_file'])
@@ -92,7 +103,7 @@ def plan_cell_launch(args: Mapping[str, str], share_dir: str) -> CellLaunchPlan:
         overrides['model_path'] = args['model_path']
     models_dir = args.get('models_dir', '')
     if models_dir == BUNDLED_MODELS:
-        models_dir = os.path.join(share_dir, 'config', 'models')
+        models_dir = bundled_models_dir(share_dir)
     if models_dir:
         if not os.path.isdir(models_dir):
             raise LaunchArgumentError(f'models_dir {models_dir!r} is not a directory')
