@@ -91,7 +91,7 @@ def test_every_model_builds_for_rgb_and_rgbd(name):
 
 
 def test_model_errors_and_local_weights(tmp_path):
-    with pytest.raises(ModelError, match='valid models are: mobilenet_v3_small'):
+    with pytest.raises(ModelError, match='valid models are: efficientnet_lite0, mobilenet_v3_small'):
         build_model('vit_b_16', 6)
     with pytest.raises(ModelError, match='nothing is downloaded'):
         build_model('resnet18', 6, weights_path=tmp_path / 'missing.pt')
