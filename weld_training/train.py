@@ -143,7 +143,7 @@ def make_loaders(cfg: dict, preset: PreprocessPreset, generator: torch.Generator
     class_names = manifest['class_names']
     train_plain = WeldFrames(d['dataset'], 'train', preset, cache=t['cache'])
     counts = train_plain.class_counts()
-    augmenter = Augmenter(AugmentConfig.from_dict(cfg['augment']), counts)
+    augmenter = Augmenter(AugmentConfig.from_dict(cfg['augment']), counts, depth_range_mm=preset.depth_range_mm)
     train_ds = WeldFrames(d['dataset'], 'train', preset, augment=augmenter, cache=t['cache'])
     val_ds = WeldFrames(d['dataset'], 'val', preset, cache=t['cache'])
     if len(train_ds) == 0 or len(val_ds) == 0:
