@@ -122,10 +122,11 @@ def extract_dataset(bag_paths: Sequence[str | Path], out_dir: str | Path, *,
     assign_splits(manifest, fractions, seed)
     write_manifest(out, manifest)
     log(format_split_table(manifest))
+    active = [s for s, f in manifest['splits']['fractions'].items() if f > 0]
     for split, missing in manifest['splits']['missing'].items():
         message = (f'split {split} has no frame of {", ".join(missing)}: its metrics will be averaged over the '
                    f'other classes only. Record at least one weld of each of these classes per non-empty split '
-                   f'(3 welds of a class for train, val and test) to measure them.')
+                   f'({len(active)} welds of a class for {", ".join(active)}) to measure them.')
         log(f'WARNING: {message}')
         warnings.warn(message, stacklevel=2)
     return manifest
