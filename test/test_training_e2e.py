@@ -46,7 +46,7 @@ def test_pipeline_writes_every_step(pipeline_run):
         assert f'[pipeline] {step}' in out
     run = root / 'run'
     for name in ('config.yaml', 'best.pt', 'last.pt', 'history.json', 'eval/report.json', 'eval/report.md',
-                 'eval/report_confusion.png', 'model.onnx', 'model.int8.onnx', 'model.export.json', 'pipeline.json'):
+                 'eval/report_confusion.png', 'eval/report_reliability.png', 'model.onnx', 'model.int8.onnx', 'model.export.json', 'pipeline.json'):
         assert (run / name).is_file(), name
     result = json.loads((run / 'pipeline.json').read_text())
     parity = result['export']['parity']
@@ -71,6 +71,10 @@ def test_exported_model_runs_as_the_onnx_node_runs_it(pipeline_run):
     assert contract.input_name == 'image' and contract.output_name == 'logits' and contract.output_kind == 'logits'
     assert contract.metrics['split'] == 'test' and 0 <= contract.metrics['macro_f1'] <= 1
     assert len(contract.weights_sha256) == 64
+    # Calibrated at export on the val split: the temperature in the contract is the summary's.
+    calibration = json.loads((root / 'run' / 'model.export.json').read_text())['calibration']
+    assert calibration['split'] == 'val' and contract.temperature == pytest.approx(calibration['temperature'])
+    assert calibration['nll_after'] <= calibration['nll_before'] + 1e-9
     model, ckpt = load_checkpoint_model(root / 'run' / 'best.pt')
     assert list(contract.class_names) == ckpt['class_names'] and contract.preprocess == ckpt['preset_obj']
 
