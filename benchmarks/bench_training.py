@@ -91,7 +91,7 @@ def probe_images_per_s(cfg: dict, seconds: float = 20.0) -> float:
     preset = preset_from_config(cfg)
     m = cfg['model']
     model = build_model(m['name'], len(DEFAULT_CLASS_NAMES), preset.num_channels, pretrained=m['pretrained'],
-                        freeze_blocks=m['freeze_blocks'])
+                        freeze_blocks=m['freeze_blocks'] if m['name'] == 'efficientnet_lite0' else 0)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     bs = int(cfg['train']['batch_size'])
     x = torch.randn(bs, preset.num_channels, preset.input_height, preset.input_width)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from test.helpers.training_toy import record_toy_bag, toy_welds
+from test.helpers.training_toy import TOY_CLI, record_toy_bag, toy_welds
 from weld_training import cli
 from weld_training.bags import iter_bag_frames
 from weld_training.export import ExportError, ParityError, export_model
@@ -34,7 +34,8 @@ def pipeline_run(tmp_path_factory):
     cmd = [sys.executable, '-m', 'weld_training.cli', 'pipeline', str(root / 'bags'), '--dataset', str(root / 'ds'),
            '-o', str(root / 'run'), '--epochs', '6', '--min-samples', '10', '--no-progress', '--quantize',
            '--set', 'model.input_size=48', '--set', 'model.crop=frame', '--set', 'train.threads=2', '--set', 'train.batch_size=16',
-           '--set', 'train.lr=0.004', '--set', 'train.sample_images=2', '--set', 'export.calibration_samples=16']
+           '--set', 'train.lr=0.004', '--set', 'train.sample_images=2', '--set', 'export.calibration_samples=16',
+           *TOY_CLI]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=400, env=env, cwd=root)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return root, r.stdout

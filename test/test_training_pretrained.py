@@ -81,8 +81,8 @@ def test_training_fine_tunes_the_loaded_weights(tmp_path, imagenet_state):
     """The trainer's own parts: before the first step a backbone tensor is the file's, after
     one optimizer step it is not (the pretrained weights are trained, not only the head)."""
     ds = make_toy_dataset(tmp_path, n_per_class=4, frames_per_weld=3)
-    cfg = toy_train_config(ds, tmp_path / 'run')
-    assert cfg['model']['name'] == LITE0_NAME and cfg['model']['pretrained'] == 'auto'
+    cfg = toy_train_config(ds, tmp_path / 'run', model_name=LITE0_NAME)
+    assert cfg['model']['pretrained'] == 'auto'
     parts = train.build_training_parts(cfg, train.DistEnv(), torch.device('cpu'))
     key = '_blocks.10._depthwise_conv.weight'
     before = parts.model.state_dict()['backbone.' + key].clone()
@@ -95,6 +95,11 @@ def test_training_fine_tunes_the_loaded_weights(tmp_path, imagenet_state):
     assert stats['images'] == cfg['train']['batch_size']  # exactly one step
     after = parts.model.state_dict()['backbone.' + key]
     assert not torch.equal(after, imagenet_state[key])
+
+
+def test_lite0_is_the_default_model():
+    cfg = load_config()
+    assert cfg['model']['name'] == LITE0_NAME and cfg['model']['pretrained'] == 'auto'
 
 
 def test_config_choices_are_checked():

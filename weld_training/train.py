@@ -38,7 +38,7 @@ from .distributed import (BalancedDistributedSampler, DistEnv, any_rank, broadca
                           reduce_mean)
 from .evaluate import classification_metrics, confusion_figure, softmax
 from .losses import LOSS_NAMES, balanced_sample_weights, build_criterion
-from .models import MODEL_NAMES, PRETRAINED_CHOICES, ModelError, build_model
+from .models import LITE0_NAME, MODEL_NAMES, PRETRAINED_CHOICES, ModelError, build_model
 from .pretrained import LITE0_BLOCKS, RELIEF_INITS
 
 MONITORS = ('macro_f1', 'balanced_accuracy')
@@ -404,7 +404,8 @@ def build_training_parts(cfg: dict, env: DistEnv, device: torch.device) -> Train
         model = build_model(m['name'], len(class_names), preset.num_channels, cbam=m['cbam'],
                             weights_path=m['weights'], bn_momentum=m['bn_momentum'],
                             pretrained=m['pretrained'], relief_init=m['relief_init'],
-                            freeze_blocks=m['freeze_blocks'])
+                            # Lite0's blocks; the torchvision models train every layer.
+                            freeze_blocks=m['freeze_blocks'] if m['name'] == LITE0_NAME else 0)
     except ModelError as exc:
         raise ConfigError(str(exc)) from None
     if env.distributed:
