@@ -278,6 +278,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         rule_conf.append(v.confidence if v is not None else float('nan'))
     rule_conf = np.asarray(rule_conf)
 
+    shown_args = argv if argv is not None else sys.argv[1:]
     sweep = []
     if args.sizes:
         sizes = [tuple(int(v) for v in text.split('x')) for text in args.sizes.split(',')]
@@ -287,7 +288,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     lines = [
         '# ONNX classifier and hybrid cascade: benchmark',
         '',
-        f'`python benchmarks/bench_onnx.py{" " + " ".join(argv) if argv else ""}`: {cpu_name()}, '
+        f'`python benchmarks/bench_onnx.py{" " + " ".join(shown_args) if shown_args else ""}`: {cpu_name()}, '
         f'{os.cpu_count()} logical CPUs, Python {platform.python_version()}, onnxruntime '
         f'{__import__("onnxruntime").__version__}; everything on ONE thread (intra_op_threads=1, '
         f'OpenCV and BLAS 1 thread). Load average {load_start[0]:.1f} at the start and '
