@@ -7,8 +7,8 @@ replaced. Its first stages can be frozen (`freeze_blocks`), which makes a traini
 cheaper on a CPU: no gradients are computed for the largest feature maps.
 
 The torchvision models are built with weights=None (nothing is downloaded) and may start
-from a local weights file (a torchvision state dict or one of our checkpoints). For four channels the
-first convolution is widened; when weights are loaded, the relief channel's filters start
+from a local weights file (a torchvision state dict or one of our checkpoints). For four
+channels the first convolution is widened; when weights are loaded, the relief channel's filters start
 as the mean of the RGB filters so the pretrained features still respond. The optional
 CBAM variant (channel + spatial attention, Woo et al. 2018) is inserted after the last
 feature stage.
@@ -153,8 +153,9 @@ class Lite0Classifier(nn.Module):
     """EfficientNet-Lite0 features, global average pooling, dropout and a linear head.
 
     backbone: the network of weld_training.pretrained.load_lite0 (its 1000-class `_fc` is
-    dropped). cbam: a CBAM block on the last feature map. freeze_blocks: the stem and the first this-many MBConv blocks keep their
-    weights and BatchNorm statistics (0: everything trains).
+    dropped). cbam: a CBAM block on the last feature map. freeze_blocks: the stem and the
+    first this-many MBConv blocks keep their weights and BatchNorm statistics (0: everything
+    trains).
     """
 
     FEATURES = 1280
