@@ -20,6 +20,11 @@ Hybrid against ml-only: HybridCascade with the real rule core (default RuleConfi
 the fp32 model on --frames synthetic frames (classes in turn): per-frame cost of each
 mode (median, p99) and the share of frames on which hybrid asked the model.
 
+Input sizes (--sizes 1024x96,768x72,512x48): the training default architecture
+(efficientnet_lite0, ImageNet weights) exported at each seam-strip size, fp32 and int8
+(static QDQ, calibrated on synthetic frames), with the per-stage split: seam crop +
+relief + normalisation (preprocess) and the network, one thread.
+
 Writes the tables to --out-md (BENCHMARKS_onnx.md).
 """
 from __future__ import annotations
@@ -67,13 +72,15 @@ def _set_contract(path: Path, contract: ModelContract) -> None:
     onnx.save(proto, str(path))
 
 
-def export_default_model(out_dir: Path, name: str, preset: PreprocessPreset) -> Path:
-    """The architecture with random weights and this preprocessing, exported with the contract."""
+def export_default_model(out_dir: Path, name: str, preset: PreprocessPreset, pretrained: str = 'none') -> Path:
+    """The architecture with random (or pretrained backbone) weights and this preprocessing,
+    exported with the contract."""
     import torch
 
     from weld_training.models import build_model
     torch.manual_seed(0)
-    model = build_model(name, len(DEFAULT_CLASS_NAMES), in_channels=preset.num_channels).eval()
+    model = build_model(name, len(DEFAULT_CLASS_NAMES), in_channels=preset.num_channels,
+                        pretrained=pretrained).eval()
     tag = f'{preset.channels}-{preset.input_width}x{preset.input_height}-{preset.crop}'
     path = out_dir / f'{name}_{tag}.onnx'
     example = torch.zeros(1, preset.num_channels, preset.input_height, preset.input_width)
@@ -85,7 +92,8 @@ def export_default_model(out_dir: Path, name: str, preset: PreprocessPreset) -> 
                           dynamic_axes={'image': {0: 'batch'}, 'logits': {0: 'batch'}})
     _set_contract(path, ModelContract(
         class_names=DEFAULT_CLASS_NAMES, preprocess=preset, input_name='image', output_name='logits',
-        output_kind='logits', model_version=f'{name}-{tag}-random', metrics={}))
+        output_kind='logits', model_version=f'{name}-{tag}-{"random" if pretrained == "none" else pretrained}',
+        metrics={}))
     return path
 
 
@@ -151,6 +159,47 @@ def cascade_cost(mode: str, classifier: Optional[OnnxClassifier], frames: list[R
     return ms, cascade.stats.ml_invocations / cascade.stats.frames
 
 
+def stage_latency(clf: OnnxClassifier, frames: list[RGBDFrame], repeats: int) -> tuple:
+    """(preprocess, inference, classify) stats of one classifier."""
+    prep = timed(clf.input_tensor, frames, repeats)
+    total = timed(clf.classify, frames, repeats)
+    batches = [clf.input_tensor(f) for f in frames]
+    infer = timed(lambda f: clf.probabilities(batches[f.stamp_ns]), frames, repeats)
+    return stats(prep), stats(infer), stats(total)
+
+
+def size_sweep(sizes: list[tuple[int, int]], work: Path, frames: list[RGBDFrame],
+               calibration: list[RGBDFrame], repeats: int) -> list[str]:
+    """Table lines: the default architecture at each input size, fp32 and int8, per stage."""
+    from weld_training.config import load_config
+    from weld_training.train import preset_from_config
+
+    lines = ['', '## Input sizes: the training default architecture, per stage, one core', '',
+             'Wall clock median / p99 [ms]; preprocess = seam crop + relief + normalisation.', '',
+             '| model | input | mm per px | preprocess | inference | classify = both | int8 inference | '
+             'int8 classify | int8 / fp32 top-1 agreement |',
+             '|---|---|---|---|---|---|---|---|---|']
+    for width, height in sizes:
+        cfg = load_config(overrides=[f'model.input_size=[{width}, {height}]'])
+        name = cfg['model']['name']
+        preset = preset_from_config(cfg)
+        print(f'[bench] {name} at {width}x{height}', flush=True)
+        path = export_default_model(work, name, preset, pretrained=cfg['model']['pretrained'])
+        fp32 = load_classifier(str(path), models_dir=str(work), options=ONE_CORE)
+        int8 = load_classifier(str(quantize_int8(fp32, path.with_name(path.stem + '.int8.onnx'), calibration)),
+                               models_dir=str(work), options=ONE_CORE)
+        prep, infer, total = stage_latency(fp32, frames, repeats)
+        _, infer8, total8 = stage_latency(int8, frames, repeats)
+        agree = np.mean([fp32.classify(f).defect_class == int8.classify(f).defect_class for f in frames])
+        lines.append(f'| {name} | {width}x{height} | {preset.strip_length_mm / width:.2f} | '
+                     f'{prep[0]:.2f} / {prep[1]:.2f} | {infer[0]:.2f} / {infer[1]:.2f} | '
+                     f'{total[0]:.2f} / {total[1]:.2f} | {infer8[0]:.2f} / {infer8[1]:.2f} | '
+                     f'{total8[0]:.2f} / {total8[1]:.2f} | {agree:.2f} |')
+    lines += ['', '- ImageNet backbone with an untrained head: latency does not depend on the weights; the '
+              'int8 agreement is of an untrained head, so it checks the quantized graph, not accuracy.']
+    return lines
+
+
 def cpu_name() -> str:
     try:
         for line in Path('/proc/cpuinfo').read_text().splitlines():
@@ -171,6 +220,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument('--threshold', type=float, default=0.70, help='hybrid threshold (default 0.70)')
     p.add_argument('--seed', type=int, default=5_000_000, help='synthetic frame seed')
     p.add_argument('--out-md', type=Path, default=REPO / 'BENCHMARKS_onnx.md')
+    p.add_argument('--sizes', default='', help='also time the default architecture at these input sizes, '
+                                               'e.g. 1024x96,768x72,512x48')
     args = p.parse_args(argv)
     if args.frames < 6 or args.repeats < 10:
         p.error('--frames must be >= 6 and --repeats >= 10')
@@ -209,11 +260,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     rows = []
     for label, clf in (('fp32', fp32), ('int8', int8)):
         print(f'[bench] latency {clf.version}', flush=True)
-        prep = timed(clf.input_tensor, frames, args.repeats)
-        total = timed(clf.classify, frames, args.repeats)
-        batches = [clf.input_tensor(f) for f in frames]
-        infer = timed(lambda f: clf.probabilities(batches[f.stamp_ns]), frames, args.repeats)
-        rows.append((label, clf, stats(prep), stats(infer), stats(total)))
+        rows.append((label, clf, *stage_latency(clf, frames, args.repeats)))
     p32 = np.array([fp32.classify(f).probabilities for f in frames])
     p8 = np.array([int8.classify(f).probabilities for f in frames])
     notes = [f'`{fp32.version}`: int8 / fp32 inference median {rows[1][3][0] / rows[0][3][0]:.2f}x (CPU time '
@@ -231,12 +278,17 @@ def main(argv: Optional[list[str]] = None) -> int:
         rule_conf.append(v.confidence if v is not None else float('nan'))
     rule_conf = np.asarray(rule_conf)
 
+    shown_args = argv if argv is not None else sys.argv[1:]
+    sweep = []
+    if args.sizes:
+        sizes = [tuple(int(v) for v in text.split('x')) for text in args.sizes.split(',')]
+        sweep = size_sweep(sizes, work, frames, calibration, args.repeats)
     load_end = os.getloadavg()
     ml_med = stats(cascade['ml'][0])[0]
     lines = [
         '# ONNX classifier and hybrid cascade: benchmark',
         '',
-        f'`python benchmarks/bench_onnx.py{" " + " ".join(argv) if argv else ""}`: {cpu_name()}, '
+        f'`python benchmarks/bench_onnx.py{" " + " ".join(shown_args) if shown_args else ""}`: {cpu_name()}, '
         f'{os.cpu_count()} logical CPUs, Python {platform.python_version()}, onnxruntime '
         f'{__import__("onnxruntime").__version__}; everything on ONE thread (intra_op_threads=1, '
         f'OpenCV and BLAS 1 thread). Load average {load_start[0]:.1f} at the start and '
@@ -293,6 +345,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         'the rules are sure about come with measurements and regions.',
         '',
     ]
+    lines += sweep
     args.out_md.write_text('\n'.join(lines))
     print('\n'.join(lines))
     print(f'[bench] wrote {args.out_md}', flush=True)

@@ -410,3 +410,29 @@ def test_cascade_config_is_validated():
         CascadeConfig('auto')
     with pytest.raises(ValueError, match=r'\[0, 1\]'):
         CascadeConfig('hybrid', 1.5)
+
+
+def test_the_contract_temperature_is_applied_to_the_logits(models, tmp_path):
+    """A calibrated model (weld.temperature) gives softmax(logits / T); the class is unchanged."""
+    from weld_vision_ros.core.model_contract import ModelContract, ModelContractError
+
+    models_dir, _ = models
+    calibrated = replace(contract('cal-1'), temperature=2.5)
+    meta = calibrated.to_metadata()
+    assert ModelContract.from_metadata(meta).temperature == 2.5
+    older = {k: v for k, v in meta.items() if k != 'weld.temperature'}
+    assert ModelContract.from_metadata(older).temperature == 1.0  # models exported before calibration
+    (models_dir / 'cal.onnx').write_bytes(with_metadata(export_graph(seed=0), meta))
+    plain, cal = load(models_dir, 'v1.onnx'), load(models_dir, 'cal.onnx')
+    frame = make_frame(5)
+    logits = torch_logits(plain.input_tensor(frame), seed=0)[0]
+    got = np.array(cal.classify(frame).probabilities)
+    e = np.exp(logits / 2.5 - np.max(logits / 2.5))
+    assert np.allclose(got, e / e.sum(), atol=1e-5)
+    assert cal.classify(frame).defect_class == plain.classify(frame).defect_class
+    assert cal.classify(frame).confidence < plain.classify(frame).confidence  # T > 1 softens
+    for bad in ('0', '-1', 'nan', 'warm'):
+        with pytest.raises(ModelContractError, match='temperature'):
+            ModelContract.from_metadata({**meta, 'weld.temperature': bad})
+    with pytest.raises(ModelContractError, match="output_kind 'logits' only"):
+        replace(contract('p', output_kind='probabilities'), temperature=2.0)

@@ -436,3 +436,28 @@ def test_frames_of_one_weld_share_the_bead() -> None:
     assert all(getattr(other, f) == getattr(weld, f) for f in WELD_LEVEL_FIELDS)
     assert other.seam_angle_deg != weld.seam_angle_deg and other.pits != weld.pits
     assert isinstance(other, SceneParams)
+
+
+def test_scene_ranges_can_be_replaced_and_are_checked() -> None:
+    from weld_vision_ros.simulator.renderer import SCENE_RANGES, SyntheticWeldStream, sample_scene
+
+    pushed = {'plate_distance_m': (0.32, 0.34), 'tilt_deg': (8.0, 9.0), 'bead_width_mm': (13.0, 13.5)}
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        scene = sample_scene(rng, ranges=pushed)
+        assert 0.32 <= scene.plate_distance_m <= 0.34 and 8.0 <= scene.tilt_deg <= 9.0
+        assert 13.0 <= scene.bead_width_mm <= 13.5
+        lo, hi = SCENE_RANGES['lighting_gain']
+        assert lo <= scene.lighting_gain <= hi  # fields not named keep their ranges
+    # The default ranges give exactly the frames they gave before ranges could be replaced.
+    a = sample_scene(np.random.default_rng(9))
+    b = sample_scene(np.random.default_rng(9), ranges=dict(SCENE_RANGES))
+    assert a == b
+    stream = SyntheticWeldStream(1, ranges=pushed, frames_per_weld=2)
+    for _ in range(3):
+        frame, _ = stream.next_frame()
+        assert 0.32 <= frame.scene.plate_distance_m <= 0.34
+    with pytest.raises(SceneError, match="no scene range named 'distance'"):
+        sample_scene(rng, ranges={'distance': (0.1, 0.2)})
+    with pytest.raises(SceneError, match='low <= high'):
+        SyntheticWeldStream(1, ranges={'tilt_deg': (5.0, 1.0)})

@@ -178,3 +178,27 @@ def test_rare_classes_are_augmented_harder():
     with pytest.raises(AugmentError, match='probability'):
         AugmentConfig(hflip=1.5)
 
+
+
+def test_depth_perturbations_act_on_the_relief_plane_only():
+    rgb, _ = _stripes()
+    relief = np.full(rgb.shape[:2], 0.02, np.float32)
+    relief[10:18, 5:50] = 0.5  # 2 mm proud at a 4 mm depth range
+    relief[0:3, 0:3] = 0.0  # no return stays no return
+    quiet = dict(hflip=0, vflip=0, rotate_deg=0, scale=0, shift=0, brightness=0, contrast=0, saturation=0,
+                 gamma=0, blur_p=0, noise_std=0)
+    noisy = Augmenter(AugmentConfig(**quiet, depth_noise_mm=0.4), depth_range_mm=4.0)
+    spread = [np.std(noisy(rgb, relief, 0, np.random.default_rng(s))[1][20:40, :]) for s in range(20)]
+    # Noise std is drawn in [0, 0.4 mm] per frame: 0.1 relief units at most (0.4 mm / 4 mm).
+    assert 0.0 < max(spread) <= 0.1 * 1.2
+    r2, d2 = noisy(rgb, relief, 0, np.random.default_rng(0))
+    np.testing.assert_array_equal(r2, rgb)
+    quant = Augmenter(AugmentConfig(**quiet, depth_quant_p=1.0, depth_quant_mm=1.0), depth_range_mm=4.0)
+    d3 = quant(rgb, relief, 0, np.random.default_rng(1))[1]
+    assert len(np.unique(d3)) <= 3 and d3[0, 0] == 0.0  # 0.5, 0.02 and no-return 0: at most three steps
+    drop = Augmenter(AugmentConfig(**quiet, depth_dropout=0.3), depth_range_mm=4.0)
+    lost = [(drop(rgb, relief, 0, np.random.default_rng(s))[1] == 0).mean() for s in range(10)]
+    assert max(lost) > 0.05 and min(lost) >= 9 / relief.size
+    gain = Augmenter(AugmentConfig(**quiet, relief_gain=0.3), depth_range_mm=4.0)
+    ratio = gain(rgb, relief, 0, np.random.default_rng(3))[1][12, 20] / 0.5
+    assert 0.7 <= ratio <= 1.3 and ratio != 1.0

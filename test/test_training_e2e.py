@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from test.helpers.training_toy import record_toy_bag, toy_welds
+from test.helpers.training_toy import TOY_CLI, record_toy_bag, toy_welds
 from weld_training import cli
 from weld_training.bags import iter_bag_frames
 from weld_training.export import ExportError, ParityError, export_model
@@ -34,7 +34,8 @@ def pipeline_run(tmp_path_factory):
     cmd = [sys.executable, '-m', 'weld_training.cli', 'pipeline', str(root / 'bags'), '--dataset', str(root / 'ds'),
            '-o', str(root / 'run'), '--epochs', '6', '--min-samples', '10', '--no-progress', '--quantize',
            '--set', 'model.input_size=48', '--set', 'model.crop=frame', '--set', 'train.threads=2', '--set', 'train.batch_size=16',
-           '--set', 'train.lr=0.004', '--set', 'train.sample_images=2', '--set', 'export.calibration_samples=16']
+           '--set', 'train.lr=0.004', '--set', 'train.sample_images=2', '--set', 'export.calibration_samples=16',
+           *TOY_CLI]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=400, env=env, cwd=root)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return root, r.stdout
@@ -46,7 +47,7 @@ def test_pipeline_writes_every_step(pipeline_run):
         assert f'[pipeline] {step}' in out
     run = root / 'run'
     for name in ('config.yaml', 'best.pt', 'last.pt', 'history.json', 'eval/report.json', 'eval/report.md',
-                 'eval/report_confusion.png', 'model.onnx', 'model.int8.onnx', 'model.export.json', 'pipeline.json'):
+                 'eval/report_confusion.png', 'eval/report_reliability.png', 'model.onnx', 'model.int8.onnx', 'model.export.json', 'pipeline.json'):
         assert (run / name).is_file(), name
     result = json.loads((run / 'pipeline.json').read_text())
     parity = result['export']['parity']
@@ -71,6 +72,10 @@ def test_exported_model_runs_as_the_onnx_node_runs_it(pipeline_run):
     assert contract.input_name == 'image' and contract.output_name == 'logits' and contract.output_kind == 'logits'
     assert contract.metrics['split'] == 'test' and 0 <= contract.metrics['macro_f1'] <= 1
     assert len(contract.weights_sha256) == 64
+    # Calibrated at export on the val split: the temperature in the contract is the summary's.
+    calibration = json.loads((root / 'run' / 'model.export.json').read_text())['calibration']
+    assert calibration['split'] == 'val' and contract.temperature == pytest.approx(calibration['temperature'])
+    assert calibration['nll_after'] <= calibration['nll_before'] + 1e-9
     model, ckpt = load_checkpoint_model(root / 'run' / 'best.pt')
     assert list(contract.class_names) == ckpt['class_names'] and contract.preprocess == ckpt['preset_obj']
 

@@ -91,7 +91,7 @@ def test_every_model_builds_for_rgb_and_rgbd(name):
 
 
 def test_model_errors_and_local_weights(tmp_path):
-    with pytest.raises(ModelError, match='valid models are: mobilenet_v3_small'):
+    with pytest.raises(ModelError, match='valid models are: efficientnet_lite0, mobilenet_v3_small'):
         build_model('vit_b_16', 6)
     with pytest.raises(ModelError, match='nothing is downloaded'):
         build_model('resnet18', 6, weights_path=tmp_path / 'missing.pt')
@@ -132,3 +132,46 @@ def test_config_fails_fast_listing_valid_choices(tmp_path):
     (tmp_path / 'c.yaml').write_text('train:\n  lr: -1\n')
     with pytest.raises(ConfigError, match='train.lr must be a positive number'):
         check_config(load_config(tmp_path / 'c.yaml'))
+
+
+def test_macro_averages_are_over_the_classes_present(tmp_path):
+    names = ['good', 'porosity', 'undercut', 'spatter']
+    y = np.array([0, 0, 1, 1])
+    pred = np.array([0, 0, 1, 2])  # one frame wrongly called undercut, which has no frame here
+    m = classification_metrics(y, np.eye(4)[pred], names)
+    assert m['classes_present'] == ['good', 'porosity'] and m['classes_absent'] == ['undercut', 'spatter']
+    assert m['macro_f1'] == pytest.approx((1.0 + 2 * 0.5 / 1.5) / 2)  # not divided by 4 (or 3)
+    assert m['balanced_accuracy'] == pytest.approx(0.75)
+    md_dir = write_report(m, tmp_path, 'Evaluation on test')
+    text = md_dir['markdown'].read_text()
+    assert 'over the 2 classes present in this split: good, porosity' in text
+    assert 'Warning: this split has no frame of undercut, spatter' in text
+
+
+def test_temperature_scaling_recovers_a_known_temperature_and_lowers_ece():
+    from weld_training.calibration import (expected_calibration_error, fit_temperature, nll,
+                                           reliability_bins)
+    from weld_training.evaluate import softmax
+
+    rng = np.random.default_rng(0)
+    n, k, true_t = 20000, 6, 2.0
+    logits = rng.normal(0, 3.0, (n, k))
+    p = softmax(logits / true_t)
+    labels = (p.cumsum(axis=1) > rng.random((n, 1))).argmax(axis=1)  # drawn from softmax(z / 2)
+    t = fit_temperature(logits, labels)
+    # The maximum-likelihood T of 20000 draws: its spread is about 1 %, so 5 % holds for any seed.
+    assert t == pytest.approx(true_t, rel=0.05)
+    assert nll(logits, labels, t) < nll(logits, labels, 1.0)
+    before, after = expected_calibration_error(labels, softmax(logits)), expected_calibration_error(labels, softmax(logits / t))
+    assert after < 0.02 < before
+    table = reliability_bins(labels, softmax(logits / t))
+    assert sum(table['counts']) == n and len(table['edges']) == 16
+
+
+def test_ece_on_a_hand_checked_example():
+    from weld_training.calibration import reliability_bins
+
+    # Two frames at 0.95 confidence (one right), two at 0.55 (both right): bins 0.9-0.97 and 0.53-0.6.
+    probs = np.array([[0.95, 0.05], [0.95, 0.05], [0.55, 0.45], [0.55, 0.45]])
+    table = reliability_bins([0, 1, 0, 0], probs)
+    assert table['ece'] == pytest.approx(0.5 * abs(0.5 - 0.95) + 0.5 * abs(1.0 - 0.55))

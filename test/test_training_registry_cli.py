@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from test.helpers.training_toy import make_toy_dataset
+from test.helpers.training_toy import TOY_CLI, make_toy_dataset
 from test.rosutil import REPO
 from weld_training import checkpoints, cli
 from weld_training.dataset import manifest_sha256
@@ -19,7 +19,7 @@ from weld_training.registry import Registry
 torch.set_num_threads(2)
 
 SMALL = ['--set', 'model.input_size=48', '--set', 'train.batch_size=16', '--set', 'train.threads=2',
-         '--set', 'train.precise_bn_batches=2', '--set', 'train.sample_images=0', '--no-progress']
+         '--set', 'train.precise_bn_batches=2', '--set', 'train.sample_images=0', '--no-progress', *TOY_CLI]
 
 
 @pytest.fixture(scope='module')

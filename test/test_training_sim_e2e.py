@@ -16,6 +16,8 @@ from weld_vision_ros.core.model_contract import ModelContract
 from weld_vision_ros.core.preprocess import preprocess
 from weld_vision_ros.simulator.sim_record import main as weld_sim
 
+from test.helpers.training_toy import TOY_CLI
+
 torch.set_num_threads(2)
 
 
@@ -30,7 +32,7 @@ def sim_run(tmp_path_factory):
     code = cli.main(['pipeline', str(root / 'bags'), '--dataset', str(root / 'ds'), '-o', str(root / 'run'),
                      '--epochs', '2', '--min-samples', '8', '--no-progress',
                      '--set', 'model.input_size=[64, 48]', '--set', 'train.threads=2',
-                     '--set', 'train.batch_size=16', '--set', 'train.sample_images=2'])
+                     '--set', 'train.batch_size=16', '--set', 'train.sample_images=2', *TOY_CLI])
     assert code == 0
     return root
 

@@ -6,8 +6,10 @@ geometry, is exactly the node's. Geometric transforms (flips, rotation, scale, s
 are one affine warp applied identically to RGB and the relief/depth plane, so the relief
 channel stays registered with the colour; that plane is warped with nearest-neighbour
 sampling so that no-return pixels are not smeared into their neighbours. Photometric transforms (brightness, contrast,
-saturation, gamma, blur, noise) touch RGB only: depth is a measurement, not an
-appearance. Rare classes are augmented harder: strength scales with
+saturation, gamma, blur, noise) touch RGB only. The relief plane has perturbations of its
+own, the ways a depth camera errs (all off by default): a gain on the relief (bead height,
+depth scale), Gaussian noise, quantization to a depth step, and dropout blobs (no return,
+0 in the relief channel), sized in mm through the preset's depth range. Rare classes are augmented harder: strength scales with
 sqrt(count of the largest class / count of the class), capped at `max_boost`.
 """
 from __future__ import annotations
@@ -32,6 +34,10 @@ class AugmentConfig:
     saturation: max relative change. gamma: max log-gamma change. blur_p: probability of
     a Gaussian blur. noise_std: RGB noise std [0..255 units]. max_boost: cap on the
     rare-class multiplier (1 disables class-dependent strength).
+    Relief (depth) plane: relief_gain: max relative change of the relief. depth_noise_mm:
+    max std of added Gaussian noise [mm] (drawn per frame). depth_quant_p: probability of
+    quantizing the relief to a step of up to depth_quant_mm [mm]. depth_dropout: max
+    fraction of the strip lost to no-return blobs.
     """
 
     enabled: bool = True
@@ -47,14 +53,19 @@ class AugmentConfig:
     blur_p: float = 0.15
     noise_std: float = 3.0
     max_boost: float = 2.0
+    relief_gain: float = 0.0
+    depth_noise_mm: float = 0.0
+    depth_quant_p: float = 0.0
+    depth_quant_mm: float = 0.0
+    depth_dropout: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ('hflip', 'vflip', 'blur_p'):
+        for name in ('hflip', 'vflip', 'blur_p', 'depth_quant_p', 'depth_dropout'):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise AugmentError(f'augment.{name} is a probability in [0, 1], got {v}')
         for name in ('rotate_deg', 'scale', 'shift', 'brightness', 'contrast', 'saturation',
-                     'gamma', 'noise_std'):
+                     'gamma', 'noise_std', 'relief_gain', 'depth_noise_mm', 'depth_quant_mm'):
             if getattr(self, name) < 0:
                 raise AugmentError(f'augment.{name} must be >= 0, got {getattr(self, name)}')
         if self.scale >= 1 or self.shift >= 0.5:
@@ -81,8 +92,11 @@ def class_boosts(counts: Sequence[int], max_boost: float) -> np.ndarray:
 class Augmenter:
     """Random train-time transform of (rgb, depth_m) with class-dependent strength."""
 
-    def __init__(self, config: AugmentConfig, class_counts: Optional[Sequence[int]] = None) -> None:
+    def __init__(self, config: AugmentConfig, class_counts: Optional[Sequence[int]] = None,
+                 depth_range_mm: float = 4.0) -> None:
+        """depth_range_mm: the relief channel's scale (preset.depth_range_mm): +-1 is this height."""
         self.config = config
+        self.depth_range_mm = float(depth_range_mm)
         self.boosts = (class_boosts(class_counts, config.max_boost) if class_counts is not None
                        else None)
 
@@ -95,7 +109,34 @@ class Augmenter:
             return rgb, depth_m
         k = self.strength(label)
         rgb, depth_m = self.geometric(rgb, depth_m, k, rng)
-        return self.photometric(rgb, k, rng), depth_m
+        return self.photometric(rgb, k, rng), self.relief(depth_m, k, rng)
+
+    def relief(self, relief: np.ndarray, k: float, rng: np.random.Generator) -> np.ndarray:
+        """Depth-camera errors on the relief plane ([-1, 1] = +-depth_range_mm; 0: no return)."""
+        c = self.config
+        if not (c.relief_gain or c.depth_noise_mm or c.depth_quant_p or c.depth_dropout):
+            return relief
+        scale = np.float32(1.0 / self.depth_range_mm)  # relief units per mm
+        lost = relief == 0.0
+        out = relief.astype(np.float32, copy=True)
+        if c.relief_gain:
+            out *= np.float32(1.0 + rng.uniform(-1, 1) * min(c.relief_gain * k, 0.9))
+        if c.depth_noise_mm:
+            out += rng.normal(0.0, rng.uniform(0.0, c.depth_noise_mm * k), out.shape).astype(np.float32) * scale
+        if c.depth_quant_mm and rng.random() < c.depth_quant_p:
+            step = np.float32(rng.uniform(0.25, 1.0) * c.depth_quant_mm * scale)
+            out = np.round(out / step) * step
+        if c.depth_dropout:
+            h, w = out.shape
+            target = rng.uniform(0.0, min(c.depth_dropout * k, 0.5)) * h * w
+            mask = np.zeros((h, w), np.uint8)
+            while mask.sum() < target:
+                r = int(rng.integers(1, max(2, h // 6)))
+                cv2.ellipse(mask, (int(rng.integers(0, w)), int(rng.integers(0, h))),
+                            (int(r * rng.uniform(1, 4)), r), 0.0, 0.0, 360.0, 1, -1)
+            lost |= mask.astype(bool)
+        out[lost] = 0.0
+        return np.clip(out, -1.0, 1.0, out=out)
 
     def geometric(self, rgb: np.ndarray, depth_m: np.ndarray, k: float,
                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

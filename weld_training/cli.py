@@ -339,8 +339,13 @@ def cmd_evaluate(checkpoint: str, dataset: Optional[str], split: Optional[str], 
     metrics = evaluate_checkpoint(checkpoint, dataset, out, split, ckpt['config']['evaluate']['batch_size'])
     metrics['split'] = split
     print(f'{split}: accuracy {metrics["accuracy"]:.4f}, balanced accuracy {metrics["balanced_accuracy"]:.4f}, '
-          f'macro-F1 {metrics["macro_f1"]:.4f}, ROC-AUC {metrics["roc_auc_macro"] or float("nan"):.4f}; '
-          f'report {metrics["report_files"]["markdown"]}')
+          f'macro-F1 {metrics["macro_f1"]:.4f}, ROC-AUC {metrics["roc_auc_macro"] or float("nan"):.4f}, '
+          f'ECE {metrics["calibration"]["ece"]:.4f} (temperature {metrics["calibration"]["temperature"]:.3f}); '
+          f'report {metrics["report_files"]["markdown"]}, reliability diagram '
+          f'{metrics["report_files"]["reliability_png"]}')
+    if metrics['classes_absent']:
+        print(f'WARNING: {split} has no frame of {", ".join(metrics["classes_absent"])}; averages are over '
+              f'{", ".join(metrics["classes_present"])}. {metrics["suggestion"]}')
     return metrics
 
 

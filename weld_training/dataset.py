@@ -10,6 +10,7 @@ Training reads only this folder, never the bags.
 from __future__ import annotations
 
 import json
+import warnings
 import shutil
 import time
 from collections import Counter
@@ -122,6 +123,13 @@ def extract_dataset(bag_paths: Sequence[str | Path], out_dir: str | Path, *,
     assign_splits(manifest, fractions, seed)
     write_manifest(out, manifest)
     log(format_split_table(manifest))
+    active = [s for s, f in manifest['splits']['fractions'].items() if f > 0]
+    for split, missing in manifest['splits']['missing'].items():
+        message = (f'split {split} has no frame of {", ".join(missing)}: its metrics will be averaged over the '
+                   f'other classes only. Record at least one weld of each of these classes per non-empty split '
+                   f'({len(active)} welds of a class for {", ".join(active)}) to measure them.')
+        log(f'WARNING: {message}')
+        warnings.warn(message, stacklevel=2)
     return manifest
 
 
@@ -156,8 +164,13 @@ def assign_splits(manifest: dict, fractions: Mapping[str, float] = DEFAULT_FRACT
     splits = grouped_stratified_split(labels, [f['group'] for f in frames], fractions, seed)
     for f, s in zip(frames, splits):
         f['split'] = s
-    manifest['splits'] = {'seed': seed, 'fractions': check_fractions(fractions), 'group_by': 'weld_id',
-                          'counts': split_summary(labels, splits, manifest['class_names'])}
+    counts = split_summary(labels, splits, manifest['class_names'])
+    fr = check_fractions(fractions)
+    # Splits that are meant to hold frames (fraction > 0) but lack a class.
+    missing = {s: [c for c in manifest['class_names'] if counts[s][c] == 0 and any(
+        f['label'] == c for f in frames)] for s in SPLIT_NAMES if fr[s] > 0}
+    manifest['splits'] = {'seed': seed, 'fractions': fr, 'group_by': 'weld_id', 'counts': counts,
+                          'missing': {s: m for s, m in missing.items() if m}}
     return manifest
 
 

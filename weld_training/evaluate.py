@@ -1,12 +1,20 @@
 """Classification metrics (numpy only) and the evaluation report (JSON, Markdown, PNG).
 
-Metrics: accuracy, balanced accuracy (mean recall over the classes present), per-class
-precision / recall / F1 / support, macro-F1, the confusion matrix, and one-vs-rest
-ROC-AUC per class (Mann-Whitney rank statistic, ties counted half) with its macro mean.
+Metrics: accuracy, balanced accuracy, per-class precision / recall / F1 / support,
+macro-F1, the confusion matrix, and one-vs-rest ROC-AUC per class (Mann-Whitney rank
+statistic, ties counted half) with its macro mean. Macro means are over the classes
+present in the split (at least one true frame): a class with no frame in a small split
+has no F1 to average, and counting it as 0 would report a model as useless because the
+split is small. The metrics name the classes present and absent; the report warns.
+
+`weld-train evaluate` also reports calibration (calibration.py): the temperature fitted on
+the val split, the expected calibration error before and after it, and a reliability
+diagram PNG.
 """
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -55,7 +63,6 @@ def classification_metrics(y_true: Sequence[int], probs: np.ndarray, class_names
     f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(k),
                    where=(precision + recall) > 0)
     present = support > 0
-    involved = present | (predicted > 0)  # classes absent from both sides do not count
     per_class = {}
     aucs = []
     for i, name in enumerate(class_names):
@@ -69,9 +76,11 @@ def classification_metrics(y_true: Sequence[int], probs: np.ndarray, class_names
         'samples': int(y_true.size),
         'accuracy': float(tp.sum() / n),
         'balanced_accuracy': float(recall[present].mean()) if present.any() else 0.0,
-        'macro_f1': float(f1[involved].mean()) if involved.any() else 0.0,
-        'macro_precision': float(precision[involved].mean()) if involved.any() else 0.0,
+        'macro_f1': float(f1[present].mean()) if present.any() else 0.0,
+        'macro_precision': float(precision[present].mean()) if present.any() else 0.0,
         'macro_recall': float(recall[present].mean()) if present.any() else 0.0,
+        'classes_present': [c for c, here in zip(class_names, present) if here],
+        'classes_absent': [c for c, here in zip(class_names, present) if not here],
         'roc_auc_macro': float(np.mean(aucs)) if aucs else None,
         'per_class': per_class,
         'confusion_matrix': cm.tolist(),
@@ -121,10 +130,22 @@ def markdown_report(metrics: dict, title: str, context: Optional[dict] = None,
     lines = [f'# {title}', '']
     for key, value in (context or {}).items():
         lines.append(f'- **{key}**: {value}')
+    absent = metrics.get('classes_absent') or []
+    present = metrics.get('classes_present') or metrics['class_names']
+    lines += ['', f'Macro averages are over the {len(present)} classes present in this split: '
+              f'{", ".join(present)}.']
+    if absent:
+        lines += ['', f'**Warning: this split has no frame of {", ".join(absent)}**; those classes are left '
+                  f'out of the averages and their rows below mean nothing. ' + (metrics.get('suggestion') or '')]
     lines += ['', '| metric | value |', '| --- | --- |']
     for key in ('samples', 'accuracy', 'balanced_accuracy', 'macro_f1', 'roc_auc_macro'):
         v = metrics[key]
         lines.append(f'| {key} | {v if isinstance(v, int) else _fmt(v)} |')
+    cal = metrics.get('calibration')
+    if cal:
+        lines += [f'| temperature (fitted on {cal["fitted_on"]}) | {cal["temperature"]:.4f} |',
+                  f'| ECE, uncalibrated ({cal["bins"]} bins) | {_fmt(cal["ece_uncalibrated"])} |',
+                  f'| ECE, calibrated | {_fmt(cal["ece"])} |']
     lines += ['', '| class | precision | recall | F1 | ROC-AUC | support |',
               '| --- | --- | --- | --- | --- | --- |']
     for name, m in metrics['per_class'].items():
@@ -137,6 +158,8 @@ def markdown_report(metrics: dict, title: str, context: Optional[dict] = None,
         lines.append(f'| {name} | ' + ' | '.join(str(v) for v in row) + ' |')
     if png_name:
         lines += ['', f'![confusion matrix]({png_name})']
+    if cal and cal.get('png'):
+        lines += ['', f'![reliability diagram]({cal["png"]})']
     return '\n'.join(lines) + '\n'
 
 
@@ -190,9 +213,34 @@ def predict_onnx(session, dataset, input_name: str, batch_size: int = 64) -> tup
             np.concatenate(outs) if outs else np.zeros((0, k), np.float32))
 
 
+def missing_class_advice(dataset_dir: str | Path, split: str, absent: Sequence[str]) -> str:
+    """How to record so that every class reaches every split (splits.grouped_stratified_split
+    gives each split one weld of a class once the class has a weld per non-empty split)."""
+    from .dataset import load_manifest
+
+    manifest = load_manifest(dataset_dir)
+    fractions = manifest.get('splits', {}).get('fractions', {})
+    active = [s for s in ('train', 'val', 'test') if fractions.get(s, 0) > 0] or ['train', 'val', 'test']
+    welds: dict[str, set] = {}
+    for f in manifest['frames']:
+        welds.setdefault(f['label'], set()).add(f['group'])
+    have = ', '.join(f'{c} {len(welds.get(c, ()))}' for c in absent)
+    return (f'Each split ({", ".join(active)}) gets a weld of a class once the class has at least '
+            f'{len(active)} welds; welds of {", ".join(absent)} recorded: {have}. The smallest recording '
+            f'that gives every class a {"/".join(s for s in active if s != "train")} share: {len(active)} '
+            f'separate welds of each class (so at least {len(active) * len(manifest["class_names"])} welds), '
+            f'each with at least data.min_samples_per_class / {len(active)} frames.')
+
+
 def evaluate_checkpoint(checkpoint: str | Path, dataset_dir: str | Path, out_dir: str | Path,
                         split: str = 'test', batch_size: int = 64) -> dict:
-    """Evaluate a training checkpoint on one split of a dataset; write the report; return metrics."""
+    """Evaluate a checkpoint on one split of a dataset; write the report; return metrics.
+
+    Calibration: the temperature is fitted on the val split (as export does) and the split's
+    ECE reported before and after it, with a reliability diagram (<out>/report_reliability.png).
+    A split that lacks classes is evaluated over the classes it has, with a warning.
+    """
+    from .calibration import ECE_BINS, fit_temperature, reliability_bins, save_reliability_png
     from .dataset import WeldFrames
     from .checkpoints import load_checkpoint_model
 
@@ -202,10 +250,31 @@ def evaluate_checkpoint(checkpoint: str | Path, dataset_dir: str | Path, out_dir
     if len(ds) == 0:
         raise ValueError(f'split {split!r} of {dataset_dir} is empty; nothing to evaluate')
     y, logits = predict_torch(model, ds, batch_size)
-    metrics = classification_metrics(y, softmax(logits.astype(np.float64)), ckpt['class_names'])
+    logits = logits.astype(np.float64)
+    val = ds if split == 'val' else WeldFrames(dataset_dir, 'val', preset, class_names=ckpt['class_names'])
+    if len(val):
+        yv, lv = (y, logits) if val is ds else predict_torch(model, val, batch_size)
+        temperature, fitted_on = fit_temperature(lv, yv), f'val ({len(val)} frames)'
+    else:
+        temperature, fitted_on = 1.0, 'nothing: no val frames, temperature 1'
+    probs = softmax(logits / temperature)
+    metrics = classification_metrics(y, probs, ckpt['class_names'])
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    table = reliability_bins(y, probs)
+    png = save_reliability_png(table, out / 'report_reliability.png', f'{split}, temperature {temperature:.3f}')
+    metrics['calibration'] = {'temperature': temperature, 'fitted_on': fitted_on, 'bins': ECE_BINS,
+                              'ece': table['ece'],
+                              'ece_uncalibrated': reliability_bins(y, softmax(logits))['ece'],
+                              'reliability': table, 'png': png.name}
+    if metrics['classes_absent']:
+        metrics['suggestion'] = missing_class_advice(dataset_dir, split, metrics['classes_absent'])
+        warnings.warn(f'split {split!r} of {dataset_dir} has no frame of {", ".join(metrics["classes_absent"])}; '
+                      f'its macro averages are over the {len(metrics["classes_present"])} classes present '
+                      f'({", ".join(metrics["classes_present"])}). {metrics["suggestion"]}', stacklevel=2)
     context = {'checkpoint': str(checkpoint), 'dataset': str(dataset_dir), 'split': split,
                'model': ckpt['config']['model']['name'], 'channels': preset.channels,
                'input': f'{preset.input_width}x{preset.input_height}', 'epoch': ckpt.get('epoch')}
-    paths = write_report(metrics, out_dir, f'Evaluation on {split}', context)
-    metrics['report_files'] = {k: str(v) for k, v in paths.items()}
+    paths = write_report(metrics, out, f'Evaluation on {split}', context)
+    metrics['report_files'] = {**{k: str(v) for k, v in paths.items()}, 'reliability_png': str(png)}
     return metrics

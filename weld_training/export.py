@@ -8,6 +8,7 @@ by the shared `preprocess`, through PyTorch and onnxruntime and fails above a to
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -161,11 +162,12 @@ def _onnx_metrics(path: Path, dataset: WeldFrames) -> dict:
 def export_model(checkpoint: str | Path, out_path: str | Path, dataset_dir: str | Path, *,
                  opset: int = MIN_OPSET, version: Optional[str] = None, metrics: Optional[dict] = None,
                  parity_samples: int = 16, parity_tolerance: float = 1e-4, quantize: bool = False,
-                 calibration_samples: int = 64, eval_split: str = 'test',
+                 calibration_samples: int = 64, eval_split: str = 'test', calibrate: bool = True,
                  log: Callable[[str], None] = print) -> dict:
     """Export a checkpoint to ONNX with its contract, check parity, optionally quantize.
 
     metrics: evaluation metrics to record in weld.metrics (e.g. from `weld-train evaluate`).
+    calibrate: fit the temperature on the dataset's val split (weld.temperature).
     Returns a summary, also written beside the model as <model>.export.json.
     """
     import onnx
@@ -208,15 +210,46 @@ def export_model(checkpoint: str | Path, out_path: str | Path, dataset_dir: str 
         raise
     log(f'parity on {parity["samples"]} real frames: max abs diff {parity["max_abs_diff"]:.3g} '
         f'(tolerance {parity_tolerance:g})')
+    calibration = None
+    if calibrate:
+        calibration = calibrate_temperature(out_path, dataset_dir, preset, class_names)
+        if calibration is None:
+            log('no validation frames: the model is not calibrated (weld.temperature 1)')
+        else:
+            contract = dataclasses.replace(contract, temperature=calibration['temperature'])
+            write_contract(proto, contract)
+            onnx.save(proto, str(out_path))
+            log(f'temperature {calibration["temperature"]:.3f} fitted on {calibration["samples"]} val frames: '
+                f'ECE {calibration["ece_before"]:.4f} -> {calibration["ece_after"]:.4f}')
     summary = {'model': str(out_path), 'checkpoint': str(checkpoint), 'exporter': exporter, 'opset': opset,
                'model_version': version, 'weights_sha256': sha, 'parity': parity,
-               'contract': contract.to_metadata()}
+               'calibration': calibration, 'contract': contract.to_metadata()}
 
     if quantize:
         summary['int8'] = _quantize_and_compare(out_path, dataset_dir, preset, class_names, contract,
                                                 calibration_samples, eval_split, log)
     out_path.with_suffix('.export.json').write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def calibrate_temperature(onnx_path: Path, dataset_dir: Path, preset, class_names) -> Optional[dict]:
+    """Temperature scaling fitted on the val split, run through the exported graph; None without
+    val frames. Returns the temperature and the val NLL and ECE before and after."""
+    import onnxruntime as ort
+
+    from .calibration import expected_calibration_error, fit_temperature, nll
+
+    val = WeldFrames(dataset_dir, 'val', preset, class_names=class_names)
+    if len(val) == 0:
+        return None
+    sess = ort.InferenceSession(str(onnx_path), providers=['CPUExecutionProvider'])
+    y, logits = predict_onnx(sess, val, INPUT_NAME)
+    logits = logits.astype(np.float64)
+    t = fit_temperature(logits, y)
+    return {'temperature': t, 'split': 'val', 'samples': int(y.size),
+            'nll_before': nll(logits, y), 'nll_after': nll(logits, y, t),
+            'ece_before': expected_calibration_error(y, softmax(logits)),
+            'ece_after': expected_calibration_error(y, softmax(logits / t))}
 
 
 def _check_graph(path: Path, channels: int, opset: int) -> None:
@@ -236,8 +269,6 @@ def _check_graph(path: Path, channels: int, opset: int) -> None:
 
 def _quantize_and_compare(fp32_path: Path, dataset_dir: Path, preset, class_names, contract: ModelContract,
                           n_calib: int, eval_split: str, log) -> dict:
-    import dataclasses
-
     import onnx
 
     int8_path = fp32_path.with_name(fp32_path.stem + '.int8.onnx')

@@ -1,8 +1,14 @@
-"""Classification models from torchvision, by name, for 3 (RGB) or 4 (RGB + relief) channels.
+"""Classification models by name, for 3 (RGB) or 4 (RGB + relief) channels.
 
-Nothing is downloaded: models are built with weights=None and may start from a local
-weights file (a torchvision state dict or one of our checkpoints). For four channels the
-first convolution is widened; when weights are loaded, the relief channel's filters start
+`efficientnet_lite0` (the default) starts from the ImageNet weights that the project's
+set-up installs from the package registry (weld_training.pretrained): every pretrained
+tensor is loaded, the stem is widened for the relief channel, and the 1000-class head is
+replaced. Its first stages can be frozen (`freeze_blocks`), which makes a training step
+cheaper on a CPU: no gradients are computed for the largest feature maps.
+
+The torchvision models are built with weights=None (nothing is downloaded) and may start
+from a local weights file (a torchvision state dict or one of our checkpoints). For four
+channels the first convolution is widened; when weights are loaded, the relief channel's filters start
 as the mean of the RGB filters so the pretrained features still respond. The optional
 CBAM variant (channel + spatial attention, Woo et al. 2018) is inserted after the last
 feature stage.
@@ -15,8 +21,14 @@ from typing import Optional
 import torch
 from torch import nn
 
-MODEL_NAMES = ('mobilenet_v3_small', 'mobilenet_v3_large', 'efficientnet_b0', 'resnet18',
-               'resnet50', 'convnext_tiny')
+LITE0_NAME = 'efficientnet_lite0'
+TORCHVISION_NAMES = ('mobilenet_v3_small', 'mobilenet_v3_large', 'efficientnet_b0', 'resnet18',
+                     'resnet50', 'convnext_tiny')
+MODEL_NAMES = (LITE0_NAME,) + TORCHVISION_NAMES
+# Models whose ImageNet weights the project installs (requirements.txt); the others start
+# from random weights or from model.weights.
+INSTALLED_PRETRAINED = {LITE0_NAME: 'imagenet'}
+PRETRAINED_CHOICES = ('auto', 'imagenet', 'none')
 
 
 class ModelError(ValueError):
@@ -137,10 +149,91 @@ def set_bn_momentum(model: nn.Module, momentum: float) -> None:
             module.momentum = momentum
 
 
-def build_model(name: str, num_classes: int, in_channels: int = 3, cbam: bool = False,
-                weights_path: Optional[str | Path] = None, bn_momentum: Optional[float] = None) -> nn.Module:
-    """A torchvision classifier by name with `num_classes` outputs and `in_channels` inputs.
+class Lite0Classifier(nn.Module):
+    """EfficientNet-Lite0 features, global average pooling, dropout and a linear head.
 
+    backbone: the network of weld_training.pretrained.load_lite0 (its 1000-class `_fc` is
+    dropped). cbam: a CBAM block on the last feature map. freeze_blocks: the stem and the
+    first this-many MBConv blocks keep their weights and BatchNorm statistics (0: everything
+    trains).
+    """
+
+    FEATURES = 1280
+
+    def __init__(self, backbone: nn.Module, num_classes: int, freeze_blocks: int = 0,
+                 dropout: float = 0.2, cbam: bool = False) -> None:
+        super().__init__()
+        from .pretrained import LITE0_BLOCKS
+
+        if not 0 <= freeze_blocks <= len(LITE0_BLOCKS):
+            raise ModelError(f'freeze_blocks must be in [0, {len(LITE0_BLOCKS)}] (Lite0 has '
+                             f'{len(LITE0_BLOCKS)} MBConv blocks), got {freeze_blocks}')
+        backbone._fc = nn.Identity()
+        self.backbone = backbone
+        self.attention = CBAM(self.FEATURES) if cbam else nn.Identity()
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(self.FEATURES, num_classes)
+        self.freeze_blocks = int(freeze_blocks)
+        for module in self._frozen_modules():
+            for p in module.parameters():
+                p.requires_grad_(False)
+
+    def _frozen_modules(self) -> list[nn.Module]:
+        if not self.freeze_blocks:
+            return []
+        b = self.backbone
+        return [b._conv_stem, b._bn0, *b._blocks[:self.freeze_blocks]]
+
+    def train(self, mode: bool = True) -> 'Lite0Classifier':
+        super().train(mode)
+        for module in self._frozen_modules():
+            module.eval()  # frozen stages keep their ImageNet BatchNorm statistics
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.attention(self.backbone.extract_features(x))
+        return self.head(self.dropout(features.mean(dim=(2, 3))))
+
+
+def _build_lite0(num_classes: int, in_channels: int, pretrained: bool, relief_init: str,
+                 freeze_blocks: int, cbam: bool) -> Lite0Classifier:
+    from .pretrained import PretrainedWeightsError, load_lite0
+
+    try:
+        backbone = load_lite0(in_channels, relief_init=relief_init, pretrained=pretrained)
+    except PretrainedWeightsError as exc:
+        raise ModelError(f'{LITE0_NAME}: {exc}') from None
+    return Lite0Classifier(backbone, num_classes, freeze_blocks=freeze_blocks, cbam=cbam)
+
+
+def resolve_pretrained(name: str, pretrained: Optional[str]) -> Optional[str]:
+    """The pretrained weights a model starts from: 'imagenet' or None.
+
+    'auto': the installed ImageNet weights where the project installs them for `name`,
+    none otherwise; 'imagenet' names them and fails when they are not installed for `name`.
+    """
+    choice = 'none' if pretrained is None else str(pretrained)
+    if choice not in PRETRAINED_CHOICES:
+        raise ModelError(f'model.pretrained must be one of {", ".join(PRETRAINED_CHOICES)}, got {pretrained!r}')
+    if choice == 'auto':
+        return INSTALLED_PRETRAINED.get(name)
+    if choice == 'imagenet' and name not in INSTALLED_PRETRAINED:
+        raise ModelError(f'model.pretrained imagenet: no ImageNet weights are installed for {name!r} '
+                         f'(installed for: {", ".join(INSTALLED_PRETRAINED)}); give model.weights a local '
+                         f'weights file or set model.pretrained none')
+    return None if choice == 'none' else choice
+
+
+def build_model(name: str, num_classes: int, in_channels: int = 3, cbam: bool = False,
+                weights_path: Optional[str | Path] = None, bn_momentum: Optional[float] = None,
+                pretrained: Optional[str] = None, relief_init: str = 'mean',
+                freeze_blocks: int = 0) -> nn.Module:
+    """A classifier by name with `num_classes` outputs and `in_channels` inputs.
+
+    pretrained: 'imagenet' or 'auto' start from the installed ImageNet weights (see
+    resolve_pretrained); None or 'none': random weights. relief_init: how the relief
+    filters of a pretrained four-channel stem start ('mean' of the RGB filters or 'zero').
+    freeze_blocks: efficientnet_lite0 only, see Lite0Classifier.
     weights_path: optional local file (torchvision ImageNet state dict or a weld_training
     checkpoint); tensors whose shapes do not fit (e.g. the classifier) are left as built.
     """
@@ -152,6 +245,17 @@ def build_model(name: str, num_classes: int, in_channels: int = 3, cbam: bool = 
         raise ModelError(f'in_channels must be 3 (rgb) or 4 (rgbd), got {in_channels}')
     if num_classes < 2:
         raise ModelError(f'num_classes must be >= 2, got {num_classes}')
+    source = resolve_pretrained(name, pretrained)
+    if name == LITE0_NAME:
+        model = _build_lite0(num_classes, in_channels, source == 'imagenet', relief_init, int(freeze_blocks),
+                             cbam)
+        if weights_path:
+            load_weights_file(model, weights_path)
+        if bn_momentum is not None:
+            set_bn_momentum(model, float(bn_momentum))
+        return model
+    if freeze_blocks:
+        raise ModelError(f'freeze_blocks is only available for {LITE0_NAME}, not {name!r}; set model.freeze_blocks 0')
     model = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
     widen_first_conv(model, in_channels)
     if cbam:

@@ -38,7 +38,8 @@ from .distributed import (BalancedDistributedSampler, DistEnv, any_rank, broadca
                           reduce_mean)
 from .evaluate import classification_metrics, confusion_figure, softmax
 from .losses import LOSS_NAMES, balanced_sample_weights, build_criterion
-from .models import MODEL_NAMES, build_model
+from .models import LITE0_NAME, MODEL_NAMES, PRETRAINED_CHOICES, ModelError, build_model
+from .pretrained import LITE0_BLOCKS, RELIEF_INITS
 
 MONITORS = ('macro_f1', 'balanced_accuracy')
 SAMPLERS = ('balanced', 'shuffle')
@@ -53,6 +54,11 @@ def check_config(cfg: dict) -> None:
 
     m, t = cfg['model'], cfg['train']
     choice(m['name'], MODEL_NAMES, 'model.name')
+    choice('none' if m['pretrained'] is None else m['pretrained'], PRETRAINED_CHOICES, 'model.pretrained')
+    choice(m['relief_init'], RELIEF_INITS, 'model.relief_init')
+    if not (isinstance(m['freeze_blocks'], int) and 0 <= m['freeze_blocks'] <= len(LITE0_BLOCKS)):
+        raise ConfigError(f'model.freeze_blocks must be an integer in [0, {len(LITE0_BLOCKS)}], '
+                          f'got {m["freeze_blocks"]!r}')
     choice(m['channels'], (CHANNELS_RGB, CHANNELS_RGBD), 'model.channels')
     choice(t['loss'], LOSS_NAMES, 'train.loss')
     choice(t['monitor'], MONITORS, 'train.monitor')
@@ -137,7 +143,7 @@ def make_loaders(cfg: dict, preset: PreprocessPreset, generator: torch.Generator
     class_names = manifest['class_names']
     train_plain = WeldFrames(d['dataset'], 'train', preset, cache=t['cache'])
     counts = train_plain.class_counts()
-    augmenter = Augmenter(AugmentConfig.from_dict(cfg['augment']), counts)
+    augmenter = Augmenter(AugmentConfig.from_dict(cfg['augment']), counts, depth_range_mm=preset.depth_range_mm)
     train_ds = WeldFrames(d['dataset'], 'train', preset, augment=augmenter, cache=t['cache'])
     val_ds = WeldFrames(d['dataset'], 'val', preset, cache=t['cache'])
     if len(train_ds) == 0 or len(val_ds) == 0:
@@ -225,14 +231,15 @@ def recompute_bn_stats(model: nn.Module, loader: DataLoader, device: torch.devic
     The running averages lag behind fast-changing weights in short runs from scratch, and
     a model that is right in train mode can then be wrong in eval mode.
     """
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    model.train()
+    # Frozen stages stay in eval mode (models.Lite0Classifier): their statistics are kept.
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
     if not bns or batches <= 0:
         return
     momenta = [bn.momentum for bn in bns]
     for bn in bns:
         bn.reset_running_stats()
         bn.momentum = None  # cumulative average
-    model.train()
     with torch.no_grad():
         for i, (x, _) in enumerate(loader):
             if i >= batches:
@@ -393,8 +400,14 @@ def build_training_parts(cfg: dict, env: DistEnv, device: torch.device) -> Train
     generator = torch.Generator().manual_seed(int(cfg['seed']))
     train_loader, val_loader, class_names, counts = make_loaders(cfg, preset, generator, env)
     m = cfg['model']
-    model = build_model(m['name'], len(class_names), preset.num_channels, cbam=m['cbam'],
-                        weights_path=m['weights'], bn_momentum=m['bn_momentum'])
+    try:
+        model = build_model(m['name'], len(class_names), preset.num_channels, cbam=m['cbam'],
+                            weights_path=m['weights'], bn_momentum=m['bn_momentum'],
+                            pretrained=m['pretrained'], relief_init=m['relief_init'],
+                            # Lite0's blocks; the torchvision models train every layer.
+                            freeze_blocks=m['freeze_blocks'] if m['name'] == LITE0_NAME else 0)
+    except ModelError as exc:
+        raise ConfigError(str(exc)) from None
     if env.distributed:
         # Statistics of the global batch, as one process would see it (distributed.py).
         model = convert_batchnorm(model, device)
@@ -422,7 +435,8 @@ def _train(cfg: dict, env: DistEnv, device: torch.device, log: Callable[[str], N
     preset, generator, train_loader, val_loader = parts.preset, parts.generator, parts.train_loader, parts.val_loader
     class_names, counts, model, net, criterion = (parts.class_names, parts.counts, parts.model, parts.net,
                                                   parts.criterion)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=t['lr'], weight_decay=t['weight_decay'])
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=t['lr'],
+                                  weight_decay=t['weight_decay'])
     epochs = int(t['epochs'])
     steps = len(train_loader)
     warmup_steps = int(round(t['warmup_epochs'] * steps))

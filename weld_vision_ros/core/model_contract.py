@@ -14,10 +14,13 @@ Keys (all prefixed `weld.`):
   weights_sha256   sha256 of the graph's weights, written at export
   kind             'classifier' (absent: a classifier) or 'anomaly' (core.anomaly: an
                    anomaly model, served in its own slot; refused here)
+  temperature      optional, default 1: the reader divides 'logits' by it before the softmax
+                   (temperature scaling, calibrated on the validation split at export)
 """
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -44,6 +47,15 @@ class ModelContract:
     model_version: str
     metrics: dict = field(default_factory=dict)
     weights_sha256: str = ''
+    temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature)
+                and self.temperature > 0):
+            raise ModelContractError(f'weld.temperature must be a finite number > 0, got {self.temperature!r}')
+        if self.temperature != 1.0 and self.output_kind != 'logits':
+            raise ModelContractError("weld.temperature applies to output_kind 'logits' only; a model that "
+                                     'outputs probabilities carries its calibration in the graph')
 
     def to_metadata(self) -> dict[str, str]:
         return {
@@ -55,6 +67,7 @@ class ModelContract:
             PREFIX + 'model_version': self.model_version,
             PREFIX + 'metrics': json.dumps(self.metrics, sort_keys=True),
             PREFIX + 'weights_sha256': self.weights_sha256,
+            PREFIX + 'temperature': repr(float(self.temperature)),
         }
 
     @classmethod
@@ -76,6 +89,11 @@ class ModelContract:
             metrics = json.loads(meta.get(PREFIX + 'metrics') or '{}')
         except (json.JSONDecodeError, TypeError, PreprocessError) as exc:
             raise ModelContractError(f'model metadata is malformed: {exc}') from None
+        raw_t = meta.get(PREFIX + 'temperature') or '1.0'
+        try:
+            temperature = float(raw_t)
+        except ValueError:
+            raise ModelContractError(f'weld.temperature must be a finite number > 0, got {raw_t!r}') from None
         if len(class_names) < 2 or not all(isinstance(c, str) and c for c in class_names):
             raise ModelContractError(f'weld.class_names must list at least 2 names, got {class_names}')
         if len(set(class_names)) != len(class_names):
@@ -87,4 +105,4 @@ class ModelContract:
                    input_name=meta[PREFIX + 'input_name'], output_name=meta[PREFIX + 'output_name'],
                    output_kind=kind, model_version=meta[PREFIX + 'model_version'],
                    metrics=metrics if isinstance(metrics, dict) else {},
-                   weights_sha256=meta.get(PREFIX + 'weights_sha256', ''))
+                   weights_sha256=meta.get(PREFIX + 'weights_sha256', ''), temperature=temperature)

@@ -236,10 +236,12 @@ def resolve_model_path(model_path: str, models_dir: str) -> Path:
     return real
 
 
-def probabilities_from_output(raw: np.ndarray, output_kind: str) -> np.ndarray:
-    """Class probabilities (float64) from one output row: softmax for 'logits'."""
+def probabilities_from_output(raw: np.ndarray, output_kind: str, temperature: float = 1.0) -> np.ndarray:
+    """Class probabilities (float64) from one output row: softmax(logits / temperature) for
+    'logits' (the contract's calibrated temperature), the row itself for 'probabilities'."""
     x = np.asarray(raw, dtype=np.float64).reshape(-1)
     if output_kind == 'logits':
+        x = x / temperature
         e = np.exp(x - np.max(x))
         return e / e.sum()
     return x
@@ -308,7 +310,8 @@ class OnnxClassifier:
         if out.ndim != 2 or out.shape != (batch.shape[0], n):
             raise InferenceError(f'model {self.version} returned shape {out.shape}, expected '
                                  f'({batch.shape[0]}, {n})')
-        probs = np.stack([probabilities_from_output(row, self.contract.output_kind) for row in out])
+        probs = np.stack([probabilities_from_output(row, self.contract.output_kind, self.contract.temperature)
+                          for row in out])
         if not np.isfinite(probs).all():
             raise InferenceError(f'model {self.version} returned non-finite outputs '
                                  f'{np.array2string(out, precision=3)}')

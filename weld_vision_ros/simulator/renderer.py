@@ -338,9 +338,56 @@ def _sample_defects(rng: np.random.Generator, defect_class: str, width_mm: float
     return {}
 
 
+# The uniform ranges `sample_scene` draws these fields from (units as in SceneParams; the
+# noise fields before `noise_scale`). `sample_scene(ranges=...)` replaces any of them: wider
+# ones randomise a training set's domain, ranges outside these test a model beyond it.
+SCENE_RANGES: dict[str, tuple[float, float]] = {
+    'plate_distance_m': (0.15, 0.30),
+    'tilt_deg': (0.0, 6.0),
+    'bead_width_mm': (5.0, 12.0),
+    'profile_exponent': (0.6, 1.4),
+    'width_variation_mm': (0.03, 0.3),
+    'toe_ripple_mm': (0.0, 0.12),
+    'height_variation': (0.0, 0.06),
+    'ripple_amplitude': (0.01, 0.06),
+    'ripple_pitch_mm': (1.0, 3.0),
+    'ripple_chevron_mm': (0.0, 2.0),
+    'meander_amplitude_mm': (0.0, 1.2),
+    'noise_mm': (0.02, 0.2),
+    'dropout_fraction': (0.0, 0.1),
+    'rgb_noise': (1.0, 4.0),
+    'lighting_gain': (0.6, 1.4),
+    'ambient': (0.25, 0.5),
+    'light_elevation_deg': (35.0, 80.0),
+    'vignetting': (0.0, 0.4),
+    'exposure_gradient': (0.0, 0.25),
+    'plate_albedo': (0.35, 0.6),
+    'plate_texture_strength': (0.04, 0.16),
+    'bead_albedo': (0.45, 0.8),
+    'bead_specular': (0.15, 0.5),
+    'bead_shininess': (8.0, 40.0),
+    'heat_tint_strength': (0.2, 1.0),
+    'heat_tint_width_mm': (4.0, 14.0),
+}
+
+
+def scene_ranges(ranges: Mapping[str, tuple[float, float]] | None = None) -> dict[str, tuple[float, float]]:
+    """SCENE_RANGES with `ranges` replacing some of them; unknown names and empty ranges raise."""
+    out = dict(SCENE_RANGES)
+    for name, value in (ranges or {}).items():
+        if name not in SCENE_RANGES:
+            raise SceneError(f'no scene range named {name!r}; valid: {", ".join(SCENE_RANGES)}')
+        lo, hi = (float(v) for v in value)
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
+            raise SceneError(f'scene range {name} must be (low, high) with low <= high, got {value!r}')
+        out[name] = (lo, hi)
+    return out
+
+
 def sample_scene(rng: np.random.Generator, defect_class: str | None = None,
                  class_weights: Mapping[str, float] | None = None, noise_scale: float = 1.0,
-                 weld: SceneParams | None = None) -> SceneParams:
+                 weld: SceneParams | None = None,
+                 ranges: Mapping[str, tuple[float, float]] | None = None) -> SceneParams:
     """Draw a random scene.
 
     defect_class: force the class; otherwise it is drawn from `class_weights` (class name
@@ -348,6 +395,7 @@ def sample_scene(rng: np.random.Generator, defect_class: str | None = None,
     noise_scale: multiplies depth noise, glare dropouts and colour noise (0: clean frames).
     weld: another view of this weld: its class, bead and materials are kept
     (`WELD_LEVEL_FIELDS`); the view, light and defect instances are drawn anew.
+    ranges: field name -> (low, high) replacing its range in SCENE_RANGES.
     """
     if not (math.isfinite(noise_scale) and noise_scale >= 0):
         raise SceneError(f'noise_scale must be a finite number >= 0, got {noise_scale}')
@@ -357,9 +405,10 @@ def sample_scene(rng: np.random.Generator, defect_class: str | None = None,
         check_class_name(defect_class)
     else:
         defect_class = _pick_class(rng, class_weights)
+    span = scene_ranges(ranges)
     u = rng.uniform
-    distance_m = float(u(0.15, 0.30))
-    width_mm = float(u(5.0, 12.0))
+    distance_m = float(u(*span['plate_distance_m']))
+    width_mm = float(u(*span['bead_width_mm']))
     height_mm = float(u(1.0, min(3.5, 0.5 * width_mm)))
     two_pi = 2.0 * math.pi
     values = dict(
@@ -367,47 +416,47 @@ def sample_scene(rng: np.random.Generator, defect_class: str | None = None,
         seam_angle_deg=float(u(-90.0, 90.0)),
         seam_offset_mm=float(u(-0.12, 0.12) * distance_m * 1000.0),
         plate_distance_m=distance_m,
-        tilt_deg=float(u(0.0, 6.0)),
+        tilt_deg=float(u(*span['tilt_deg'])),
         tilt_azimuth_deg=float(u(0.0, 360.0)),
         bead_width_mm=width_mm,
         bead_height_mm=height_mm,
-        profile_exponent=float(u(0.6, 1.4)),
-        width_variation_mm=float(u(0.03, 0.3)),
+        profile_exponent=float(u(*span['profile_exponent'])),
+        width_variation_mm=float(u(*span['width_variation_mm'])),
         width_wavelength_mm=float(u(25.0, 120.0)),
         width_phase=float(u(0, two_pi)),
-        toe_ripple_mm=float(u(0.0, 0.12)),
-        height_variation=float(u(0.0, 0.06)),
+        toe_ripple_mm=float(u(*span['toe_ripple_mm'])),
+        height_variation=float(u(*span['height_variation'])),
         height_wavelength_mm=float(u(25.0, 120.0)),
         height_phase=float(u(0, two_pi)),
-        ripple_amplitude=float(u(0.01, 0.06)),
-        ripple_pitch_mm=float(u(1.0, 3.0)),
-        ripple_chevron_mm=float(u(0.0, 2.0)),
+        ripple_amplitude=float(u(*span['ripple_amplitude'])),
+        ripple_pitch_mm=float(u(*span['ripple_pitch_mm'])),
+        ripple_chevron_mm=float(u(*span['ripple_chevron_mm'])),
         ripple_phase=float(u(0, two_pi)),
-        meander_amplitude_mm=float(u(0.0, 1.2)),
+        meander_amplitude_mm=float(u(*span['meander_amplitude_mm'])),
         meander_wavelength_mm=float(u(40.0, 200.0)),
         meander_phase=float(u(0, two_pi)),
-        noise_mm=float(u(0.02, 0.2) * noise_scale),
-        dropout_fraction=float(min(1.0, u(0.0, 0.1) * noise_scale)),
-        rgb_noise=float(u(1.0, 4.0) * noise_scale),
-        lighting_gain=float(u(0.6, 1.4)),
-        ambient=float(u(0.25, 0.5)),
+        noise_mm=float(u(*span['noise_mm']) * noise_scale),
+        dropout_fraction=float(min(1.0, u(*span['dropout_fraction']) * noise_scale)),
+        rgb_noise=float(u(*span['rgb_noise']) * noise_scale),
+        lighting_gain=float(u(*span['lighting_gain'])),
+        ambient=float(u(*span['ambient'])),
         light_azimuth_deg=float(u(0.0, 360.0)),
-        light_elevation_deg=float(u(35.0, 80.0)),
-        vignetting=float(u(0.0, 0.4)),
-        exposure_gradient=float(u(0.0, 0.25)),
+        light_elevation_deg=float(u(*span['light_elevation_deg'])),
+        vignetting=float(u(*span['vignetting'])),
+        exposure_gradient=float(u(*span['exposure_gradient'])),
         exposure_gradient_deg=float(u(0.0, 360.0)),
-        plate_albedo=float(u(0.35, 0.6)),
-        plate_texture_strength=float(u(0.04, 0.16)),
+        plate_albedo=float(u(*span['plate_albedo'])),
+        plate_texture_strength=float(u(*span['plate_texture_strength'])),
         plate_tint=_palette(rng, ((1.0, 1.0, 1.0), (0.97, 0.99, 1.04), (1.03, 1.0, 0.95)), 0.02),
         texture_seed=int(rng.integers(0, 2**31 - 1)),
         texture_transposed=bool(rng.random() < 0.5),
-        bead_albedo=float(u(0.45, 0.8)),
+        bead_albedo=float(u(*span['bead_albedo'])),
         bead_tint=_palette(rng, ((1.0, 1.0, 1.02), (1.06, 0.98, 0.84), (0.9, 0.96, 1.1),
                                  (1.02, 0.9, 0.92)), 0.03),
-        bead_specular=float(u(0.15, 0.5)),
-        bead_shininess=float(u(8.0, 40.0)),
-        heat_tint_strength=float(u(0.2, 1.0)),
-        heat_tint_width_mm=float(u(4.0, 14.0)),
+        bead_specular=float(u(*span['bead_specular'])),
+        bead_shininess=float(u(*span['bead_shininess'])),
+        heat_tint_strength=float(u(*span['heat_tint_strength'])),
+        heat_tint_width_mm=float(u(*span['heat_tint_width_mm'])),
     )
     if weld is not None:
         for name in WELD_LEVEL_FIELDS:
@@ -1048,14 +1097,16 @@ class SyntheticWeldStream:
 
     Each weld draws its class (from `class_weights`) and its bead once; its
     `frames_per_weld` frames are different views of it (`sample_scene(weld=...)`), and
-    their truth carries the weld's id. The same seed gives the same sequence. The options
+    their truth carries the weld's id; `ranges` replaces scene ranges (see SCENE_RANGES).
+    The same seed gives the same sequence. The options
     are plain attributes: a node may change them between frames (the next weld uses them;
     a new size applies from the next frame).
     """
 
     def __init__(self, seed: int, intrinsics: Intrinsics | None = None,
                  class_weights: Mapping[str, float] | None = None, noise_scale: float = 1.0,
-                 frames_per_weld: int = 10, weld_prefix: str = 'sim') -> None:
+                 frames_per_weld: int = 10, weld_prefix: str = 'sim',
+                 ranges: Mapping[str, tuple[float, float]] | None = None) -> None:
         if frames_per_weld < 1:
             raise SceneError(f'frames_per_weld must be >= 1, got {frames_per_weld}')
         self.seed = int(seed)
@@ -1064,6 +1115,7 @@ class SyntheticWeldStream:
         self.noise_scale = float(noise_scale)
         self.frames_per_weld = int(frames_per_weld)
         self.weld_prefix = weld_prefix
+        self.ranges = scene_ranges(ranges)  # checked here, not at the first frame
         self._rng = np.random.default_rng(self.seed)
         self._weld: Optional[SceneParams] = None
         self._weld_id = ''
@@ -1081,13 +1133,13 @@ class SyntheticWeldStream:
         new_weld = self._frames_left <= 0
         if new_weld:
             self._weld = sample_scene(self._rng, class_weights=self.class_weights,
-                                      noise_scale=self.noise_scale)
+                                      noise_scale=self.noise_scale, ranges=self.ranges)
             self._weld_id = f'{self.weld_prefix}-{self.seed}-{self.welds:05d}'
             self._frames_left = self.frames_per_weld
             self.welds += 1
             scene = self._weld
         else:
-            scene = sample_scene(self._rng, weld=self._weld)
+            scene = sample_scene(self._rng, weld=self._weld, ranges=self.ranges)
         self._frames_left -= 1
         self.frames += 1
         for attempt in range(_VIEW_ATTEMPTS):
@@ -1098,5 +1150,5 @@ class SyntheticWeldStream:
                 # A view that shows too little seam (extreme aspect ratios): draw another view.
                 if attempt == _VIEW_ATTEMPTS - 1:
                     raise
-                scene = sample_scene(self._rng, weld=self._weld)
+                scene = sample_scene(self._rng, weld=self._weld, ranges=self.ranges)
         return replace(frame, truth=replace(frame.truth, weld_id=self._weld_id)), new_weld

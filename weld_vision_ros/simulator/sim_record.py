@@ -49,6 +49,7 @@ class RecordOptions:
     sidecar: bool = False
     ground_truth: bool = True
     start_ns: int = DEFAULT_START_NS
+    ranges: Optional[Mapping[str, tuple[float, float]]] = None  # scene ranges (renderer.SCENE_RANGES)
 
     def __post_init__(self) -> None:
         if self.frames < 1:
@@ -85,7 +86,8 @@ def record(opts: RecordOptions, progress: Optional[ProgressFn] = None) -> Record
     """Render and write the recording; progress(done, total, elapsed_s) after each frame."""
     intrinsics = default_intrinsics(opts.width, opts.height)
     stream = SyntheticWeldStream(opts.seed, intrinsics, class_weights=opts.class_weights,
-                                 noise_scale=opts.noise_scale, frames_per_weld=opts.frames_per_weld)
+                                 noise_scale=opts.noise_scale, frames_per_weld=opts.frames_per_weld,
+                                 ranges=opts.ranges)
     topics = [t for t in TOPIC_TYPES
               if (t != LABEL_TOPIC or opts.label_topic)
               and (t != GROUND_TRUTH_TOPIC or opts.ground_truth)]
