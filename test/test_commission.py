@@ -50,3 +50,53 @@ def test_command_passes_fails_and_refuses_bad_sizes(capsys) -> None:
         Gauge(0.0, 3.0)
     with pytest.raises(SystemExit):
         main(['--width-mm', '-1', '--height-mm', '3'])
+
+
+def test_commission_measures_the_gauge_on_live_camera_topics(tmp_path) -> None:
+    """Across processes: the test publishes rendered gauge frames on the camera topics,
+    `weld-vision commission --live` collects them through the nodes' RGB-D input."""
+    import subprocess
+    import sys
+    import time
+    pytest.importorskip('rclpy')
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import CameraInfo, Image
+    from std_msgs.msg import Header
+
+    from test.rosutil import REPO, ros_context
+    from weld_vision_ros.commission import synthetic_gauge_frames
+    from weld_vision_ros.core.commission import Gauge
+    from weld_vision_ros.ros.conversions import array_to_image, intrinsics_to_camera_info, ns_to_stamp
+
+    frames = list(synthetic_gauge_frames(Gauge(10.0, 3.0), 6, '32FC1', seed=5))
+    proc = subprocess.Popen([sys.executable, '-m', 'weld_vision_ros.cli', 'commission', '--width-mm', '10',
+                             '--height-mm', '3', '--live', '4', '--timeout', '90', '--ros-args', '-p',
+                             'image_reliability:=reliable', '-p', 'image_queue_depth:=50'],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        with ros_context('gauge_camera') as (node, ex):
+            qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+            pubs = [node.create_publisher(t, name, qos) for t, name in (
+                (CameraInfo, 'camera/color/camera_info'), (Image, 'camera/color/image_raw'),
+                (Image, 'camera/aligned_depth_to_color/image_raw'))]
+            deadline = time.monotonic() + 60
+            while node.count_subscribers('camera/color/image_raw') == 0 and time.monotonic() < deadline:
+                ex.spin_once(timeout_sec=0.1)
+            i = 0
+            while proc.poll() is None and time.monotonic() < deadline:
+                f = frames[i % len(frames)]
+                header = Header(stamp=ns_to_stamp(1_800_000_000_000_000_000 + i * 100_000_000),
+                                frame_id='camera_color_optical_frame')
+                pubs[0].publish(intrinsics_to_camera_info(f.intrinsics, header))
+                pubs[1].publish(array_to_image(f.rgb, 'rgb8', header))
+                pubs[2].publish(array_to_image(f.depth_m, '32FC1', header))
+                i += 1
+                end = time.monotonic() + 0.25
+                while time.monotonic() < end:
+                    ex.spin_once(timeout_sec=0.05)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert '4 of 4 live frame(s) received' in out, out
+    assert proc.returncode == 0 and 'PASS' in out and '4 frames measured, 0 failed' in out, out
