@@ -227,7 +227,7 @@ def main() -> None:
         'Pushed ranges: ' + ', '.join(f'{k} {a:g}-{b:g}' for k, (a, b) in PUSHED_RANGES.items())
         + ' (the fit saw plate distance 0.15-0.30 m, tilt 0-6 deg, lighting gain 0.6-1.4, noise 0.02-0.2 mm, '
         'bead width 5-12 mm).', '',
-        f'Defect frames reaching inspect or critical (in range): '
+        'Defect frames reaching inspect or critical (in range): '
         + ', '.join(f'{c} {100 * res_in["detected_inspect"][c]:.0f} %' for c in DEFECTS) + '.', '',
         f'Localisation rule: {MATCH_RULE}.', '',
         '| cost | value |', '|---|---|',

@@ -170,7 +170,7 @@ def test_every_review_recorder_parameter_is_documented():
 
 def test_review_reasons():
     from types import SimpleNamespace as M
-    from weld_vision_ros.nodes.review_recorder_node import review_reasons
+    from weld_vision_ros.core.review import review_reasons
     rule = M(status='inspected', defect_class='crack', confidence=0.9, status_reason='')
     ml = M(status='inspected', defect_class='porosity', confidence=0.8, status_reason='')
     final = M(status='inspected', defect_class='porosity', confidence=0.55, status_reason='')

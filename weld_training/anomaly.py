@@ -49,7 +49,6 @@ from weld_vision_ros.core.preprocess import CHANNELS_RGBD, CROP_SEAM, Preprocess
 ANOMALY_PRESET = PreprocessPreset(input_height=96, input_width=1024, channels=CHANNELS_RGBD,
                                   mean=(0.485, 0.456, 0.406, 0.0), std=(0.229, 0.224, 0.225, 0.5),
                                   crop=CROP_SEAM, strip_length_mm=400.0, strip_width_mm=37.5)
-N_DESCRIPTORS = 8
 PARITY_OF_INSPECT = 0.01    # largest ONNX vs torch map difference, as a share of the inspect threshold
 _PAD_DISTANCE = 1.0e3       # a bank slot left empty: never the nearest
 
@@ -318,13 +317,6 @@ def roc_auc(negatives: Sequence[float], positives: Sequence[float]) -> float:
         return float('nan')
     greater = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
     return float(greater / (len(pos) * len(neg)))
-
-
-def summary_json(model: FittedAnomalyModel) -> str:
-    return json.dumps({'thresholds': asdict(model.thresholds), 'calibration': model.calibration,
-                       'fit_seconds': model.fit_seconds, 'config': asdict(model.config)}, indent=1,
-                      default=lambda o: list(o) if isinstance(o, tuple) else str(o))
-
 
 
 def good_frames_from_bags(bags: Sequence[str | Path], good_label: str = 'good', limit: int = 100000) -> list:

@@ -21,7 +21,6 @@ import json
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Mapping, Optional
 
 import cv2
@@ -228,10 +227,3 @@ def info_json(model: Optional[AnomalyModel]) -> str:
         return json.dumps({'version': '', 'path': '', 'sha256': ''})
     return json.dumps({'version': model.version, 'path': model.path, 'sha256': model.sha256,
                        'thresholds': asdict(model.contract.thresholds)}, sort_keys=True)
-
-
-def model_file_kind(path: str | Path) -> str:
-    """'anomaly' or 'classifier', from an ONNX file's metadata (for the registry and deploy)."""
-    import onnx
-    meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-    return meta.get(PREFIX + 'kind', 'classifier')

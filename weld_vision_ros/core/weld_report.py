@@ -335,7 +335,7 @@ def build_report(weld_id: str, frames: Sequence[FrameRecord], weld_length_mm: fl
                           f.placement.sigma_mm))
 
     def covering(pos: float) -> int:
-        return sum(1 for f in inspected if f.seen_mm()[0] <= pos <= f.seen_mm()[1])
+        return sum(1 for a, b in raw_seen if a <= pos <= b)
 
     findings: list[Finding] = []
     for cls_name, sightings in sorted(by_class.items()):
@@ -372,7 +372,8 @@ def build_report(weld_id: str, frames: Sequence[FrameRecord], weld_length_mm: fl
     for i in range(n_seg):
         a = lo_w + i * config.segment_mm
         b = min(a + config.segment_mm, hi_w)
-        cov = [f for f in inspected if f.seen_mm()[0] <= a + 0.5 * (b - a) <= f.seen_mm()[1]]
+        mid = a + 0.5 * (b - a)
+        cov = [f for f, (lo, hi) in zip(inspected, raw_seen) if lo <= mid <= hi]
         uc = max((x.depth_mm for x in confirmed if x.defect_class == UNDERCUT
                   and x.start_mm < b and x.end_mm > a), default=0.0)
         if not cov:

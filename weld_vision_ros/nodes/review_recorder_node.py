@@ -33,7 +33,7 @@ import yaml
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 
-from weld_vision_ros.core.results import REASON_UNKNOWN_APPEARANCE, STATUS_INSPECTED
+from weld_vision_ros.core.review import review_reasons
 from weld_vision_ros.core.retention import RetentionPolicy, prune
 from weld_vision_ros.msg import WeldDefect, WeldLabel
 from weld_vision_ros.ros import codec
@@ -47,7 +47,6 @@ from weld_vision_ros.ros.spin import run_node
 
 NODE_NAME = 'review_recorder_node'
 REVIEW_NAME = 'review.yaml'
-DISAGREEMENT, LOW_CONFIDENCE, UNKNOWN = 'disagreement', 'low_confidence', 'unknown_appearance'
 # Bytes of one frame in the bag beyond its pixels (headers, camera_info, records).
 _FRAME_OVERHEAD = 2048
 
@@ -90,20 +89,6 @@ class ReviewConfig:
             raise ValueError('review_dir must not be empty')
         return cls(dict(v), RetentionPolicy(int(float(v['retention_max_mb']) * 2**20),
                                             float(v['retention_max_age_days']) * 86400.0))
-
-
-def review_reasons(rule, ml, final, low_confidence: float, disagreement: bool = True,
-                   unknown: bool = True) -> list[str]:
-    """Why a frame is worth labelling, from its verdict messages (any may be None)."""
-    reasons = []
-    if (disagreement and rule is not None and ml is not None and rule.status == STATUS_INSPECTED
-            and ml.status == STATUS_INSPECTED and rule.defect_class != ml.defect_class):
-        reasons.append(DISAGREEMENT)
-    if final is not None and final.status == STATUS_INSPECTED and final.confidence < low_confidence:
-        reasons.append(LOW_CONFIDENCE)
-    if unknown and any(m is not None and m.status_reason == REASON_UNKNOWN_APPEARANCE for m in (rule, ml, final)):
-        reasons.append(UNKNOWN)
-    return reasons
 
 
 class ReviewRecorderNode(Node):

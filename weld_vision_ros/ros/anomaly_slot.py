@@ -21,9 +21,7 @@ level, regions and the anomaly model's version.
 """
 from __future__ import annotations
 
-import json
-import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping, Optional
 
@@ -99,7 +97,7 @@ class AnomalySlot:
         self.model: Optional[AnomalyModel] = None
         self.counts: Counter[str] = Counter()
         self.last_refusal = ''
-        self.latency_ms: list[float] = []
+        self.latency_ms: deque = deque(maxlen=200)
         self._pub_model = node.create_publisher(String, ACTIVE_ANOMALY_TOPIC, latched_qos())
         self._pub_map = node.create_publisher(Image, ANOMALY_MAP_TOPIC, 1)
         self.params = LiveParameters(node, ANOMALY_PARAMS, AnomalySlotConfig.from_values,
@@ -164,7 +162,7 @@ class AnomalySlot:
             return final
         self.counts['scored'] += 1
         self.counts[f'level.{result.level}'] += 1
-        self.latency_ms = (self.latency_ms + [result.latency_ms])[-200:]
+        self.latency_ms.append(result.latency_ms)
         fields = dict(anomaly_score=result.score, anomaly_level=result.level, anomaly_regions=result.regions,
                       anomaly_model_version=model.version)
         if cfg.publish_map:
@@ -186,6 +184,3 @@ class AnomalySlot:
                 'anomaly.latency_p50_ms': lat[len(lat) // 2] if lat else 0.0,
                 **{f'anomaly.{k}': n for k, n in sorted(self.counts.items()) if k.startswith('level.')},
                 'anomaly.last_refusal': self.last_refusal}
-
-    def describe(self) -> str:
-        return json.dumps({'model': self.model.version if self.model else ''})

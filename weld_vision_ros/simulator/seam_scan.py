@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Iterator, Optional, Sequence
+from typing import Iterator, Optional
 
 import numpy as np
 
@@ -243,8 +243,3 @@ def load_scan_plan(path: str) -> ScanPlan:
         return ScanPlan(features=feats, **values)
     except (TypeError, ValueError) as exc:
         raise SceneError(f'{path}: {exc}') from None
-
-
-def features_in(features: Sequence[SeamFeature], start_mm: float, end_mm: float) -> list[SeamFeature]:
-    """The features whose centre lies in [start_mm, end_mm]."""
-    return [f for f in features if start_mm <= f.position_mm <= end_mm]
