@@ -9,7 +9,8 @@ Subscribes (relative names, so a namespace applies):
     camera/pose         geometry_msgs/PoseStamped        camera optical frame in the part frame
                                                          (placement 'pose'; `pose_topic`)
 
-At the end of a weld (after `end_grace_s`, for the frames still in flight) the frames
+At the end of a weld (once no measurement of its frames has arrived for `end_grace_s`: the
+frames still in flight through a busy rule node; at most END_WAIT_MAX_S) the frames
 stamped between its start and end are placed on the seam (`core.weld_report`), merged into
 one report, graded against the acceptance table when one is given (`core.grading`), and
 
@@ -34,6 +35,7 @@ from typing import Any, Mapping, Optional
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
+from std_msgs.msg import Header
 
 from weld_vision_ros.core.grading import AcceptanceTable, AcceptanceTableError
 from weld_vision_ros.core.report_io import write_json, write_seam_map
@@ -55,6 +57,7 @@ BEAD_TOPIC = 'weld/bead'
 DIAGNOSTICS_TOPIC = '/diagnostics'
 PLACEMENTS = ('pose', 'travel')
 _SAFE_ID = re.compile(r'[^A-Za-z0-9._-]+')
+END_WAIT_MAX_S = 30.0      # a weld's report waits at most this long after its end for its frames
 
 PARAMS = (
     ParamSpec('defect_topic', 'weld/defect/rule', 'Verdicts whose located findings are merged (the rule '
@@ -87,7 +90,8 @@ PARAMS = (
               max_value=1e6),
     ParamSpec('reports_max_age_days', 90.0, 'Retention: age of a report', unit='days', min_value=0.01,
               max_value=36500.0),
-    ParamSpec('end_grace_s', 0.5, 'Wait after the end event for frames still in flight', unit='s',
+    ParamSpec('end_grace_s', 0.5, 'After the end event, the report waits until no measurement of the '
+              "weld's frames has arrived for this long (frames still in flight)", unit='s',
               min_value=0.0, max_value=30.0),
     ParamSpec('segment_mm', 20.0, 'Length of a report segment', unit='mm', min_value=1.0, max_value=1000.0),
     ParamSpec('merge_mm', 4.0, 'Sightings closer than this (plus their uncertainty) are one imperfection',
@@ -138,6 +142,16 @@ class ReportNodeConfig:
 
 def _ns(stamp) -> int:
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+@dataclass
+class _Ending:
+    """A weld that has ended and waits for its last frames' measurements."""
+
+    weld: '_OpenWeld'
+    end_ns: int
+    last_arrival_ns: int     # node clock: the end event, or the latest measurement of its frames
+    deadline_ns: int
 
 
 @dataclass
@@ -193,7 +207,7 @@ class WeldReportNode(Node):
         self._defect_order: deque = deque(maxlen=keep)
         self._poses: deque = deque(maxlen=keep)
         self._open: Optional[_OpenWeld] = None
-        self._pending: list[tuple[_OpenWeld, int, Any]] = []
+        self._pending: list[_Ending] = []
         self.events: Counter[str] = Counter()
         self.reports_published = 0
         qos = results_qos(depth=200)
@@ -212,8 +226,12 @@ class WeldReportNode(Node):
 
     # --- inputs ----------------------------------------------------------------------------
     def _on_bead(self, msg) -> None:
+        stamp = _ns(msg.header.stamp)
         with self._lock:
-            self._beads.append((_ns(msg.header.stamp), msg))
+            self._beads.append((stamp, msg))
+        for ending in self._pending:
+            if ending.weld.start_ns <= stamp <= ending.end_ns:
+                ending.last_arrival_ns = self.get_clock().now().nanoseconds
 
     def _on_defect(self, msg) -> None:
         stamp = _ns(msg.header.stamp)
@@ -258,15 +276,17 @@ class WeldReportNode(Node):
             self.get_logger().warning(f'unknown weld event {msg.event!r}: expected start or end')
 
     def _schedule(self, weld: _OpenWeld, end_ns: int) -> None:
-        due = self.get_clock().now().nanoseconds + int(float(self.params.config.values['end_grace_s']) * 1e9)
-        self._pending.append((weld, end_ns, due))
+        now = self.get_clock().now().nanoseconds
+        self._pending.append(_Ending(weld, end_ns, now, now + int(END_WAIT_MAX_S * 1e9)))
 
     # --- reports ---------------------------------------------------------------------------
     def _finish_due(self) -> None:
         now = self.get_clock().now().nanoseconds
-        due = [p for p in self._pending if p[2] <= now]
-        self._pending = [p for p in self._pending if p[2] > now]
-        for weld, end_ns, _ in due:
+        grace = int(float(self.params.config.values['end_grace_s']) * 1e9)
+        due = [e for e in self._pending if now - e.last_arrival_ns >= grace or now >= e.deadline_ns]
+        self._pending = [e for e in self._pending if e not in due]
+        for ending in due:
+            weld, end_ns = ending.weld, ending.end_ns
             try:
                 self._finish(weld, end_ns)
             except (WeldReportError, ValueError, OSError) as exc:   # the ROS boundary: count, log, go on
@@ -326,7 +346,6 @@ class WeldReportNode(Node):
             png_path = str(write_seam_map(report, out / 'seam_map.png'))
             for gone in prune(folder, cfg.retention):
                 self.get_logger().info(f'retention: removed {gone}')
-        from std_msgs.msg import Header
         header = Header(stamp=ns_to_stamp(end_ns), frame_id='')
         self.report_pub.publish(report_to_msg(report, header, json_path, png_path))
         self.reports_published += 1
