@@ -73,6 +73,10 @@ PARAMS = (
     ParamSpec('scan_plan', '', 'Scan mode: a YAML scan plan (one weld with imperfections at known '
               'positions, scanned pass after pass, with camera/pose and weld/event); empty: '
               'separate views of one-class welds', read_only=True),
+    ParamSpec('scan_start_wait_s', 10.0, 'Scan mode: the first weld starts once camera/pose, weld/event '
+              'and the camera images each have a matched subscriber, or after this long (a robot '
+              'program starts welding once the cell listens)', unit='s', min_value=0.0,
+              max_value=600.0, read_only=True),
     ParamSpec('part_frame_id', 'part', 'Scan mode: frame_id of camera/pose (the part frame: x along '
               'the weld from its start, z the plate normal)'),
     *(ParamSpec(f'class_weights.{name}', 1.0, f'Relative frequency of {name} welds (0: never)',
@@ -94,6 +98,7 @@ class SimCameraConfig:
     class_weights: tuple[tuple[str, float], ...]
     scan_plan: str = ''
     part_frame_id: str = 'part'
+    scan_start_wait_s: float = 10.0
 
     @classmethod
     def from_values(cls, v: Mapping[str, Any]) -> 'SimCameraConfig':
@@ -105,7 +110,7 @@ class SimCameraConfig:
         return cls(float(v['rate_hz']), int(v['width']), int(v['height']), float(v['noise_scale']),
                    int(v['seed']), int(v['frames_per_weld']), str(v['depth_encoding']),
                    str(v['frame_id']), str(v['image_reliability']), weights, str(v['scan_plan']),
-                   str(v['part_frame_id']))
+                   str(v['part_frame_id']), float(v['scan_start_wait_s']))
 
 
 class SyntheticCameraNode(Node):
@@ -137,6 +142,7 @@ class SyntheticCameraNode(Node):
             self._scan_views = plan.view_centres()
             self._scan_index = 0
             self._scan_pass = 0
+            self._scan_waiting_since: Optional[int] = self.get_clock().now().nanoseconds
             self._pose_pub = self.create_publisher(PoseStamped, POSE_TOPIC, results_qos(depth=50))
             self._event_pub = self.create_publisher(WeldEvent, EVENT_TOPIC, results_qos(depth=10))
         self._timer = self.create_timer(1.0 / cfg.rate_hz, self._tick)
@@ -170,9 +176,26 @@ class SyntheticCameraNode(Node):
     def scan_weld_id(self) -> str:
         return f'scan-{self._stream.seed}-{self._scan_pass:04d}'
 
+    def _scan_consumers_ready(self) -> bool:
+        """True once the first weld may start: every scan topic has a matched reader (DDS
+        matching, not graph discovery: what is published before is lost to a volatile reader),
+        or `scan_start_wait_s` has passed (logged)."""
+        waited_s = (self.get_clock().now().nanoseconds - self._scan_waiting_since) * 1e-9
+        matched = all(pub.get_subscription_count() > 0
+                      for pub in (self._pose_pub, self._event_pub, self._color_pub, self._depth_pub, self._info_pub))
+        if matched or waited_s >= self.params.config.scan_start_wait_s:
+            if not matched:
+                self.get_logger().warning(f'scan: starting the first weld after {waited_s:.1f} s '
+                                          'without a subscriber on every scan topic')
+            self._scan_waiting_since = None
+            return True
+        return False
+
     def _scan_tick(self, cfg: SimCameraConfig, header: Header):
         """Scan mode: the next view of the pass (with its pose), the weld events around it."""
         plan = self._scan.plan
+        if self._scan_waiting_since is not None and not self._scan_consumers_ready():
+            return None
         if self._scan_index == 0:
             self._event_pub.publish(WeldEvent(
                 header=header, weld_id=self.scan_weld_id, event=WeldEvent.EVENT_START,
